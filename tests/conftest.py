@@ -37,3 +37,41 @@ def roberta_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     return shared_path("models", "all-MiniLM-L6-v2")
+
+
+def _tiny_encoder_dir(root: Path, tokenizer_dir: Path, config) -> Path:
+    """A folder with a tiny encoder config and a real tokenizer: ``backbone=<dir>, pretrained=False``."""
+    from transformers import AutoTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(root)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory, roberta_tokenizer_dir) -> Path:
+    from transformers import RobertaConfig
+
+    config = RobertaConfig(
+        vocab_size=50265,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-roberta"), roberta_tokenizer_dir, config)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
+    from transformers import BertConfig
+
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, config)

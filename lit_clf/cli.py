@@ -1,0 +1,53 @@
+"""The ``lit-clf`` command: LightningCLI with ``fit``, ``validate``, ``test`` and ``predict``.
+
+Only argument links live here: the task specs (names, kinds, label lists) flow from the DataModule to
+the model, so no config states a label count.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch.cli import LightningCLI
+
+from lit_clf.callbacks import PredictionWriter
+from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
+
+
+class LitClfCLI(LightningCLI):
+    """LightningCLI with the data -> model links every lit_clf config relies on."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data", "model.init_args.tasks", compute_fn=_task_dicts, apply_on="instantiate")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After `fit`, run `test` with the best checkpoint (the final weights if none was kept).",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config.fit.get("test_after_fit"):
+            return
+        callback = self.trainer.checkpoint_callback
+        ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def _task_dicts(data: ClassificationDataModule) -> list[dict]:
+    return specs_to_dicts(data.task_specs)
+
+
+def main(args: list[str] | None = None) -> LitClfCLI:
+    """Entry point of ``lit-clf`` and ``python -m lit_clf``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from DataLoader workers
+    return LitClfCLI(
+        model_class=None,
+        datamodule_class=ClassificationDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": False},
+        args=args,
+    )

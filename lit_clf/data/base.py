@@ -1,0 +1,272 @@
+"""The DataModule base shared by every dataset and by both model families.
+
+A DataModule owns the raw examples and the task specs. How an example becomes tensors belongs to the
+model family: the LightningModule exposes a ``featurizer`` (see :class:`Featurizer`) that tokenizes a
+split once in ``setup`` and pads batches in the DataLoader's ``collate_fn``. The same DataModule thus
+feeds an encoder with sequence/token heads and a decoder trained on prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lit_clf.data.tasks import Example, TaskKind, TaskSpec, collect_labels, select_tasks
+
+SPLITS = ("train", "val", "test")
+
+
+@runtime_checkable
+class Featurizer(Protocol):
+    """Turns raw examples into model inputs; supplied by the model family."""
+
+    def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
+        """Encode a whole split once. Each feature keeps ``index`` (position in ``examples``)."""
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad a list of features into a batch (dynamic padding: to the longest in the batch)."""
+
+    def length(self, feature: dict[str, Any]) -> int:
+        """The feature's length in tokens, used to group batches of similar length."""
+
+
+class FeatureDataset(Dataset):
+    """A featurized split held in memory."""
+
+    def __init__(self, features: list[dict[str, Any]]) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.features[index]
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffled order in which every run of ``batch_size`` indices has similar lengths.
+
+    As in Hugging Face's sampler of the same name: shuffle, cut into mega-batches of
+    ``mega_batch_factor * batch_size``, sort each by length (longest first) and shuffle the order of
+    the batches, so padding is small yet batches still vary. Under DDP Lightning wraps this sampler
+    and hands index ``i`` to rank ``i % world_size``: neighbouring indices have similar lengths, so each
+    rank's batches stay grouped. A new permutation is drawn each epoch from ``seed`` and the epoch.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega_batch_factor = mega_batch_factor
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1  # a fresh order next epoch even when nobody calls set_epoch
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        mega = self.mega_batch_factor * self.batch_size
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=self.lengths.__getitem__, reverse=True)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return (index for batch in batches for index in batch)
+
+
+class SortedByLengthSampler(Sampler[int]):
+    """Evaluation order, longest first: least padding; metrics do not depend on order."""
+
+    def __init__(self, lengths: Sequence[int]) -> None:
+        self.order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Base DataModule: raw examples per split, task specs, and dynamically padded loaders.
+
+    Subclasses set ``available_tasks`` and implement :meth:`load_splits`.
+    """
+
+    #: Task name -> kind, for the tasks a dataset offers.
+    available_tasks: ClassVar[dict[str, TaskKind]] = {}
+    #: Short dataset name used in run names, tags and reports.
+    dataset_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        tasks: list[str],
+        data_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = True,
+        max_examples: int | None = None,
+        predict_split: str = "test",
+        seed: int = 42,
+    ) -> None:
+        """
+        Args:
+            tasks: Tasks to train and evaluate; one task is single-task, several make a multi-task run.
+            data_dir: Folder holding the dataset files (or where they are downloaded to). Unset: the
+                ``LIT_CLF_DATA`` environment variable, then ``~/.cache/lit_clf``.
+            batch_size: Examples per training batch (per device).
+            eval_batch_size: Examples per validation/test/predict batch; unset uses ``batch_size``.
+            num_workers: DataLoader worker processes (0 = load in the main process).
+            group_by_length: Batch examples of similar token length together (shuffled mega-batches for
+                training, longest-first for evaluation) so little compute goes to padding.
+            max_examples: Keep at most this many examples per split (a seeded random subset), for smoke
+                runs and CPU budgets. Unset uses every example.
+            predict_split: Split that ``lit-clf predict`` runs on: ``train``, ``val`` or ``test``.
+            seed: Seed for subsets, derived splits and the length-grouped order.
+        """
+        super().__init__()
+        self.tasks = select_tasks(tasks, self.available_tasks)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if predict_split not in SPLITS:
+            raise ValueError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
+        if max_examples is not None and max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or unset, got {max_examples}")
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.max_examples = max_examples
+        self.predict_split = predict_split
+        self.seed = seed
+        self.featurizer: Featurizer | None = None
+        self._splits: dict[str, list[Example]] | None = None
+        self._datasets: dict[str, FeatureDataset] = {}
+        self._featurized_by: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- raw data
+    def load_splits(self) -> dict[str, list[Example]]:
+        """Read (downloading if needed) the dataset: ``{"train": [...], "val": [...], "test": [...]}``."""
+        raise NotImplementedError
+
+    @property
+    def splits(self) -> dict[str, list[Example]]:
+        """Raw examples per split, read once and subsampled to ``max_examples``."""
+        if self._splits is None:
+            splits = self.load_splits()
+            for name in SPLITS:
+                if not splits.get(name):
+                    raise ValueError(f"{type(self).__name__}: split {name!r} is empty")
+            self._splits = {name: self._subsample(examples) for name, examples in splits.items()}
+        return self._splits
+
+    def examples(self, split: str) -> list[Example]:
+        """Raw examples of ``split`` (``train``, ``val``, ``test``)."""
+        return self.splits[split]
+
+    def _subsample(self, examples: list[Example]) -> list[Example]:
+        if self.max_examples is None or len(examples) <= self.max_examples:
+            return examples
+        keep = sorted(random.Random(self.seed).sample(range(len(examples)), self.max_examples))
+        return [examples[i] for i in keep]
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        """Specs of the selected tasks; label sets are collected over every split, sorted."""
+        everything = [example for examples in self.splits.values() for example in examples]
+        return [TaskSpec(name, kind, collect_labels(everything, name, kind)) for name, kind in self._selected()]
+
+    def _selected(self) -> list[tuple[str, TaskKind]]:
+        return [(name, self.available_tasks[name]) for name in self.tasks]
+
+    # ------------------------------------------------------------- featurizing
+    def setup(self, stage: str) -> None:
+        featurizer = self._resolve_featurizer()
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
+        for split in wanted[stage]:
+            if self._featurized_by.get(split) != id(featurizer):
+                self._datasets[split] = FeatureDataset(featurizer.featurize(self.examples(split), split))
+                self._featurized_by[split] = id(featurizer)
+
+    def _resolve_featurizer(self) -> Featurizer:
+        if self.featurizer is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            featurizer = getattr(module, "featurizer", None)
+            if not isinstance(featurizer, Featurizer):
+                raise RuntimeError(
+                    f"{type(self).__name__} needs a featurizer: use it with a lit_clf model in a Trainer, "
+                    "or set `datamodule.featurizer = model.featurizer`"
+                )
+            return featurizer
+        return self.featurizer
+
+    def dataset(self, split: str) -> FeatureDataset:
+        """The featurized split (after ``setup``)."""
+        if split not in self._datasets:
+            raise RuntimeError(f"split {split!r} is not set up; call setup() for the stage that uses it")
+        return self._datasets[split]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        featurizer = self._resolve_featurizer()
+        sampler: Sampler[int] | None = None
+        if self.group_by_length:
+            lengths = [featurizer.length(feature) for feature in dataset.features]
+            if train:
+                sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+            else:
+                sampler = SortedByLengthSampler(lengths)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            collate_fn=featurizer.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, train=False)
+
+
+def specs_to_dicts(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
+    """Link function data -> model: plain dicts keep checkpoints loadable with ``weights_only=True``."""
+    return [spec.to_dict() for spec in specs]
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad: int, side: str = "right") -> torch.Tensor:
+    """Stack ragged id lists into a ``(B, T)`` LongTensor padded with ``pad`` on ``side``."""
+    width = max((len(seq) for seq in sequences), default=0)
+    out = torch.full((len(sequences), width), pad, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if not seq:
+            continue
+        values = torch.as_tensor(seq, dtype=torch.long)
+        if side == "right":
+            out[row, : len(seq)] = values
+        else:
+            out[row, width - len(seq) :] = values
+    return out

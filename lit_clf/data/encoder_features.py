@@ -1,0 +1,126 @@
+"""Examples -> encoder inputs: tokenization, word-to-subword label alignment, dynamic padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lit_clf.data.base import pad_sequences
+from lit_clf.data.tasks import OTHER, Example, TaskSpec
+
+IGNORE_INDEX = -100
+
+
+def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
+    """Token-level labels: each word's label on its first sub-token, ``-100`` elsewhere.
+
+    ``word_ids`` is the fast tokenizer's ``word_ids()`` (``None`` for special tokens). Words that
+    truncation cut off get no token; their gold labels stay in the word-level gold sequence.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        labels.append(IGNORE_INDEX if word is None or word == previous else word_labels[word])
+        previous = word
+    return labels
+
+
+def first_token_positions(word_ids: Sequence[int | None]) -> list[int]:
+    """Position of the first sub-token of each word that survived truncation, in word order."""
+    positions, previous = [], None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            positions.append(position)
+        previous = word
+    return positions
+
+
+class EncoderFeaturizer:
+    """Tokenizes examples for :class:`~lit_clf.models.EncoderSeqTokenModule` and pads batches.
+
+    With a token task among the tasks, the input is the example's whitespace words
+    (``is_split_into_words``) so that every word maps to sub-tokens; otherwise the raw text.
+    """
+
+    def __init__(self, tokenizer, tasks: Sequence[TaskSpec], max_length: int) -> None:
+        if not tokenizer.is_fast:
+            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; word alignment needs word_ids()")
+        self.tokenizer = tokenizer
+        self.tasks = list(tasks)
+        self.max_length = max_length
+        self.by_words = any(task.kind == "token" for task in self.tasks)
+
+    def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
+        inputs = [example.words for example in examples] if self.by_words else [ex.text for ex in examples]
+        encoded = self.tokenizer(
+            inputs, is_split_into_words=self.by_words, truncation=True, max_length=self.max_length
+        )
+        features = []
+        for index, example in enumerate(examples):
+            feature = {"index": index, "input_ids": encoded["input_ids"][index], "labels": {}, "word_labels": {}}
+            word_ids = encoded.word_ids(index) if self.by_words else None
+            if word_ids is not None:
+                feature["word_positions"] = first_token_positions(word_ids)
+            for task in self.tasks:
+                self._add_labels(feature, task, example, word_ids)
+            features.append(feature)
+        return features
+
+    def _add_labels(self, feature: dict, task: TaskSpec, example: Example, word_ids) -> None:
+        label2id = task.label2id
+        gold = example.labels[task.name]
+        if task.kind == "sequence":
+            feature["labels"][task.name] = _label_id(label2id, gold, task, example)
+            return
+        word_labels = [_label_id(label2id, label, task, example) for label in gold]
+        feature["word_labels"][task.name] = word_labels
+        feature["labels"][task.name] = align_word_labels(word_ids, word_labels)
+
+    def length(self, feature: dict[str, Any]) -> int:
+        return len(feature["input_ids"])
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [f["input_ids"] for f in features]
+        input_ids = pad_sequences(ids, self.tokenizer.pad_token_id)
+        batch: dict[str, Any] = {
+            "index": torch.tensor([f["index"] for f in features]),
+            "input_ids": input_ids,
+            "attention_mask": pad_sequences([[1] * len(seq) for seq in ids], 0),
+            "labels": {},
+        }
+        for task in self.tasks:
+            values = [f["labels"][task.name] for f in features]
+            if task.kind == "sequence":
+                batch["labels"][task.name] = torch.tensor(values)
+            else:
+                batch["labels"][task.name] = pad_sequences(values, IGNORE_INDEX)
+        if self.by_words:
+            batch["word_positions"] = [f["word_positions"] for f in features]
+            batch["word_labels"] = {name: [f["word_labels"][name] for f in features] for name in features[0]["word_labels"]}
+        return batch
+
+
+def _label_id(label2id: dict[str, int], label: str, task: TaskSpec, example: Example) -> int:
+    try:
+        return label2id[label]
+    except KeyError:
+        raise ValueError(f"example {example.id}: label {label!r} is not in task {task.name!r}'s label set") from None
+
+
+def word_predictions(token_preds: torch.Tensor, positions: list[list[int]], num_words: list[int], other_id: int) -> list[list[int]]:
+    """Word-level predictions read at each word's first sub-token; truncated words predict ``Other``.
+
+    Args:
+        token_preds: ``(B, T)`` predicted label ids per token.
+        positions: per example, the first-sub-token position of each word that was kept.
+        num_words: per example, the number of words in the gold sequence.
+        other_id: the id of ``Other`` in the task's label list.
+    """
+    rows = token_preds.tolist()
+    return [
+        [row[p] for p in pos] + [other_id] * (n - len(pos)) for row, pos, n in zip(rows, positions, num_words)
+    ]
+
+
+__all__ = ["IGNORE_INDEX", "OTHER", "EncoderFeaturizer", "align_word_labels", "first_token_positions", "word_predictions"]

@@ -1,0 +1,218 @@
+"""EncoderSeqTokenModule: one shared encoder, a head per task, summed cross-entropy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from lit_clf.data.encoder_features import IGNORE_INDEX, EncoderFeaturizer, word_predictions
+from lit_clf.data.tasks import OTHER
+from lit_clf.metrics import Accuracy, SlotExactMatch, SlotF1
+from lit_clf.models.common import coerce_tasks, default_optimizer, resolve_task_weights, sanitize_checkpoint
+
+HEADS_FILE = "lit_clf_heads.safetensors"
+TASKS_FILE = "lit_clf_tasks.json"
+STAGES = ("val", "test")
+
+
+def load_backbone(name: str, pretrained: bool) -> nn.Module:
+    """An ``AutoModel`` encoder by hub id or local path, without its pooler (unused here)."""
+    if pretrained:
+        backbone = AutoModel.from_pretrained(name)
+    else:
+        backbone = AutoModel.from_config(AutoConfig.from_pretrained(name))
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None  # unused weights break DDP's gradient bookkeeping
+    return backbone
+
+
+def load_tokenizer(name: str, by_words: bool):
+    # Byte-level BPE (RoBERTa) needs add_prefix_space to tokenize pre-split words; others ignore it.
+    kwargs = {"add_prefix_space": True} if by_words else {}
+    return AutoTokenizer.from_pretrained(name, **kwargs)
+
+
+class EncoderSeqTokenModule(L.LightningModule):
+    """A shared encoder (RoBERTa in the paper) with a sequence or token head per task.
+
+    Sequence heads classify the first token's (``<s>``/``[CLS]``) representation; token heads label
+    every sub-token and are read back per word at each word's first sub-token. The loss is the sum of
+    the per-task cross-entropies (equal weights unless ``task_weights`` says otherwise), so one task is
+    single-task training and several are multi-task.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "roberta-base",
+        tasks: list[dict[str, Any]] | None = None,
+        tokenizer: str | None = None,
+        pretrained: bool = True,
+        max_length: int = 512,
+        dropout: float = 0.1,
+        task_weights: dict[str, float] | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
+        top_k: int = 3,
+    ) -> None:
+        """
+        Args:
+            backbone: Hub id or local folder of any ``AutoModel`` encoder (``roberta-base``,
+                ``roberta-large``, ``bert-base-uncased``, ``sentence-transformers/all-MiniLM-L6-v2``).
+            tasks: Task specs (name, kind, labels). Linked from the DataModule by the CLI.
+            tokenizer: Hub id or folder of the tokenizer; unset uses ``backbone``.
+            pretrained: Load pretrained weights. ``false`` builds the architecture from the backbone's
+                config with random weights (tests, throughput work).
+            max_length: Inputs are truncated to this many tokens (special tokens included).
+            dropout: Dropout before each head.
+            task_weights: Loss weight per task name; tasks not listed weigh 1.0.
+            optimizer: Optimizer class and arguments (default Adam, lr 1e-5, as in the paper).
+            lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step.
+            compile: Compile the backbone with ``torch.compile`` (dynamic shapes).
+            top_k: Number of top labels with probabilities written per sequence task by ``predict``.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.tasks = coerce_tasks(tasks, type(self).__name__)
+        self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
+        self.loss_weights = resolve_task_weights(self.tasks, task_weights)
+        self.backbone = load_backbone(backbone, pretrained)
+        hidden = self.backbone.config.hidden_size
+        self.heads = nn.ModuleDict(
+            {task.name: nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, task.num_labels)) for task in self.tasks}
+        )
+        by_words = any(task.kind == "token" for task in self.tasks)
+        self.tokenizer = load_tokenizer(tokenizer or backbone, by_words)
+        self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length)
+        self.metrics = nn.ModuleDict({stage: self._task_metrics() for stage in STAGES})
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        if compile:
+            self.backbone.compile(dynamic=True)
+
+    def _task_metrics(self) -> nn.ModuleDict:
+        metrics = nn.ModuleDict()
+        for task in self.tasks:
+            if task.kind == "sequence":
+                metrics[task.name] = nn.ModuleDict({"acc": Accuracy()})
+            else:
+                labels = list(task.labels)
+                metrics[task.name] = nn.ModuleDict({"f1": SlotF1(labels), "exact_match": SlotExactMatch(labels)})
+        return metrics
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task: ``(B, C)`` for sequence tasks, ``(B, T, C)`` for token tasks."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return {
+            task.name: self.heads[task.name](hidden[:, 0] if task.kind == "sequence" else hidden)
+            for task in self.tasks
+        }
+
+    def task_losses(self, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Cross-entropy per task (token tasks average over labelled first sub-tokens)."""
+        return {
+            name: F.cross_entropy(out.flatten(0, -2), labels[name].flatten(), ignore_index=IGNORE_INDEX)
+            for name, out in logits.items()
+        }
+
+    def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Shared by train/val/test: total loss, per-task losses and logits."""
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        losses = self.task_losses(logits, batch["labels"])
+        total = sum(self.loss_weights[name] * loss for name, loss in losses.items())
+        return total, losses, logits
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, losses, _ = self.model_step(batch)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if len(losses) > 1:
+            self.log_dict({f"train/{name}_loss": value for name, value in losses.items()}, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        loss, losses, logits = self.model_step(batch)
+        size = batch["input_ids"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        for task in self.tasks:
+            metrics = self.metrics[stage][task.name]
+            preds = logits[task.name].argmax(-1)
+            if task.kind == "sequence":
+                metrics["acc"].update(preds, batch["labels"][task.name])
+            else:
+                gold = batch["word_labels"][task.name]
+                words = word_predictions(preds, batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER])
+                for metric in metrics.values():
+                    metric.update(words, gold)
+            for name, metric in metrics.items():
+                self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=True, batch_size=size)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Per example: predicted label(s) per task and, for sequence tasks, the top-k probabilities."""
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        rows = [{"index": int(i), "tasks": {}} for i in batch["index"]]
+        for task in self.tasks:
+            out = logits[task.name].float()
+            if task.kind == "sequence":
+                probs, ids = out.softmax(-1).topk(min(self.hparams.top_k, task.num_labels), dim=-1)
+                for row, p, i in zip(rows, probs.tolist(), ids.tolist()):
+                    top = [[task.labels[j], round(q, 6)] for j, q in zip(i, p)]
+                    row["tasks"][task.name] = {"pred": top[0][0], "top": top}
+            else:
+                gold = batch["word_labels"][task.name]
+                words = word_predictions(out.argmax(-1), batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER])
+                for row, ids in zip(rows, words):
+                    row["tasks"][task.name] = {"pred": [task.labels[j] for j in ids]}
+        return rows
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sanitize_checkpoint(checkpoint, self.tasks)
+
+    # ------------------------------------------------------------------ export
+    def export_pretrained(self, directory: str | Path) -> Path:
+        """Write a folder plain transformers can load: the backbone and tokenizer via ``save_pretrained``,
+        the heads as safetensors and the task specs as JSON. Reload with :meth:`from_exported`, or
+        ``AutoModel.from_pretrained(directory)`` for the encoder alone.
+        """
+        directory = Path(directory)
+        backbone = getattr(self.backbone, "_orig_mod", self.backbone)
+        backbone.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, directory / HEADS_FILE)
+        meta = {"tasks": [task.to_dict() for task in self.tasks], "max_length": self.featurizer.max_length}
+        (directory / TASKS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def from_exported(cls, directory: str | Path, **kwargs: Any) -> EncoderSeqTokenModule:
+        """Rebuild a module from :meth:`export_pretrained` output (no lit_clf checkpoint needed)."""
+        directory = Path(directory)
+        meta = json.loads((directory / TASKS_FILE).read_text(encoding="utf-8"))
+        module = cls(backbone=str(directory), tasks=meta["tasks"], max_length=meta["max_length"], **kwargs)
+        module.heads.load_state_dict(load_file(directory / HEADS_FILE))
+        return module

@@ -1,0 +1,42 @@
+"""Small in-memory datasets for model tests (the real readers are tested in tests/data)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from lit_clf.data.base import ClassificationDataModule
+from lit_clf.data.tasks import OTHER, Example, TaskKind
+
+UTTERANCES = [
+    ("wake me up at five am this week", "alarm_set", "Other Other Other Other time time date date"),
+    ("olly what's the weather in new york", "weather_query", "Other Other Other Other Other place_name place_name"),
+    ("play the song yesterday by the beatles", "play_music", "Other Other Other song_name Other artist_name artist_name"),
+    ("how much is ten euros in dollars", "qa_currency", "Other Other Other Other currency_name Other currency_name"),
+    ("turn the lights off in the kitchen", "iot_hue_lightoff", "Other Other Other Other Other Other house_place"),
+    ("remind me to call mom tomorrow", "calendar_set", "Other Other Other Other person date"),
+    ("is it going to rain on friday", "weather_query", "Other Other Other Other weather_descriptor Other date"),
+    ("set an alarm for seven thirty", "alarm_set", "Other Other Other Other time time"),
+]
+
+
+def toy_examples(prefix: str = "") -> list[Example]:
+    """MASSIVE-like examples with an intent and word-level slot labels."""
+    examples = []
+    for i, (utt, intent, slots) in enumerate(UTTERANCES):
+        labels = tuple(slots.split())
+        assert len(labels) == len(utt.split())
+        examples.append(Example(id=f"{prefix}{i}", text=utt, labels={"intent": intent, "slots": labels}))
+    return examples
+
+
+class ToyDataModule(ClassificationDataModule):
+    """The toy utterances as train, val and test: enough to exercise every model code path."""
+
+    available_tasks: ClassVar[dict[str, TaskKind]] = {"intent": "sequence", "slots": "token"}
+    dataset_name: ClassVar[str] = "toy"
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        return {split: toy_examples(f"{split}-") for split in ("train", "val", "test")}
+
+
+__all__ = ["OTHER", "ToyDataModule", "toy_examples"]
