@@ -39,10 +39,10 @@ def _task_dicts(data: ClassificationDataModule) -> list[dict]:
     return specs_to_dicts(data.task_specs)
 
 
-def main(args: list[str] | None = None) -> LitClfCLI:
+def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-clf`` and ``python -m lit_clf``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from DataLoader workers
-    return LitClfCLI(
+    LitClfCLI(
         model_class=None,
         datamodule_class=ClassificationDataModule,
         subclass_mode_model=True,

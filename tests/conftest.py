@@ -59,7 +59,7 @@ def tiny_roberta_dir(tmp_path_factory, roberta_tokenizer_dir) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=130,
+        max_position_embeddings=514,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,

@@ -10,7 +10,11 @@ from lit_clf.data.tasks import OTHER, Example, TaskKind
 UTTERANCES = [
     ("wake me up at five am this week", "alarm_set", "Other Other Other Other time time date date"),
     ("olly what's the weather in new york", "weather_query", "Other Other Other Other Other place_name place_name"),
-    ("play the song yesterday by the beatles", "play_music", "Other Other Other song_name Other artist_name artist_name"),
+    (
+        "play the song yesterday by the beatles",
+        "play_music",
+        "Other Other Other song_name Other artist_name artist_name",
+    ),
     ("how much is ten euros in dollars", "qa_currency", "Other Other Other Other currency_name Other currency_name"),
     ("turn the lights off in the kitchen", "iot_hue_lightoff", "Other Other Other Other Other Other house_place"),
     ("remind me to call mom tomorrow", "calendar_set", "Other Other Other Other person date"),

@@ -153,6 +153,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.seed = seed
         self.featurizer: Featurizer | None = None
+        self._full_splits: dict[str, list[Example]] | None = None
         self._splits: dict[str, list[Example]] | None = None
         self._datasets: dict[str, FeatureDataset] = {}
         self._featurized_by: dict[str, int] = {}
@@ -163,14 +164,21 @@ class ClassificationDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def splits(self) -> dict[str, list[Example]]:
-        """Raw examples per split, read once and subsampled to ``max_examples``."""
-        if self._splits is None:
+    def full_splits(self) -> dict[str, list[Example]]:
+        """Every raw example per split, read once."""
+        if self._full_splits is None:
             splits = self.load_splits()
             for name in SPLITS:
                 if not splits.get(name):
                     raise ValueError(f"{type(self).__name__}: split {name!r} is empty")
-            self._splits = {name: self._subsample(examples) for name, examples in splits.items()}
+            self._full_splits = splits
+        return self._full_splits
+
+    @property
+    def splits(self) -> dict[str, list[Example]]:
+        """Raw examples per split, subsampled to ``max_examples``."""
+        if self._splits is None:
+            self._splits = {name: self._subsample(examples) for name, examples in self.full_splits.items()}
         return self._splits
 
     def examples(self, split: str) -> list[Example]:
@@ -185,8 +193,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def task_specs(self) -> list[TaskSpec]:
-        """Specs of the selected tasks; label sets are collected over every split, sorted."""
-        everything = [example for examples in self.splits.values() for example in examples]
+        """Specs of the selected tasks; label sets are collected over every split (before any
+        ``max_examples`` subsetting), sorted."""
+        everything = [example for examples in self.full_splits.values() for example in examples]
         return [TaskSpec(name, kind, collect_labels(everything, name, kind)) for name, kind in self._selected()]
 
     def _selected(self) -> list[tuple[str, TaskKind]]:

@@ -53,9 +53,7 @@ class EncoderFeaturizer:
 
     def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
         inputs = [example.words for example in examples] if self.by_words else [ex.text for ex in examples]
-        encoded = self.tokenizer(
-            inputs, is_split_into_words=self.by_words, truncation=True, max_length=self.max_length
-        )
+        encoded = self.tokenizer(inputs, is_split_into_words=self.by_words, truncation=True, max_length=self.max_length)
         features = []
         for index, example in enumerate(examples):
             feature = {"index": index, "input_ids": encoded["input_ids"][index], "labels": {}, "word_labels": {}}
@@ -97,7 +95,9 @@ class EncoderFeaturizer:
                 batch["labels"][task.name] = pad_sequences(values, IGNORE_INDEX)
         if self.by_words:
             batch["word_positions"] = [f["word_positions"] for f in features]
-            batch["word_labels"] = {name: [f["word_labels"][name] for f in features] for name in features[0]["word_labels"]}
+            batch["word_labels"] = {
+                name: [f["word_labels"][name] for f in features] for name in features[0]["word_labels"]
+            }
         return batch
 
 
@@ -108,7 +108,9 @@ def _label_id(label2id: dict[str, int], label: str, task: TaskSpec, example: Exa
         raise ValueError(f"example {example.id}: label {label!r} is not in task {task.name!r}'s label set") from None
 
 
-def word_predictions(token_preds: torch.Tensor, positions: list[list[int]], num_words: list[int], other_id: int) -> list[list[int]]:
+def word_predictions(
+    token_preds: torch.Tensor, positions: list[list[int]], num_words: list[int], other_id: int
+) -> list[list[int]]:
     """Word-level predictions read at each word's first sub-token; truncated words predict ``Other``.
 
     Args:
@@ -118,9 +120,14 @@ def word_predictions(token_preds: torch.Tensor, positions: list[list[int]], num_
         other_id: the id of ``Other`` in the task's label list.
     """
     rows = token_preds.tolist()
-    return [
-        [row[p] for p in pos] + [other_id] * (n - len(pos)) for row, pos, n in zip(rows, positions, num_words)
-    ]
+    return [[row[p] for p in pos] + [other_id] * (n - len(pos)) for row, pos, n in zip(rows, positions, num_words)]
 
 
-__all__ = ["IGNORE_INDEX", "OTHER", "EncoderFeaturizer", "align_word_labels", "first_token_positions", "word_predictions"]
+__all__ = [
+    "IGNORE_INDEX",
+    "OTHER",
+    "EncoderFeaturizer",
+    "align_word_labels",
+    "first_token_positions",
+    "word_predictions",
+]

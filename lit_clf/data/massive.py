@@ -18,8 +18,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.download import DataNotFoundError, data_root, extract_tar, fetch
 from lit_clf.data.tasks import OTHER, Example, TaskKind
 
@@ -195,3 +196,35 @@ def _check_locale(locale: str) -> None:
         f"locale: unknown MASSIVE locale {locale!r}{hint}; valid ones are listed in "
         f"lit_clf.data.massive.MASSIVE_LOCALES ({len(MASSIVE_LOCALES)} language-COUNTRY codes such as en-US, de-DE)"
     )
+
+
+class MassiveDataModule(ClassificationDataModule):
+    """MASSIVE (one locale, default en-US): ``intent`` (60 labels) and word-level ``slots``.
+
+    The official train/dev/test partitions serve as train/val/test.
+    """
+
+    available_tasks: ClassVar[dict[str, TaskKind]] = MASSIVE_TASKS
+    dataset_name: ClassVar[str] = "massive"
+
+    def __init__(
+        self,
+        tasks: list[str] = ["intent"],  # noqa: B006 (jsonargparse shows list defaults; never mutated)
+        locale: str = "en-US",
+        download: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            tasks: ``intent``, ``slots`` or both (a multi-task run).
+            locale: MASSIVE locale, e.g. ``en-US``, ``de-DE``.
+            download: Download the MASSIVE 1.1 release when no local copy is found.
+        """
+        super().__init__(tasks=tasks, **kwargs)
+        _check_locale(locale)
+        self.locale = locale
+        self.download = download
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        splits = read_massive(locate_massive(self.locale, self.data_dir, download=self.download))
+        return {"train": splits["train"], "val": splits["dev"], "test": splits["test"]}

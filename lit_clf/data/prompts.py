@@ -394,29 +394,36 @@ class PromptTemplate:
             raise ValueError(f"{self.source}: the prompt has no {{text}} placeholder")
         if (self.shots > 0) != ("examples" in names):
             raise ValueError(f"{self.source}: shots={self.shots} needs {{examples}} exactly when shots > 0")
-        if self.shots > 0 and {name for name, _ in _fields(self.shot, self.source)} != {"text", "answer"}:
+        if self.shots > 0 and _fields(self.shot, self.source) != {("text", ""), ("answer", "")}:
             raise ValueError(f"{self.source}: the shot pattern must use exactly {{text}} and {{answer}}")
         if self.multi and len(self.keys) != len(self.tasks):
             raise ValueError(f"{self.source}: {len(self.tasks)} tasks need {len(self.tasks)} keys, got {self.keys}")
 
 
 def _fields(template: str, source: str) -> set[tuple[str, str]]:
-    """``(field name, format spec)`` of every placeholder in ``template``."""
+    """``(field name, format spec)`` of every placeholder in ``template``; conversions (``!r``) are refused."""
     try:
-        parsed = list(string.Formatter().parse(template))
+        parsed = [(name, spec or "", conv) for _, name, spec, conv in string.Formatter().parse(template)]
     except ValueError as err:
         raise ValueError(f"{source}: malformed template ({err}; write literal braces as {{{{ and }}}})") from None
-    return {(name, spec or "") for _, name, spec, _ in parsed if name is not None}
+    for name, _, conversion in parsed:
+        if conversion is not None:
+            raise ValueError(f"{source}: placeholder {{{name}!{conversion}}}: conversions are not supported")
+    return {(name, spec) for name, spec, _ in parsed if name is not None}
 
 
-def _builtin(dataset: str, tasks: tuple[str, ...], shots: int, listing: int, prompt: str, shot: str, **kw: Any):
-    key = (dataset, tasks, shots)
-    return key, PromptTemplate(tasks, shots, prompt, shot=shot, source=f"Listing {listing}", **kw)
+TemplateKey = tuple[str, tuple[str, ...], int]
+
+
+def _builtin(
+    dataset: str, tasks: tuple[str, ...], shots: int, listing: int, prompt: str, shot: str, **kw: Any
+) -> tuple[TemplateKey, PromptTemplate]:
+    return (dataset, tasks, shots), PromptTemplate(tasks, shots, prompt, shot=shot, source=f"Listing {listing}", **kw)
 
 
 #: The paper's prompts keyed by ``(dataset, task names, shots)``; multi-task keys list tasks in answer order
 #: (``task1`` first), but :func:`get_template` accepts them in any order.
-BUILTIN_TEMPLATES: dict[tuple[str, tuple[str, ...], int], PromptTemplate] = dict(
+BUILTIN_TEMPLATES: dict[TemplateKey, PromptTemplate] = dict(
     [
         _builtin("20ng", ("topic20",), 0, 1, _LISTING_1, _NEWS_SHOT),
         _builtin("20ng", ("topic7",), 0, 2, _LISTING_2, _NEWS_SHOT),
@@ -491,6 +498,9 @@ def _template_mapping(raw: str, path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a mapping with 'prompt' and optionally {sorted(allowed - {'prompt'})}")
     if any(not isinstance(data[k], str) for k in ("prompt", "system", "shot") if data.get(k) is not None):
         raise ValueError(f"{path}: 'prompt', 'system' and 'shot' must be strings")
+    keys = data.get("keys")
+    if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
+        raise ValueError(f"{path}: 'keys' must be a list of strings, one JSON key per task")
     return {k: tuple(v) if k == "keys" else v for k, v in data.items() if v is not None}
 
 
@@ -587,6 +597,8 @@ class PromptEncoder:
         if missing:
             raise ValueError(f"tasks: no spec for {missing[0]!r}, which {self.template.source} asks for")
         self.tasks = [by_name[name] for name in self.template.tasks]  # answer order = the template's
+        if self.template.shots and len(self.pool) <= self.template.shots:
+            raise ValueError(f"pool: {self.template.shots}-shot prompts need more than {len(self.pool)} examples")
         self._bos = _bos_prefix(self.tokenizer)
 
     def encode_for_training(self, example: Example) -> dict[str, list[int]]:

@@ -33,7 +33,7 @@ def load_backbone(name: str, pretrained: bool) -> nn.Module:
         backbone = AutoModel.from_config(AutoConfig.from_pretrained(name))
     if getattr(backbone, "pooler", None) is not None:
         backbone.pooler = None  # unused weights break DDP's gradient bookkeeping
-    return backbone
+    return backbone.train()  # from_pretrained returns eval mode, which would switch dropout off in training
 
 
 def load_tokenizer(name: str, by_words: bool):
@@ -115,18 +115,21 @@ class EncoderSeqTokenModule(L.LightningModule):
         """Logits per task: ``(B, C)`` for sequence tasks, ``(B, T, C)`` for token tasks."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return {
-            task.name: self.heads[task.name](hidden[:, 0] if task.kind == "sequence" else hidden)
-            for task in self.tasks
+            task.name: self.heads[task.name](hidden[:, 0] if task.kind == "sequence" else hidden) for task in self.tasks
         }
 
-    def task_losses(self, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def task_losses(
+        self, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Cross-entropy per task (token tasks average over labelled first sub-tokens)."""
         return {
             name: F.cross_entropy(out.flatten(0, -2), labels[name].flatten(), ignore_index=IGNORE_INDEX)
             for name, out in logits.items()
         }
 
-    def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def model_step(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Shared by train/val/test: total loss, per-task losses and logits."""
         logits = self(batch["input_ids"], batch["attention_mask"])
         losses = self.task_losses(logits, batch["labels"])
@@ -178,7 +181,9 @@ class EncoderSeqTokenModule(L.LightningModule):
                     row["tasks"][task.name] = {"pred": top[0][0], "top": top}
             else:
                 gold = batch["word_labels"][task.name]
-                words = word_predictions(out.argmax(-1), batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER])
+                words = word_predictions(
+                    out.argmax(-1), batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER]
+                )
                 for row, ids in zip(rows, words):
                     row["tasks"][task.name] = {"pred": [task.labels[j] for j in ids]}
         return rows
@@ -203,7 +208,9 @@ class EncoderSeqTokenModule(L.LightningModule):
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         backbone.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, directory / HEADS_FILE)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, directory / HEADS_FILE
+        )
         meta = {"tasks": [task.to_dict() for task in self.tasks], "max_length": self.featurizer.max_length}
         (directory / TASKS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory

@@ -52,7 +52,14 @@ def test_truncated_words_predict_other_and_stay_in_gold(roberta_tokenizer_dir):
 
 
 def test_align_word_labels_specials_and_continuations():
-    assert align_word_labels([None, 0, 0, 1, None, None], [5, 7]) == [IGNORE_INDEX, 5, IGNORE_INDEX, 7, IGNORE_INDEX, IGNORE_INDEX]
+    assert align_word_labels([None, 0, 0, 1, None, None], [5, 7]) == [
+        IGNORE_INDEX,
+        5,
+        IGNORE_INDEX,
+        7,
+        IGNORE_INDEX,
+        IGNORE_INDEX,
+    ]
 
 
 def test_batch_keys_and_shapes(tiny_roberta_dir):
@@ -129,7 +136,11 @@ def fit_tiny(tmp_path, backbone_dir, tasks=("intent", "slots"), **trainer_kwargs
     data = ToyDataModule(tasks=list(tasks), batch_size=4)
     module = make_module(backbone_dir, data.task_specs)
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         **trainer_kwargs,
     )
     trainer.fit(module, datamodule=data)

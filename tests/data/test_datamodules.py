@@ -1,0 +1,91 @@
+"""The shared DataModules: splits, task specs, subsets and length-grouped batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_clf.data import MassiveDataModule, NewsgroupsDataModule
+from lit_clf.data.base import LengthGroupedSampler, SortedByLengthSampler, pad_sequences
+from lit_clf.data.tasks import OTHER
+from tests.helpers import ToyDataModule
+
+
+def test_massive_task_specs_from_real_data(shared_data):
+    data = MassiveDataModule(tasks=["intent", "slots"], data_dir=str(shared_data))
+    intent, slots = data.task_specs
+    assert (intent.name, intent.kind, intent.num_labels) == ("intent", "sequence", 60)
+    assert (slots.name, slots.kind, slots.num_labels) == ("slots", "token", 56)
+    assert slots.labels[0] == OTHER and list(slots.labels[1:]) == sorted(slots.labels[1:])
+    sizes = {split: len(data.examples(split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 11514, "val": 2033, "test": 2974}
+
+
+def test_newsgroups_val_split_is_seeded_and_disjoint(shared_data):
+    data = NewsgroupsDataModule(tasks=["topic20", "topic7"], data_dir=str(shared_data), val_fraction=0.1)
+    train, val, test = (data.examples(split) for split in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (10183, 1131, 7532)
+    assert not {ex.id for ex in train} & {ex.id for ex in val}
+    assert [spec.num_labels for spec in data.task_specs] == [20, 7]
+    again = NewsgroupsDataModule(tasks=["topic7"], data_dir=str(shared_data), val_fraction=0.1)
+    assert [ex.id for ex in again.examples("val")] == [ex.id for ex in val]
+    other_seed = NewsgroupsDataModule(tasks=["topic7"], data_dir=str(shared_data), seed=7)
+    assert [ex.id for ex in other_seed.examples("val")] != [ex.id for ex in val]
+
+
+def test_max_examples_subsets_but_keeps_full_label_sets(shared_data):
+    data = MassiveDataModule(tasks=["intent"], data_dir=str(shared_data), max_examples=10)
+    assert [len(data.examples(s)) for s in ("train", "val", "test")] == [10, 10, 10]
+    assert data.task_specs[0].num_labels == 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": ["topic"]}, "tasks: unknown task 'topic'; available: intent, slots"),
+        ({"tasks": []}, "tasks: give at least one task"),
+        ({"tasks": ["intent"], "predict_split": "dev"}, "predict_split must be one of train, val, test"),
+        ({"tasks": ["intent"], "batch_size": 0}, "batch_size must be >= 1"),
+        ({"tasks": ["intent"], "locale": "xx-XX"}, "xx-XX"),
+    ],
+)
+def test_bad_options_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MassiveDataModule(**kwargs)
+
+
+def test_bad_newsgroups_options():
+    with pytest.raises(ValueError, match="remove"):
+        NewsgroupsDataModule(remove=["signature"])
+    with pytest.raises(ValueError, match="val_fraction"):
+        NewsgroupsDataModule(val_fraction=1.5)
+
+
+def test_length_grouped_sampler_is_a_grouped_permutation():
+    lengths = [(i * 37) % 101 for i in range(400)]
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega_batch_factor=5)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(400)) and sorted(second) == list(range(400))
+    assert first != second  # a new order each epoch
+
+    def mean_spread(order):
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        return sum(max(lengths[j] for j in b) - min(lengths[j] for j in b) for b in batches) / len(batches)
+
+    shuffled = torch.randperm(400, generator=torch.Generator().manual_seed(0)).tolist()
+    # 40-example mega-batches over ~100 length values: about 20 per batch, against about 78 at random
+    assert mean_spread(first) < 25 < 60 < mean_spread(shuffled)
+    assert LengthGroupedSampler(lengths, 8, seed=3, mega_batch_factor=5).__iter__().__next__() == first[0]
+
+
+def test_sorted_sampler_and_padding():
+    assert list(SortedByLengthSampler([3, 9, 1, 5])) == [1, 3, 0, 2]
+    left = pad_sequences([[1, 2], [3]], pad=0, side="left")
+    assert torch.equal(left, torch.tensor([[1, 2], [0, 3]]))
+    assert torch.equal(pad_sequences([[1, 2], [3]], pad=-100), torch.tensor([[1, 2], [3, -100]]))
+
+
+def test_loader_needs_a_featurizer():
+    data = ToyDataModule(tasks=["intent"])
+    with pytest.raises(RuntimeError, match="needs a featurizer"):
+        data.setup("fit")
