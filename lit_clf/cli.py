@@ -7,11 +7,13 @@ the model, so no config states a label count.
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch.cli import LightningCLI
 
 from lit_clf.callbacks import PredictionWriter
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
+from lit_clf.data.download import DataNotFoundError
 
 
 class LitClfCLI(LightningCLI):
@@ -27,12 +29,29 @@ class LitClfCLI(LightningCLI):
             help="After `fit`, run `test` with the best checkpoint (the final weights if none was kept).",
         )
 
+    def instantiate_classes(self) -> None:
+        # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.
+        try:
+            super().instantiate_classes()
+        except (DataNotFoundError, ValueError) as err:
+            if os.environ.get("LIT_CLF_TRACEBACK"):
+                raise
+            print(f"lit-clf: error: {_root_cause(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
             return
         callback = self.trainer.checkpoint_callback
         ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost exception: jsonargparse wraps errors raised inside argument links."""
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return err
 
 
 def _task_dicts(data: ClassificationDataModule) -> list[dict]:

@@ -104,3 +104,21 @@ def test_test_and_predict_from_checkpoint(tmp_path, tiny_roberta_dir, shared_dat
     assert set(rows[0]) == {"id", "text", "intent", "slots"}
     assert len(rows[0]["slots"]["pred"]) == len(rows[0]["text"].split()) == len(rows[0]["slots"]["gold"])
     assert len(rows[0]["intent"]["top"]) == 3
+
+
+def test_missing_data_is_one_line_error(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "lit_clf",
+        "fit",
+        "--config",
+        "configs/massive/minilm-intent.yaml",
+        f"--data.init_args.data_dir={tmp_path}",
+        "--data.init_args.download=false",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=CONFIGS[0].parents[2])
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("lit-clf: error:")]
+    assert "MASSIVE en-US not found" in line and str(tmp_path) in line and "LIT_CLF_DATA" in line
+    assert "Traceback" not in result.stderr
