@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from lit_clf.answers import ParsedAnswer, default_keys, parse_answer, render_answer
+from lit_clf.data.base import pad_sequences
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 
 if TYPE_CHECKING:
@@ -632,7 +633,7 @@ class PromptEncoder:
 
     def answer_ids(self, example: Example) -> list[int]:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
-        return self._ids(_answer_segment(self.answer_text(example), self.fmt))
+        return self._ids(answer_segment(self.answer_text(example), self.fmt))
 
     def parse(self, text: str, example: Example) -> dict[str, ParsedAnswer]:
         """Read a decoded generation for ``example`` (see :func:`lit_clf.answers.parse_answer`); never raises."""
@@ -706,7 +707,7 @@ def _wrap_prompt(system: str | None, user: str, fmt: PromptFormat) -> str:
     return f"[INST] {content.strip()} [/INST]"
 
 
-def _answer_segment(answer: str, fmt: PromptFormat) -> str:
+def answer_segment(answer: str, fmt: PromptFormat) -> str:
     """The answer text as it follows the prompt: after ``Label:`` (raw) or ``[/INST]`` (llama2) a space, and
     Meta's trailing space before ``</s>`` (``[/INST] {answer} </s>``); right after the assistant header (chat)."""
     if fmt == "raw":
@@ -745,12 +746,4 @@ def pad_batch(
     unknown = [key for key in features[0] if key not in fill]
     if unknown:
         raise ValueError(f"pad_batch: no padding value for {unknown[0]!r} (knows {', '.join(fill)})")
-    longest = max(len(feature["input_ids"]) for feature in features)
-    batch = {}
-    for key in features[0]:
-        rows = []
-        for feature in features:
-            pad = [fill[key]] * (longest - len(feature[key]))
-            rows.append(pad + list(feature[key]) if side == "left" else list(feature[key]) + pad)
-        batch[key] = torch.tensor(rows, dtype=torch.long)
-    return batch
+    return {key: pad_sequences([feature[key] for feature in features], fill[key], side) for key in features[0]}

@@ -1,0 +1,635 @@
+"""Reading answers from decoder LLMs without invalid outputs: constrained decoding and label scoring.
+
+* Constrained decoding (:class:`ConstrainedAnswerProcessor`, :func:`constrained_generate`): at each generation
+  step only the tokens that keep the generated text a prefix of a valid answer are allowed, EOS only once the
+  answer is complete. Greedy decoding then writes a valid answer for every task kind: one label, a slot list with
+  exactly one label per word, or the multi-task JSON object.
+* Label scoring, or rank classification (:func:`score_labels`): the log-likelihood of every candidate answer after
+  the prompt; the prediction is the argmax. For sequence tasks, and for several sequence tasks together (every
+  combination of labels is a candidate, :func:`label_candidates`).
+
+How constrained decoding works:
+
+1. *The answer as a sequence of alternatives.* :meth:`AnswerConstraint.parts` renders the answer with
+   :func:`lit_clf.answers.render_answer` itself, marker values in place of the labels, and splits the text at
+   the markers: literal parts (``{"task1": "``) alternate with label choices, each label written as the renderer
+   writes it (JSON escapes included). The format cannot drift from the one training uses.
+2. *The text of each token in context.* :class:`TokenVocab` holds the bytes each token adds to a text it
+   continues: the byte-level alphabet of byte-level BPE (``Ġ`` is a space) or, for other tokenizers, the decoded
+   text after an anchor token (SentencePiece's ``▁`` is a space inside a text, though a lone token decodes
+   without it), ``<0x..>`` byte-fallback pieces being their byte. Special and added tokens are never allowed.
+   The answer segment of the prompt format (a leading space in ``raw`` and ``llama2``, Meta's trailing space in
+   ``llama2``) is read off the tokenizer's own ids of a probe answer, so it is what training uses.
+3. *An automaton over bytes.* The parts become one trie per part; a state is the set of (part, trie node)
+   positions the text so far can end at, interned to an int, with memoized transitions (a lazily built DFA).
+4. *Allowed tokens.* From a state, a depth-first walk extends the text byte by byte along the automaton and
+   stops as soon as no token of the vocabulary starts with the bytes walked (a binary search in the sorted
+   token strings): every token met on the way is allowed. The walk visits the few hundred strings that are
+   both answer prefixes and token prefixes, never the whole vocabulary, and its result is cached per state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import functools
+import itertools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from lit_clf.answers import render_answer
+from lit_clf.data.prompts import PromptFormat, answer_segment
+from lit_clf.data.tasks import Example, TaskSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lit_clf.data.prompts import PromptEncoder
+
+__all__ = [
+    "AnswerConstraint",
+    "ConstrainedAnswerProcessor",
+    "TokenVocab",
+    "candidate_answer_ids",
+    "constrained_generate",
+    "label_answer_ids",
+    "label_candidates",
+    "score_labels",
+]
+
+LengthNormalization = Literal["none", "mean"]
+
+# Markers written in place of labels when rendering an answer's layout: private-use characters, which JSON keeps
+# as they are (``ensure_ascii=False``) and no label contains.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+_MARKED = re.compile(f"{_OPEN}(.*?){_CLOSE}", re.DOTALL)
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# Probe answer whose ids reveal the text a prompt format puts around an answer.
+_PROBE = "Zq"
+_DONE = -1  # state of a row that has written EOS
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Valid answers
+
+
+@dataclass(frozen=True)
+class AnswerConstraint:
+    """The valid answers of one example: what :func:`lit_clf.answers.render_answer` can write for it.
+
+    Attributes:
+        tasks: The tasks of the prompt, in answer order (``PromptEncoder.tasks``).
+        keys: JSON key per task for several tasks; None for :func:`lit_clf.answers.default_keys`.
+        num_words: Number of whitespace words of the input: the length of every token task's label list.
+            Required when a task is a token task.
+    """
+
+    tasks: tuple[TaskSpec, ...]
+    keys: tuple[str, ...] | None = None
+    num_words: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "keys", tuple(self.keys) if self.keys else None)
+        if not self.tasks:
+            raise ValueError("AnswerConstraint: give at least one task")
+        token_task = next((task.name for task in self.tasks if task.kind == "token"), None)
+        if token_task is not None and (self.num_words is None or self.num_words < 0):
+            raise ValueError(f"num_words: token task {token_task!r} needs the number of input words")
+
+    @classmethod
+    def for_example(cls, encoder: PromptEncoder, example: Example) -> AnswerConstraint:
+        """The constraint of ``example`` under ``encoder``'s tasks and JSON keys."""
+        return cls(tuple(encoder.tasks), encoder.template.keys or None, len(example.words))
+
+    def parts(self) -> tuple[tuple[str, ...], ...]:
+        """The answer text as a sequence of parts, each a tuple of alternatives (one for a literal part).
+
+        Joining one alternative of every part gives exactly the ``render_answer`` text of those labels, e.g.
+        ``('{"task1": "',), ('alarm_set', 'play_music'), ('", "task2": ["',), ('Other', 'time'), ('"]}',)``.
+        """
+        return _parts(self)
+
+    def _render(self, value: Callable[[int, TaskSpec], str]) -> tuple[str, list[TaskSpec]]:
+        """``render_answer`` with ``value(slot, task)`` for each label slot; also the task of each slot."""
+        labels: dict[str, str | tuple[str, ...]] = {}
+        slots: list[TaskSpec] = []
+        for task in self.tasks:
+            count = 1 if task.kind == "sequence" else self.num_words
+            values = tuple(value(len(slots) + i, task) for i in range(count))
+            slots.extend([task] * count)
+            labels[task.name] = values[0] if task.kind == "sequence" else values
+        return render_answer(Example(id="", text="", labels=labels), self.tasks, self.keys), slots
+
+    def _written_labels(self, task: TaskSpec) -> tuple[str, ...]:
+        """Each label of ``task`` as the renderer writes it in this answer (JSON-escaped inside an object)."""
+        written = []
+        for label in task.labels:
+            text, _ = self._render(lambda _, t, label=label: f"{_OPEN}{label}{_CLOSE}" if t is task else "")
+            found = _MARKED.search(text)
+            if _OPEN in label or _CLOSE in label or found is None:
+                raise ValueError(f"task {task.name!r}: cannot locate label {label!r} in the rendered answer")
+            written.append(found.group(1))
+        return tuple(written)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parts(constraint: AnswerConstraint) -> tuple[tuple[str, ...], ...]:
+    layout, slots = constraint._render(lambda slot, _: f"{_OPEN}{slot}{_CLOSE}")
+    written = {task.name: constraint._written_labels(task) for task in set(slots)}
+    parts = []
+    for i, piece in enumerate(_SLOT.split(layout)):  # literal, slot index, literal, ..., literal
+        if i % 2:
+            parts.append(written[slots[int(piece)].name])
+        elif piece:
+            parts.append((piece,))
+    return tuple(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Token text
+
+
+@dataclass(eq=False)
+class TokenVocab:
+    """The bytes each token adds to a text it continues, for every id of a tokenizer.
+
+    Attributes:
+        token_bytes: Id -> bytes; None for tokens never allowed in an answer (special and added tokens, pieces
+            that decode to nothing or to part of a character).
+        eos_token_id: The id that ends every answer (the tokenizer's EOS, as :class:`PromptEncoder` appends).
+    """
+
+    token_bytes: list[bytes | None]
+    eos_token_id: int
+    _ids: dict[bytes, tuple[int, ...]] = field(init=False, repr=False)
+    _sorted: list[bytes] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids: dict[bytes, list[int]] = {}
+        for token_id, piece in enumerate(self.token_bytes):
+            if piece:
+                ids.setdefault(piece, []).append(token_id)
+        self._ids = {piece: tuple(same) for piece, same in ids.items()}  # tuples: untracked by the GC
+        self._sorted = sorted(self._ids)
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> TokenVocab:
+        """The vocabulary of ``tokenizer``, built once per tokenizer object (about 0.1-0.5 s)."""
+        return _vocab_of(tokenizer)
+
+    def ids_of(self, piece: bytes) -> tuple[int, ...]:
+        """The ids whose text is exactly ``piece``."""
+        return self._ids.get(piece, ())
+
+    def has_prefix(self, prefix: bytes) -> bool:
+        """Whether some token's text starts with ``prefix``."""
+        i = bisect.bisect_left(self._sorted, prefix)
+        return i < len(self._sorted) and self._sorted[i].startswith(prefix)
+
+    def text_bytes(self, ids: Sequence[int]) -> bytes:
+        """The text ``ids`` add after other tokens; special tokens add nothing."""
+        return b"".join(self.token_bytes[i] or b"" for i in ids)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_of(tokenizer: PreTrainedTokenizerBase) -> TokenVocab:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer: no eos_token_id; answers need an end-of-sequence token")
+    ids = list(range(len(tokenizer)))
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    token_bytes = _byte_level_bytes(pieces) if _is_byte_level(tokenizer) else _in_context_bytes(tokenizer, pieces)
+    for token_id in set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids):
+        if token_id < len(token_bytes):
+            token_bytes[token_id] = None
+    return TokenVocab(token_bytes, tokenizer.eos_token_id)
+
+
+def _is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer's decoder is (or contains) the byte-level one of GPT-2 style BPE."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None:
+        return False
+
+    def has_byte_level(node: object) -> bool:
+        if isinstance(node, dict):
+            return node.get("type") == "ByteLevel" or any(has_byte_level(v) for v in node.values())
+        return isinstance(node, list) and any(has_byte_level(v) for v in node)
+
+    return has_byte_level(json.loads(decoder.__getstate__()))
+
+
+def _byte_level_bytes(pieces: list[str]) -> list[bytes | None]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    table = {char: byte for byte, char in bytes_to_unicode().items()}
+    out: list[bytes | None] = []
+    for piece in pieces:
+        raw = [table.get(char) for char in piece]
+        out.append(bytes(raw) if raw and None not in raw else None)
+    return out
+
+
+def _in_context_bytes(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> list[bytes | None]:
+    """Each token's text after an anchor token: SentencePiece drops a text's leading space only at its start."""
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"]
+    head = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)
+    texts = tokenizer.batch_decode(
+        [anchor + [i] for i in range(len(pieces))], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    out: list[bytes | None] = []
+    for piece, text in zip(pieces, texts):
+        byte = _BYTE_PIECE.fullmatch(piece or "")
+        rest = text[len(head) :] if text.startswith(head) else ""
+        if byte:
+            out.append(bytes([int(byte.group(1), 16)]))
+        else:
+            out.append(rest.encode("utf-8") if rest and "\ufffd" not in rest else None)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _answer_affixes(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> tuple[bytes, bytes]:
+    """The text a prompt format puts before and after an answer, as the answer's ids write it after the prompt."""
+    ids = label_answer_ids(tokenizer, [_PROBE], fmt)[0][:-1]
+    text = TokenVocab.of(tokenizer).text_bytes(ids)
+    before, found, after = text.partition(_PROBE.encode())
+    if not found or _PROBE.encode() in after:
+        raise ValueError(f"fmt={fmt!r}: the answer ids of {_PROBE!r} write {text!r}, which does not contain it once")
+    return before, after
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Automaton
+
+
+class _Trie:
+    """The alternatives of one part as a byte trie: node 0 is the root."""
+
+    def __init__(self, alternatives: Sequence[bytes]) -> None:
+        self.children: list[dict[int, int]] = [{}]
+        self.terminal = [False]
+        for text in alternatives:
+            node = 0
+            for byte in text:
+                if byte not in self.children[node]:
+                    self.children[node][byte] = len(self.children)
+                    self.children.append({})
+                    self.terminal.append(False)
+                node = self.children[node][byte]
+            self.terminal[node] = True
+        self.max_len = max((len(text) for text in alternatives), default=0)
+
+
+class _AnswerAutomaton:
+    """Prefixes of valid answers over one vocabulary: a byte DFA built lazily from per-part tries.
+
+    A state is the set of ``(part, node)`` positions the text so far can end at, interned to an int;
+    ``(len(parts), 0)`` means the answer is complete.
+    """
+
+    def __init__(self, parts: Sequence[Sequence[bytes]], vocab: TokenVocab) -> None:
+        self.vocab = vocab
+        self._tries = [_Trie(alternatives) for alternatives in parts]
+        self._final = (len(self._tries), 0)
+        self._sets: list[frozenset[tuple[int, int]]] = []
+        self._index: dict[frozenset[tuple[int, int]], int] = {}
+        self._steps: dict[tuple[int, int], int] = {}
+        self._tokens: dict[tuple[int, int], int] = {}
+        self._allowed: dict[int, torch.Tensor] = {}
+        self.dead = self._intern(frozenset())
+        self.start = self._intern(self._closure([(0, 0)]))
+        #: Most tokens an answer can take, EOS included: every other token writes at least one byte.
+        self.max_tokens = sum(trie.max_len for trie in self._tries) + 1
+
+    def consume(self, state: int, token_id: int) -> int:
+        """The state after ``token_id``; EOS (or any token after it) gives ``_DONE``."""
+        if state == _DONE or token_id == self.vocab.eos_token_id:
+            return _DONE
+        key = (state, token_id)
+        if key not in self._tokens:
+            piece = self.vocab.token_bytes[token_id] if token_id < len(self.vocab.token_bytes) else None
+            nxt = self.dead if not piece else state
+            for byte in piece or b"":
+                nxt = self._step(nxt, byte)
+            self._tokens[key] = nxt
+        return self._tokens[key]
+
+    def allowed(self, state: int) -> torch.Tensor:
+        """Ids that keep the text a valid-answer prefix, EOS if complete; EOS alone at a dead end."""
+        if state not in self._allowed:
+            ids = self._walk(state) or [self.vocab.eos_token_id]
+            self._allowed[state] = torch.tensor(ids, dtype=torch.long)
+        return self._allowed[state]
+
+    def accepts(self, state: int) -> bool:
+        """Whether the text so far is a complete answer."""
+        return self._final in self._sets[state]
+
+    def _walk(self, state: int) -> list[int]:
+        """Depth-first over the bytes the automaton allows, pruned where no token starts with the bytes walked."""
+        found = [self.vocab.eos_token_id] if self.accepts(state) else []
+        stack = [(state, b"")]
+        while stack:
+            at, text = stack.pop()
+            for byte in self._next_bytes(at):
+                longer = text + bytes((byte,))
+                if self.vocab.has_prefix(longer):
+                    found.extend(self.vocab.ids_of(longer))
+                    stack.append((self._step(at, byte), longer))
+        return found
+
+    def _next_bytes(self, state: int) -> set[int]:
+        live = [(part, node) for part, node in self._sets[state] if part < len(self._tries)]
+        return {byte for part, node in live for byte in self._children(part, node)}
+
+    def _children(self, part: int, node: int) -> dict[int, int]:
+        return self._tries[part].children[node]
+
+    def _step(self, state: int, byte: int) -> int:
+        key = (state, byte)
+        if key not in self._steps:
+            moved = [
+                (part, self._children(part, node)[byte])
+                for part, node in self._sets[state]
+                if part < len(self._tries) and byte in self._children(part, node)
+            ]
+            self._steps[key] = self._intern(self._closure(moved))
+        return self._steps[key]
+
+    def _closure(self, positions: Sequence[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+        """Add the start of the next part wherever a part's alternative is complete."""
+        closed: set[tuple[int, int]] = set()
+        stack = list(positions)
+        while stack:
+            position = stack.pop()
+            if position in closed:
+                continue
+            closed.add(position)
+            part, node = position
+            if part < len(self._tries) and self._tries[part].terminal[node]:
+                stack.append((part + 1, 0))
+        return frozenset(closed)
+
+    def _intern(self, positions: frozenset[tuple[int, int]]) -> int:
+        if positions not in self._index:
+            self._index[positions] = len(self._sets)
+            self._sets.append(positions)
+        return self._index[positions]
+
+
+@functools.lru_cache(maxsize=512)
+def _automaton(constraint: AnswerConstraint, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> _AnswerAutomaton:
+    """One automaton (and its caches) per constraint, tokenizer and format, shared by all batches."""
+    before, after = _answer_affixes(tokenizer, fmt)
+    parts = [tuple(text.encode("utf-8") for text in alternatives) for alternatives in constraint.parts()]
+    return _AnswerAutomaton([(before,), *parts, (after,)], TokenVocab.of(tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Constrained decoding
+
+
+class ConstrainedAnswerProcessor(LogitsProcessor):
+    """Masks every token that would make a row's generation an invalid answer (``-inf`` logits).
+
+    Tracks each row's automaton state from the ids generated after ``prompt_length``; when the generated ids are
+    not a continuation of those seen at the previous call (a new ``generate`` call, beam reordering), the states
+    are recomputed from the prompt. Rows that wrote EOS are left unmasked (``generate`` pads them).
+
+    Args:
+        tokenizer: The decoder's tokenizer.
+        constraints: One constraint per example. With ``num_return_sequences=k`` (rows repeated ``k`` times), row
+            ``i`` follows ``constraints[i // k]``.
+        prompt_length: Length of the (left-padded) prompt ids given to ``generate``.
+        fmt: Prompt format of the prompts (``PromptEncoder.fmt``): the text around the answer.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        constraints: Sequence[AnswerConstraint],
+        prompt_length: int,
+        fmt: PromptFormat = "chat",
+    ) -> None:
+        if not constraints:
+            raise ValueError("constraints: give one AnswerConstraint per example")
+        self.automata = [_automaton(constraint, tokenizer, fmt) for constraint in constraints]
+        self.prompt_length = prompt_length
+        self._seen: torch.Tensor | None = None
+        self._states: list[int] = []
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Enough new tokens for any valid answer of any row (EOS included)."""
+        return max(automaton.max_tokens for automaton in self.automata)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = self._row_automata(input_ids.shape[0])
+        self._advance(input_ids[:, self.prompt_length :], rows)
+        return self._mask(scores, rows)
+
+    def _row_automata(self, batch: int) -> list[_AnswerAutomaton]:
+        if batch % len(self.automata):
+            raise ValueError(f"batch of {batch} rows for {len(self.automata)} constraints: expected a multiple")
+        repeat = batch // len(self.automata)
+        return [automaton for automaton in self.automata for _ in range(repeat)]
+
+    def _advance(self, generated: torch.Tensor, rows: list[_AnswerAutomaton]) -> None:
+        """Feed each row's new ids to its automaton (all ids again when the rows are not those seen before)."""
+        seen = self._seen
+        done = 0 if seen is None else seen.shape[1]
+        continued = seen is not None and seen.shape[0] == generated.shape[0] and generated.shape[1] >= done
+        if not (continued and torch.equal(generated[:, :done], seen)):
+            self._states = [automaton.start for automaton in rows]
+            done = 0
+        for row, new_ids in enumerate(generated[:, done:].tolist()):
+            for token_id in new_ids:
+                self._states[row] = rows[row].consume(self._states[row], token_id)
+        self._seen = generated.clone()
+
+    def _mask(self, scores: torch.Tensor, rows: list[_AnswerAutomaton]) -> torch.Tensor:
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        row_ids, col_ids = [], []
+        for row, (automaton, state) in enumerate(zip(rows, self._states)):
+            if state == _DONE:
+                keep[row] = True
+                continue
+            allowed = automaton.allowed(state)
+            col_ids.append(allowed)
+            row_ids.append(torch.full_like(allowed, row))
+        if col_ids:
+            keep[torch.cat(row_ids).to(scores.device), torch.cat(col_ids).to(scores.device)] = True
+        return scores.masked_fill(~keep, float("-inf"))
+
+
+@torch.no_grad()
+def constrained_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    constraints: Sequence[AnswerConstraint],
+    fmt: PromptFormat = "chat",
+    max_new_tokens: int | None = None,
+    **generate_kwargs,
+) -> list[str]:
+    """Greedy generation of one valid answer per prompt.
+
+    Args:
+        model: A causal LM.
+        tokenizer: Its tokenizer.
+        input_ids: ``(B, T)`` left-padded prompt ids (``pad_batch(..., side="left")``).
+        attention_mask: ``(B, T)``, 0 on padding.
+        constraints: One per prompt (:meth:`AnswerConstraint.for_example`).
+        fmt: Prompt format of the prompts.
+        max_new_tokens: Bound on new tokens; default: enough for the longest valid answer, so that every answer
+            is complete. A smaller bound can cut an answer, which then does not parse.
+        **generate_kwargs: More ``generate`` arguments, or overrides of the defaults (``do_sample=False``, the
+            tokenizer's EOS as ``eos_token_id``, its pad token or else EOS as ``pad_token_id``).
+
+    Returns:
+        The decoded generations (special tokens removed), one per prompt, for :func:`lit_clf.answers.parse_answer`.
+    """
+    processor = ConstrainedAnswerProcessor(tokenizer, constraints, input_ids.shape[1], fmt)
+    eos = tokenizer.eos_token_id
+    settings = {
+        "do_sample": False,
+        "eos_token_id": eos,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        **generate_kwargs,
+    }
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        logits_processor=LogitsProcessorList([processor]),
+        max_new_tokens=max_new_tokens or processor.max_new_tokens,
+        **settings,
+    )
+    new = output[:, input_ids.shape[1] :]
+    return tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Label scoring
+
+
+def label_candidates(tasks: Sequence[TaskSpec]) -> list[dict[str, str]]:
+    """Every combination of labels of ``tasks`` (task name -> label), first task's label varying slowest.
+
+    Raises:
+        ValueError: A task is a token task (its answers cannot be listed; use constrained decoding).
+    """
+    token_task = next((task.name for task in tasks if task.kind != "sequence"), None)
+    if token_task is not None:
+        raise ValueError(f"label scoring: {token_task!r} is a token task; only sequence tasks have label candidates")
+    names = [task.name for task in tasks]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(task.labels for task in tasks))]
+
+
+def candidate_answer_ids(encoder: PromptEncoder, candidates: Sequence[Mapping[str, str]]) -> list[list[int]]:
+    """Answer ids + EOS of each candidate, exactly as ``encoder`` trains them (``encode_for_training``)."""
+    eos = encoder.tokenizer.eos_token_id
+    return [encoder.answer_ids(Example(id="", text="", labels=dict(labels))) + [eos] for labels in candidates]
+
+
+def label_answer_ids(
+    tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], fmt: PromptFormat = "chat"
+) -> list[list[int]]:
+    """Ids + EOS of answer texts as :class:`PromptEncoder` tokenizes them for prompt format ``fmt``.
+
+    The answer segment is tokenized on its own: `` rec.autos`` (``raw``), `` rec.autos `` (``llama2``) or
+    ``rec.autos`` (``chat``). For several tasks, pass :func:`lit_clf.answers.render_answer` texts.
+    """
+    eos = tokenizer.eos_token_id
+    texts = [answer_segment(answer, fmt) for answer in answers]
+    return [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+
+@torch.no_grad()
+def score_labels(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    label_token_ids: Sequence[Sequence[int]],
+    length_normalization: LengthNormalization = "none",
+    candidates_per_pass: int = 16,
+) -> torch.Tensor:
+    """Log-likelihood of every candidate answer after every prompt: rank classification.
+
+    One forward pass over the prompts fills the KV cache; the candidates are then scored in passes over that
+    cache repeated ``C`` times per prompt, right-padded and masked: ``B * C`` rows per pass, ``C`` at most
+    ``candidates_per_pass``. The number of passes depends only on the candidates, never on ``B``, so every rank
+    of a sharded (FSDP) model runs the same collectives even when its last batch is smaller.
+
+    Args:
+        model: A causal LM.
+        prompt_ids: ``(B, T)`` left-padded prompt ids.
+        attention_mask: ``(B, T)``, 0 on padding.
+        label_token_ids: ``N`` candidates' ids, each the answer ids + EOS (:func:`label_answer_ids`).
+        length_normalization: ``none``: sum of the token log-probs; ``mean``: divided by the number of tokens.
+        candidates_per_pass: Candidates scored per pass over the cache; bounds memory at ``B`` times this.
+
+    Returns:
+        ``(B, N)`` float32 scores; the prediction is their argmax over candidates.
+    """
+    if length_normalization not in ("none", "mean"):
+        raise ValueError(f"length_normalization: expected 'none' or 'mean', got {length_normalization!r}")
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("score_labels: prompts must be left-padded (attention_mask[:, -1] all 1)")
+    targets, lengths = _pad_candidates(label_token_ids, prompt_ids.device)
+    positions = _position_ids(attention_mask)
+    out = model(
+        input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
+    scores = out.logits[:, -1].float().log_softmax(-1)[:, targets[:, 0]]
+    if targets.shape[1] > 1:
+        chunk = max(1, candidates_per_pass)
+        rest = [
+            _continuation_scores(model, out.past_key_values, attention_mask, positions[:, -1], targets[i : i + chunk])
+            for i in range(0, len(targets), chunk)
+        ]
+        scores = scores + torch.cat(rest, dim=1)
+    return scores / lengths if length_normalization == "mean" else scores
+
+
+def _pad_candidates(
+    label_token_ids: Sequence[Sequence[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, L)`` ids right-padded with -1, and each candidate's length."""
+    if not label_token_ids or not all(label_token_ids):
+        raise ValueError("label_token_ids: give at least one candidate, each with at least one id")
+    longest = max(len(ids) for ids in label_token_ids)
+    targets = torch.tensor([list(ids) + [-1] * (longest - len(ids)) for ids in label_token_ids], device=device)
+    lengths = torch.tensor([len(ids) for ids in label_token_ids], device=device)
+    return targets, lengths
+
+
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as ``generate`` does for left-padded prompts."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _continuation_scores(model, cache, attention_mask, last_positions, targets) -> torch.Tensor:
+    """``(B, C)`` sums of log p(token j | prompt, tokens < j) over j >= 1 of ``C`` candidates ``targets`` ``(C, L)``."""
+    batch, (count, length) = attention_mask.shape[0], targets.shape
+    cache = copy.deepcopy(cache)  # the prompts' cache serves every chunk
+    cache.batch_repeat_interleave(count)  # row b * C + c: prompt b, candidate c
+    real = targets[:, 1:] >= 0  # (C, L-1): input j predicts a real token j + 1
+    inputs = targets[:, :-1].clamp(min=0).repeat(batch, 1)
+    mask = torch.cat([attention_mask.repeat_interleave(count, 0), real.repeat(batch, 1).to(attention_mask.dtype)], 1)
+    positions = last_positions.repeat_interleave(count)[:, None] + torch.arange(1, length, device=targets.device)
+    logits = model(
+        input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+    ).logits.float()
+    picked = logits.gather(-1, targets[:, 1:].clamp(min=0).repeat(batch, 1).unsqueeze(-1)).squeeze(-1)
+    logprobs = (picked - logits.logsumexp(-1)) * real.repeat(batch, 1)
+    return logprobs.sum(-1).view(batch, count)
