@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 from lit_clf.callbacks import PredictionWriter
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
+from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable
 
 
 class LitClfCLI(LightningCLI):
@@ -22,6 +23,8 @@ class LitClfCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data", "model.init_args.tasks", compute_fn=_task_dicts, apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(ThroughputLogger, "throughput")
+        parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -66,6 +69,7 @@ def main(args: list[str] | None = None) -> None:
         datamodule_class=ClassificationDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=LitClfSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
         args=args,

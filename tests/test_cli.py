@@ -11,7 +11,8 @@ import yaml
 
 from lit_clf.cli import main
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
 
 
@@ -65,12 +66,12 @@ def tiny_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[str]:
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
 
 
 @pytest.mark.parametrize("config", ENCODER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny_roberta_dir, shared_data):
+def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny_roberta_dir, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs log to ./runs
     run_cli(["fit", "--config", str(config), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)])
     metrics = list(tmp_path.rglob("metrics.csv"))
     assert metrics, "the CSV logger wrote no metrics"
@@ -80,10 +81,11 @@ def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny
     assert list(tmp_path.rglob("best.ckpt"))
 
 
-def test_test_and_predict_from_checkpoint(tmp_path, tiny_roberta_dir, shared_data):
+def test_test_and_predict_from_checkpoint(tmp_path, tiny_roberta_dir, shared_data, monkeypatch):
     import json
 
-    config = "configs/massive/minilm-intent.yaml"
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/massive/minilm-intent.yaml")
     overrides = tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)
     run_cli(["fit", "--config", config, *overrides, "--data.init_args.tasks=[intent, slots]"])
     (ckpt,) = tmp_path.rglob("best.ckpt")
@@ -117,7 +119,7 @@ def test_missing_data_is_one_line_error(tmp_path):
         f"--data.init_args.data_dir={tmp_path}",
         "--data.init_args.download=false",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=CONFIGS[0].parents[2])
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("lit-clf: error:")]
     assert "MASSIVE en-US not found" in line and str(tmp_path) in line and "LIT_CLF_DATA" in line

@@ -148,11 +148,12 @@ class EncoderSeqTokenModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Updates the test metrics and returns the batch's prediction rows (for prediction tables)."""
+        return self._evaluate(batch, "test")
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        loss, losses, logits = self.model_step(batch)
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+        loss, _, logits = self.model_step(batch)
         size = batch["input_ids"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         for task in self.tasks:
@@ -161,16 +162,18 @@ class EncoderSeqTokenModule(L.LightningModule):
             if task.kind == "sequence":
                 metrics["acc"].update(preds, batch["labels"][task.name])
             else:
-                gold = batch["word_labels"][task.name]
-                words = word_predictions(preds, batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER])
+                words = self._word_predictions(batch, task, preds)
                 for metric in metrics.values():
-                    metric.update(words, gold)
+                    metric.update(words, batch["word_labels"][task.name])
             for name, metric in metrics.items():
                 self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=True, batch_size=size)
+        return self._prediction_rows(batch, logits) if stage == "test" else []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per example: predicted label(s) per task and, for sequence tasks, the top-k probabilities."""
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        return self._prediction_rows(batch, self(batch["input_ids"], batch["attention_mask"]))
+
+    def _prediction_rows(self, batch: dict[str, Any], logits: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         rows = [{"index": int(i), "tasks": {}} for i in batch["index"]]
         for task in self.tasks:
             out = logits[task.name].float()
@@ -180,13 +183,13 @@ class EncoderSeqTokenModule(L.LightningModule):
                     top = [[task.labels[j], round(q, 6)] for j, q in zip(i, p)]
                     row["tasks"][task.name] = {"pred": top[0][0], "top": top}
             else:
-                gold = batch["word_labels"][task.name]
-                words = word_predictions(
-                    out.argmax(-1), batch["word_positions"], [len(g) for g in gold], task.label2id[OTHER]
-                )
-                for row, ids in zip(rows, words):
+                for row, ids in zip(rows, self._word_predictions(batch, task, out.argmax(-1))):
                     row["tasks"][task.name] = {"pred": [task.labels[j] for j in ids]}
         return rows
+
+    def _word_predictions(self, batch: dict[str, Any], task, token_preds: torch.Tensor) -> list[list[int]]:
+        num_words = [len(gold) for gold in batch["word_labels"][task.name]]
+        return word_predictions(token_preds, batch["word_positions"], num_words, task.label2id[OTHER])
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

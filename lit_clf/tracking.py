@@ -1,0 +1,275 @@
+"""Experiment tracking: W&B run metadata, throughput, prediction tables, and reading offline W&B runs.
+
+Everything here also works without W&B: the callbacks do nothing for loggers other than ``WandbLogger``
+(except ``ThroughputLogger``, which logs to every logger).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import yaml
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+
+# ------------------------------------------------------------------------------------------- run facts
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run is, for W&B names, tags and the results table."""
+
+    dataset: str
+    model: str
+    tasks: tuple[str, ...]
+    shots: int | None
+    fine_tuned: bool
+
+    @property
+    def consolidated(self) -> bool:
+        return len(self.tasks) > 1
+
+    @property
+    def name(self) -> str:
+        shots = f"-{self.shots}shot" if self.shots is not None else ""
+        return f"{self.dataset}-{self.model}-{'+'.join(self.tasks)}{shots}-{'ft' if self.fine_tuned else 'noft'}"
+
+    @property
+    def tags(self) -> list[str]:
+        tags = [self.dataset, self.model, *self.tasks, "FT" if self.fine_tuned else "no-FT"]
+        tags.append("consolidated" if self.consolidated else "dual")
+        if self.shots is not None:
+            tags.append(f"{self.shots}-shot")
+        return tags
+
+
+def run_facts(config: dict[str, Any], dataset: str, stage: str) -> RunFacts:
+    """Facts from a resolved LightningCLI config (one subcommand's) and the stage being run."""
+    model_args = config.get("model", {}).get("init_args", {})
+    model_id = str(model_args.get("backbone") or model_args.get("model") or "model")
+    tasks = tuple(config.get("data", {}).get("init_args", {}).get("tasks") or ())
+    fine_tuned = stage == "fit" or bool(config.get("ckpt_path"))
+    return RunFacts(dataset, Path(model_id.rstrip("/")).name, tasks, model_args.get("shots"), fine_tuned)
+
+
+class LitClfSaveConfigCallback(SaveConfigCallback):
+    """Saves ``config.yaml`` beside the run (as LightningCLI does) and, with a ``WandbLogger``, puts the
+    whole resolved config in ``wandb.config`` and names and tags the run from it (rank zero only)."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not loggers:
+            return
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        dataset = getattr(trainer.datamodule, "dataset_name", "") or "data"
+        facts = run_facts(config, dataset, stage)
+        for logger in loggers:
+            run = logger.experiment
+            run.config.update(config, allow_val_change=True)
+            if not logger._wandb_init.get("name"):  # a name given in the config wins
+                run.name = facts.name
+            run.tags = tuple(dict.fromkeys([*(run.tags or ()), *facts.tags]))
+
+
+# ------------------------------------------------------------------------------------------ throughput
+class ThroughputLogger(Callback):
+    """Logs training throughput (``train/samples_per_s``, ``train/tokens_per_s``, summed over devices)
+    and, on CUDA, peak memory (``train/peak_gpu_mem_gib``, the largest over devices)."""
+
+    def __init__(self, log_every_n_steps: int = 50) -> None:
+        """
+        Args:
+            log_every_n_steps: Optimizer steps per throughput measurement window; 0 switches it off.
+        """
+        self.log_every_n_steps = log_every_n_steps
+        self._start: float | None = None
+        self._samples = 0
+        self._tokens = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.log_every_n_steps:
+            return
+        mask = batch["attention_mask"]
+        self._samples += mask.shape[0]
+        self._tokens += int(mask.sum())
+        if (batch_idx + 1) % self.log_every_n_steps:
+            return
+        seconds = time.perf_counter() - self._start
+        world = trainer.world_size
+        metrics = {
+            "train/samples_per_s": world * self._samples / seconds,
+            "train/tokens_per_s": world * self._tokens / seconds,
+        }
+        if torch.cuda.is_available() and mask.is_cuda:
+            metrics["train/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(mask.device) / 2**30
+        pl_module.log_dict(metrics, rank_zero_only=True)
+        self._start, self._samples, self._tokens = time.perf_counter(), 0, 0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._start, self._samples, self._tokens = None, 0, 0  # validation time is not training time
+
+
+# ------------------------------------------------------------------------------------ prediction table
+class WandbPredictionTable(Callback):
+    """At the end of ``test``, logs a W&B Table of predictions (``test/predictions``: id, text, and per
+    task gold, prediction and whether the output was valid) and a confusion matrix per sequence task
+    (``test/{task}_confusion``). Needs a ``WandbLogger`` and a model whose ``test_step`` returns its
+    prediction rows, as both lit_clf model families do; otherwise it does nothing."""
+
+    def __init__(self, enabled: bool = True, max_text_chars: int = 2000) -> None:
+        """
+        Args:
+            enabled: Log the table and confusion matrices.
+            max_text_chars: Texts longer than this are cut in the table (20NG posts can be long).
+        """
+        self.enabled = enabled
+        self.max_text_chars = max_text_chars
+        self._rows: list[dict[str, Any]] = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.enabled and isinstance(outputs, list):
+            self._rows.extend(outputs)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not (self.enabled and loggers):
+            return
+        rows = _gather_rows(self._rows)
+        if not trainer.is_global_zero or not rows:
+            return
+        import wandb
+
+        examples = trainer.datamodule.examples("test")
+        rows = list({row["index"]: row for row in rows}.values())  # drop the DistributedSampler's repeats
+        tasks = list(rows[0]["tasks"])
+        columns = ["id", "text"] + [f"{task}_{part}" for task in tasks for part in ("gold", "pred", "valid")]
+        table = wandb.Table(columns=columns)
+        for row in rows:
+            example = examples[row["index"]]
+            cells = [example.id, example.text[: self.max_text_chars]]
+            for task in tasks:
+                predicted = row["tasks"][task]
+                cells += [_cell(example.labels[task]), _cell(predicted["pred"]), bool(predicted.get("valid", True))]
+            table.add_data(*cells)
+        payload = {"test/predictions": table, **self._confusion(pl_module, rows, examples)}
+        for logger in loggers:
+            logger.experiment.log(payload)
+
+    def _confusion(self, pl_module, rows, examples) -> dict[str, Any]:
+        import wandb
+
+        plots = {}
+        for task in getattr(pl_module, "tasks", []):
+            if task.kind != "sequence":
+                continue
+            ids = task.label2id
+            gold = [ids[examples[row["index"]].labels[task.name]] for row in rows]
+            # An invalid or unknown prediction has no class: W&B's matrix needs one, so it is left out.
+            pairs = [(g, ids.get(row["tasks"][task.name]["pred"])) for g, row in zip(gold, rows)]
+            pairs = [(g, p) for g, p in pairs if p is not None]
+            if pairs:
+                y_true, preds = zip(*pairs)
+                plots[f"test/{task.name}_confusion"] = wandb.plot.confusion_matrix(
+                    y_true=list(y_true), preds=list(preds), class_names=list(task.labels)
+                )
+        return plots
+
+
+def _cell(value: Any) -> Any:
+    return " ".join(value) if isinstance(value, (list, tuple)) else value
+
+
+def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in part]
+
+
+# ------------------------------------------------------------------------------------ offline run files
+@dataclass
+class WandbRunLog:
+    """What a W&B run wrote to its ``run-<id>.wandb`` log: readable without a W&B server."""
+
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_wandb_run(run_dir: str | Path) -> WandbRunLog:
+    """Read an offline (or not yet synced) W&B run folder, e.g. ``wandb/offline-run-<time>-<id>/``.
+
+    The ``.wandb`` file is a LevelDB-style log (32 KiB blocks of CRC-framed chunks) of protobuf
+    ``Record`` messages; W&B 0.31 writes config, summary and history only there in offline mode.
+    """
+    paths = sorted(Path(run_dir).glob("run-*.wandb"))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no run-*.wandb file (is this a W&B run folder?)")
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    log = WandbRunLog()
+    for chunk in _log_records(paths[0].read_bytes()):
+        record = pb.Record()
+        record.ParseFromString(chunk)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            log.name, log.tags = record.run.display_name, list(record.run.tags)
+            _apply_config(log.config, record.run.config.update)
+        elif kind == "config":
+            _apply_config(log.config, record.config.update)
+        elif kind == "summary":
+            for item in record.summary.update:
+                log.summary[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            log.history.append({_item_key(item): json.loads(item.value_json) for item in record.history.item})
+    return log
+
+
+_BLOCK = 32 * 1024
+_HEADER = 7  # a chunk's crc32 (4 bytes), length (2) and type (1); the file starts with a 7-byte header too
+
+
+def _log_records(data: bytes) -> list[bytes]:
+    records, pending, pos = [], b"", _HEADER
+    while pos + _HEADER <= len(data):
+        if _BLOCK - pos % _BLOCK < _HEADER:  # too little room left in the block: the rest is padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        chunk = data[pos + _HEADER : pos + _HEADER + length]
+        pos += _HEADER + length
+        if kind == 1:  # a whole record
+            records.append(chunk)
+        elif kind in (2, 3):  # first, middle
+            pending = chunk if kind == 2 else pending + chunk
+        elif kind == 4:  # last
+            records.append(pending + chunk)
+            pending = b""
+    return records
+
+
+def _item_key(item) -> str:
+    return ".".join(item.nested_key) if item.nested_key else item.key  # nested keys read as in the W&B UI
+
+
+def _apply_config(config: dict[str, Any], updates) -> None:
+    for item in updates:
+        config[_item_key(item)] = json.loads(item.value_json)

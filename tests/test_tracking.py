@@ -1,0 +1,63 @@
+"""W&B logging end to end (offline mode, no account), read back from the run's own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import wandb
+
+from lit_clf.tracking import RunFacts, read_wandb_run, run_facts
+from tests.test_cli import REPO, run_cli, tiny_overrides
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_roberta_dir, shared_data):
+    config = REPO / "configs/massive/roberta-base-joint.yaml"
+    args = ["fit", "--config", str(config), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)]
+    run_cli([*args, "--throughput.log_every_n_steps=1", "--trainer.log_every_n_steps=1"])
+    wandb.finish()  # what process exit does for `lit-clf`: flush the run log
+    (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    log = read_wandb_run(run_dir)
+
+    # the whole resolved CLI config, not only the model's hyperparameters
+    assert log.config["model"]["init_args"]["backbone"] == str(tiny_roberta_dir)
+    assert log.config["data"]["init_args"]["tasks"] == ["intent", "slots"]
+    assert log.config["trainer"]["max_epochs"] == 1
+    assert log.name == f"massive-{tiny_roberta_dir.name}-intent+slots-ft"
+    assert {"massive", "intent", "slots", "FT", "consolidated"} <= set(log.tags)
+
+    keys = {key for row in log.history for key in row}
+    assert {"train/loss", "train/samples_per_s", "train/tokens_per_s", "val/intent_acc", "val/slots_f1"} <= keys
+    assert {"test/intent_acc", "test/slots_f1", "test/slots_exact_match"} <= keys
+    assert "test/intent_confusion_table" in keys or any(k.startswith("test/intent_confusion") for k in keys)
+
+    (table_file,) = (run_dir / "files" / "media" / "table" / "test").glob("predictions_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert len(table["data"]) == 8  # one row per test example (max_examples=8)
+    assert table["columns"][:2] == ["id", "text"] and "slots_pred" in table["columns"]
+
+
+def test_run_facts_from_config():
+    config = {
+        "model": {"init_args": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": 5}},
+        "data": {"init_args": {"tasks": ["topic20"]}},
+        "ckpt_path": None,
+    }
+    facts = run_facts(config, "20newsgroups", "test")
+    assert facts == RunFacts("20newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
+    assert facts.name == "20newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
+    assert facts.tags[-2:] == ["dual", "5-shot"]
+
+
+def test_read_wandb_run_needs_a_run_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no run-\\*.wandb file"):
+        read_wandb_run(tmp_path)
