@@ -75,3 +75,33 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
     )
     return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, config)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir() -> Path:
+    return shared_path("models", "smollm2-135m-instruct-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) with the real SmolLM2 tokenizer and chat template."""
+    from transformers import AutoTokenizer, LlamaConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    root = tmp_path_factory.mktemp("tiny-llama")
+    config.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
