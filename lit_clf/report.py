@@ -308,16 +308,31 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
     return any(metrics.get(key, 0) > 0 for key in ("step", "trainer/global_step"))
 
 
-def _variant(config: Mapping) -> str:
+_MODEL_ARGS = ("backbone", "model", "shots", "decoding", "lora", "load_in_4bit")
+
+
+def _model_section(config: Mapping) -> Mapping:
+    """``{"class_path": ..., "init_args": {...}}`` of the model, also from a W&B config where Lightning's
+    hyperparameter logging (after the CLI config) replaced ``model`` by the decoder's ``model`` argument: the
+    module's arguments are then top-level keys."""
+    model = config_get(config, "model")
+    if isinstance(model, str):
+        init_args = {key: config[key] for key in _MODEL_ARGS if key in config}
+        return {"class_path": "lit_clf.models.DecoderGenerativeModule", "init_args": init_args}
+    return {
+        "class_path": config_get(config, "model.class_path"),
+        "init_args": {name: config_get(config, f"model.init_args.{name}") for name in _MODEL_ARGS},
+    }
+
+
+def _variant(init_args: Mapping) -> str:
     """Decoder settings the paper did not use: decoding other than free generation, LoRA / QLoRA."""
     parts = []
-    decoding = config_get(config, "model.init_args.decoding")
+    decoding = init_args.get("decoding")
     if _is_set(decoding) and decoding != "free":
         parts.append(str(decoding))
-    if _is_set(config_get(config, "model.init_args.lora")):
-        parts.append(
-            "QLoRA" if config_get(config, "model.init_args.load_in_4bit") in (True, "true", "True") else "LoRA"
-        )
+    if _is_set(init_args.get("lora")):
+        parts.append("QLoRA" if init_args.get("load_in_4bit") in (True, "true", "True") else "LoRA")
     return ", ".join(parts)
 
 
@@ -335,20 +350,16 @@ def run_from_config(config: Mapping, metrics: Mapping[str, float], source: str, 
     tasks = _task_list(config_get(config, "data.init_args.tasks"))
     if not tasks:
         raise ReportError(f"{where}: no data.init_args.tasks (expected a resolved lit-clf config)")
-    class_path = config_get(config, "model.class_path")
-    decoder = (
-        "Decoder" in class_path if _is_set(class_path) else not _is_set(config_get(config, "model.init_args.backbone"))
-    )
-    key = "model.init_args.model" if decoder else "model.init_args.backbone"
-    model_id = config_get(config, key)
-    if not _is_set(model_id):
-        raise ReportError(f"{where}: no {key} (expected a resolved lit-clf config)")
-    shots = (
-        (_as_int(config_get(config, "model.init_args.shots"), "model.init_args.shots", where) or 0) if decoder else None
-    )
-    row = Row(
-        display_name(str(model_id)), decoder, shots, _fine_tuned(config, metrics), _variant(config) if decoder else ""
-    )
+    model = _model_section(config)
+    args = model["init_args"]
+    class_path = model["class_path"]
+    decoder = "Decoder" in str(class_path) if _is_set(class_path) else not _is_set(args.get("backbone"))
+    name = "model" if decoder else "backbone"
+    if not _is_set(args.get(name)):
+        raise ReportError(f"{where}: no model.init_args.{name} (expected a resolved lit-clf config)")
+    shots = (_as_int(args.get("shots"), "model.init_args.shots", where) or 0) if decoder else None
+    variant = _variant(args) if decoder else ""
+    row = Row(display_name(str(args[name])), decoder, shots, _fine_tuned(config, metrics), variant)
     subset = _as_int(config_get(config, "data.init_args.max_examples"), "data.init_args.max_examples", where)
     return Run(source, row, tasks, dict(metrics), time, subset, config)
 
@@ -457,7 +468,7 @@ def read_run(folder: str | os.PathLike) -> Run | None:
         return read_wandb_files(folder)
     logs = sorted(folder.glob("run-*.wandb"))
     if logs and folder.name.startswith(("run-", "offline-run-")):
-        return read_wandb_log(folder, logs[-1])
+        return read_wandb_log(folder, logs[0])
     return None
 
 
@@ -583,6 +594,21 @@ def columns_of(tasks: Sequence[str]) -> list[int]:
     return []
 
 
+_TABLE_METRICS = sorted({column.metric for column in COLUMNS})
+
+
+def _drop_twins(runs: Sequence[Run]) -> list[Run]:
+    """Runs without repeats of one run logged twice (the paper configs log to CSV and W&B): same row, tasks and
+    Table 3 metrics. The first copy is kept (path order puts ``runs/<name>/`` before ``runs/wandb/``)."""
+    kept, seen = [], set()
+    for run in runs:
+        tests = tuple(round(run.metrics[key], 6) if key in run.metrics else None for key in _TABLE_METRICS)
+        if (run.row, run.tasks, tests) not in seen:
+            seen.add((run.row, run.tasks, tests))
+            kept.append(run)
+    return kept
+
+
 def _candidates(runs: Sequence[Run], notes: list[str]) -> dict[tuple[Row, int], list[tuple[int, Run]]]:
     """(row, column) -> the (input position, run) pairs that have the cell's test metric."""
     found: dict[tuple[Row, int], list[tuple[int, Run]]] = {}
@@ -600,10 +626,10 @@ def _candidates(runs: Sequence[Run], notes: list[str]) -> dict[tuple[Row, int], 
 
 
 def build_table(runs: Sequence[Run], paper: bool = False) -> Table:
-    """Fill Table 3: the newest run per cell (ties: the later one in ``runs``); with ``paper``, also the
-    paper's values, and its rows that no run reproduces."""
+    """Fill Table 3: the newest run per cell (ties: the later one in ``runs``; a run logged to both CSV and W&B
+    counts once); with ``paper``, also the paper's values, and its rows that no run reproduces."""
     notes: list[str] = []
-    found = _candidates(runs, notes)
+    found = _candidates(_drop_twins(runs), notes)
     cells = {cell: max(pairs, key=lambda pair: (pair[1].time, pair[0]))[1] for cell, pairs in found.items()}
     rows = {row for row, _ in cells}
     values: dict[Row, tuple[float, ...]] = {}

@@ -64,19 +64,40 @@ class LitClfSaveConfigCallback(SaveConfigCallback):
     """Saves ``config.yaml`` beside the run (as LightningCLI does) and, with a ``WandbLogger``, puts the
     whole resolved config in ``wandb.config`` and names and tags the run from it (rank zero only)."""
 
+    _resolved: dict[str, Any] | None = None
+
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        loggers = _wandb_loggers(trainer)
         if not loggers:
             return
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        self._resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         dataset = getattr(trainer.datamodule, "dataset_name", "") or "data"
-        facts = run_facts(config, dataset, stage)
+        facts = run_facts(self._resolved, dataset, stage)
         for logger in loggers:
             run = logger.experiment
-            run.config.update(config, allow_val_change=True)
             if not logger._wandb_init.get("name"):  # a name given in the config wins
                 run.name = facts.name
             run.tags = tuple(dict.fromkeys([*(run.tags or ()), *facts.tags]))
+        self._log_resolved(trainer)
+
+    def _log_resolved(self, trainer: L.Trainer) -> None:
+        for logger in _wandb_loggers(trainer) if self._resolved is not None else ():
+            logger.experiment.config.update(self._resolved, allow_val_change=True)
+
+    # Lightning logs the module's hyperparameters after ``setup``; a top-level name they share with the CLI
+    # config (the decoder's ``model`` argument) would replace its section, so the CLI config is put back.
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._log_resolved(trainer)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._log_resolved(trainer)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._log_resolved(trainer)
+
+
+def _wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)] if trainer.is_global_zero else []
 
 
 # ------------------------------------------------------------------------------------------ throughput
@@ -146,11 +167,11 @@ class WandbPredictionTable(Callback):
             self._rows.extend(outputs)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        if not (self.enabled and loggers):
+        if not (self.enabled and any(isinstance(lg, WandbLogger) for lg in trainer.loggers)):
             return
-        rows = _gather_rows(self._rows)
-        if not trainer.is_global_zero or not rows:
+        rows = _gather_rows(self._rows)  # a collective: every rank takes part
+        loggers = _wandb_loggers(trainer)
+        if not (loggers and rows):
             return
         import wandb
 

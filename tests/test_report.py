@@ -1,0 +1,514 @@
+"""lit_clf.report: run folders (CSV, W&B files, W&B offline log, W&B export) -> the exact Table 3 text."""
+
+# ruff: noqa: E501 (the golden tables are one line per row)
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_clf.report import (
+    COLUMNS,
+    PAPER_TABLE3,
+    Row,
+    build_table,
+    display_name,
+    find_runs,
+    main,
+    paper_table,
+    read_wandb_export,
+    row_sort_key,
+    to_csv,
+    to_markdown,
+)
+
+ENCODER = "lit_clf.models.EncoderSeqTokenModule"
+DECODER = "lit_clf.models.DecoderGenerativeModule"
+PAPER_TEXT = (
+    Path(__file__).resolve().parents[2] / "shared/paper/zhao2024-advancing-text-classification-llm-finetuning.txt"
+)
+HEADER = (
+    "| Model | 20NG Dual 20-class | 20NG Dual 7-class | 20NG Consolidated 20-class | 20NG Consolidated 7-class | "
+    "MASSIVE Dual Intent | MASSIVE Dual Slot Filling | MASSIVE Consolidated Intent | MASSIVE Consolidated Slot Filling |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+)
+CSV_COLUMNS = ",".join(column.name for column in COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Synthetic runs, written the way LightningCLI, the CSVLogger and W&B write them
+
+
+def _data(tasks: list[str]) -> dict:
+    dataset = "MassiveDataModule" if tasks[0] in ("intent", "slots") else "NewsgroupsDataModule"
+    return {"class_path": f"lit_clf.data.{dataset}", "init_args": {"tasks": tasks, "batch_size": 32}}
+
+
+def encoder_config(backbone: str, tasks: list[str], **top) -> dict:
+    model = {"class_path": ENCODER, "init_args": {"backbone": backbone, "max_length": 512}}
+    return {"seed_everything": 42, "model": model, "data": _data(tasks), "ckpt_path": None, **top}
+
+
+def decoder_config(model: str, shots: int, tasks: list[str], decoding: str = "free", **top) -> dict:
+    init_args = {"model": model, "shots": shots, "decoding": decoding, "prompt_format": "llama2", "lora": None}
+    return {
+        "seed_everything": 42,
+        "model": {"class_path": DECODER, "init_args": init_args},
+        "data": _data(tasks),
+        **top,
+    }
+
+
+def fit_rows(**test: float) -> list[dict]:
+    """metrics.csv of `lit-clf fit` with test_after_fit: train, val, then the test row."""
+    return [
+        {"epoch": 0, "step": 49, "train/loss": 1.5},
+        {"epoch": 0, "step": 99, "val/loss": 1.0},
+        {"epoch": 1, "step": 100, **test},
+    ]
+
+
+def eval_rows(**test: float) -> list[dict]:
+    """metrics.csv of `lit-clf test`: one row at step 0."""
+    return [{"epoch": 0, "step": 0, **test}]
+
+
+def write_csv_run(folder: Path, config: dict, rows: list[dict], mtime: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    with (folder / "metrics.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.utime(folder / "metrics.csv", (mtime, mtime))
+    return folder
+
+
+def write_wandb_run(folder: Path, config: dict, summary: dict, mtime: float) -> Path:
+    """An online W&B run folder: files/config.yaml in W&B's {key: {value: ...}} form, files/wandb-summary.json."""
+    files = folder / "files"
+    files.mkdir(parents=True)
+    wrapped = {
+        "_wandb": {"value": {"cli_version": "0.31.0"}},
+        **{key: {"value": value} for key, value in config.items()},
+    }
+    (files / "config.yaml").write_text(yaml.safe_dump(wrapped))
+    (files / "wandb-summary.json").write_text(json.dumps({"_runtime": 12, "_wandb": {"runtime": 12}, **summary}))
+    os.utime(files / "wandb-summary.json", (mtime, mtime))
+    return folder
+
+
+@pytest.fixture
+def runs_root(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    intent = root / "massive-roberta-base-intent"
+    write_csv_run(
+        intent / "version_0", encoder_config("roberta-base", ["intent"]), fit_rows(**{"test/intent_acc": 0.80}), 1000
+    )
+    write_csv_run(
+        intent / "version_1", encoder_config("roberta-base", ["intent"]), fit_rows(**{"test/intent_acc": 0.8894}), 2000
+    )
+    write_csv_run(intent / "version_2", encoder_config("roberta-base", ["intent"]), fit_rows()[:2], 3000)  # no test
+    write_csv_run(
+        root / "massive-roberta-base-slots/version_0",
+        encoder_config("roberta-base", ["slots"]),
+        fit_rows(**{"test/slots_f1": 0.8341, "test/slots_exact_match": 0.7}),
+        1000,
+    )
+    joint = {"test/intent_acc": 0.8912, "test/slots_f1": 0.8358}
+    write_csv_run(
+        root / "massive-roberta-base-intent+slots/version_0",
+        encoder_config("roberta-base", ["intent", "slots"]),
+        fit_rows(**joint),
+        1000,
+    )
+    write_csv_run(
+        root / "newsgroups-roberta-large-topic20+topic7/version_0",
+        encoder_config("/models/roberta-large/", ["topic20", "topic7"]),
+        fit_rows(**{"test/topic20_acc": 0.8781, "test/topic7_acc": 0.9462}),
+        1000,
+    )
+    decoder = root / "decoder"
+    instruct = "meta-llama/Meta-Llama-3-8B-Instruct"
+    write_csv_run(
+        decoder / "version_0", decoder_config(instruct, 0, ["intent"]), eval_rows(**{"test/intent_acc": 0.617}), 1000
+    )
+    write_csv_run(
+        decoder / "version_1",
+        decoder_config(instruct, 0, ["intent"], decoding="constrained"),
+        eval_rows(**{"test/intent_acc": 0.7043}),
+        1000,
+    )
+    write_csv_run(
+        decoder / "version_2",
+        decoder_config(
+            "meta-llama/Meta-Llama-3-8B", 5, ["intent", "slots"], ckpt_path="runs/decoder/version_9/best.ckpt"
+        ),
+        eval_rows(**{"test/intent_acc": 0.897, "test/slots_f1": 0.8452, "test/slots_invalid_rate": 0.01}),
+        1000,
+    )
+    write_csv_run(
+        decoder / "version_3",
+        decoder_config("meta-llama/Llama-2-7b-hf", 0, ["topic7"]),
+        fit_rows(**{"test/topic7_acc": 0.9523}),
+        1000,
+    )
+    wandb = root / "wandb"
+    smol = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"], trainer={"max_steps": 150})
+    write_wandb_run(wandb / "run-20240601_120000-abc123", smol, {"train/loss": 0.5, "test/intent_acc": 0.4219}, 1000)
+    # Lightning logs the module's hyperparameters after the CLI config: a decoder's `model` argument replaces the
+    # config's `model` section and its other arguments become top-level keys.
+    clobbered = {"model": "meta-llama/Llama-2-7b-chat-hf", "shots": 5, "decoding": "free", "data": _data(["topic20"])}
+    write_wandb_run(
+        wandb / "run-20240601_121000-def456", {**clobbered, "ckpt_path": None}, {"test/topic20_acc": 0.012}, 1000
+    )
+    # The consolidated RoBERTa-base run again, as its W&B logger saw it: counted once.
+    trained = {"train/loss": 1.5, "trainer/global_step": 100, **joint}
+    write_wandb_run(
+        wandb / "run-20240601_122000-ghi789", encoder_config("roberta-base", ["intent", "slots"]), trained, 5000
+    )
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_markdown_table_from_csv_and_wandb_runs(runs_root, capsys):
+    main([str(runs_root)])
+    captured = capsys.readouterr()
+    assert captured.out == HEADER + (
+        "| RoBERTa-base |  |  |  |  | 88.9 | 83.4 | 89.1 | 83.6 |\n"
+        "| RoBERTa-large |  |  | 87.8 | 94.6 |  |  |  |  |\n"
+        "| Llama2-7B-Chat Five-shot w/o FT | 1.2 |  |  |  |  |  |  |  |\n"
+        "| Llama2-7B Zero-shot w/ FT |  | 95.2 |  |  |  |  |  |  |\n"
+        "| Llama3-8B-Instruct Zero-shot w/o FT |  |  |  |  | 61.7 |  |  |  |\n"
+        "| Llama3-8B-Instruct Zero-shot w/o FT (constrained) |  |  |  |  | 70.4 |  |  |  |\n"
+        "| Llama3-8B Five-shot w/ FT |  |  |  |  |  |  | 89.7 | 84.5 |\n"
+        "| SmolLM2-135M-Instruct Zero-shot w/ FT |  |  |  |  | 42.2 |  |  |  |\n"
+    )
+    intent = runs_root / "massive-roberta-base-intent"
+    assert captured.err == (
+        f"lit-clf-report: {intent / 'version_2'}: skipped, no test/intent_acc (tasks: intent)\n"
+        f"lit-clf-report: RoBERTa-base, MASSIVE Dual Intent: 2 runs; using the newest, {intent / 'version_1'} "
+        f"(not {intent / 'version_0'})\n"
+    )
+
+
+def test_csv_table(runs_root, tmp_path, capsys):
+    out = tmp_path / "table3.csv"
+    main(
+        [
+            str(runs_root / "massive-roberta-base-intent"),
+            str(runs_root / "decoder"),
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+        ]
+    )
+    assert capsys.readouterr().out == ""
+    assert out.read_text() == (
+        f"Model,Shots,FT,Variant,{CSV_COLUMNS}\n"
+        "RoBERTa-base,,w/ FT,,,,,,88.9,,,\n"
+        "Llama2-7B,0,w/ FT,,,95.2,,,,,,\n"
+        "Llama3-8B-Instruct,0,w/o FT,,,,,,61.7,,,\n"
+        "Llama3-8B-Instruct,0,w/o FT,constrained,,,,,70.4,,,\n"
+        "Llama3-8B,5,w/ FT,,,,,,,,89.7,84.5\n"
+    )
+
+
+def test_newest_run_wins_whatever_the_input_order(runs_root):
+    folder = runs_root / "massive-roberta-base-intent"
+    runs = find_runs([folder / "version_1", folder / "version_0"])
+    table = build_table(runs)
+    (row,) = table.rows
+    assert table.cells[(row, 4)].source == str(folder / "version_1")
+    assert table.value(row, 4) == pytest.approx(88.94)
+
+
+def test_paper_values_beside_ours(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_csv_run(
+        root / "a/version_0",
+        encoder_config("roberta-base", ["intent", "slots"]),
+        fit_rows(**{"test/intent_acc": 0.8912, "test/slots_f1": 0.8358}),
+        1000,
+    )
+    write_csv_run(
+        root / "b/version_0",
+        decoder_config("meta-llama/Llama-2-7b-chat-hf", 0, ["intent"]),
+        eval_rows(**{"test/intent_acc": 0.3}),
+        1000,
+    )
+    write_csv_run(
+        root / "c/version_0",
+        encoder_config("sentence-transformers/all-MiniLM-L6-v2", ["intent"]),
+        fit_rows(**{"test/intent_acc": 0.85}),
+        1000,
+    )
+    main([str(root), "--paper"])
+    assert capsys.readouterr().out == HEADER.replace("| Model |", "| Model (ours / paper) |") + (
+        "| all-MiniLM-L6-v2 |  |  |  |  | 85.0 / - |  |  |  |\n"
+        "| RoBERTa-base | - / 86.7 | - / 93.6 | - / 86.5 | - / 93.6 | - / 88.9 | - / 83.4 | 89.1 / 89.1 | 83.6 / 83.6 |\n"
+        "| RoBERTa-large | - / 88.1 | - / 94.2 | - / 87.8 | - / 94.6 | - / 90.1 | - / 85.0 | - / 90.0 | - / 84.7 |\n"
+        "| Llama2-7B Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 35.8 | - / 4.6 | - / 7.2 | - / 7.9 |\n"
+        "| Llama2-7B-Chat Zero-shot w/o FT | - / 25.1 | - / 23.8 | - / 11.4 | - / 21.8 | 30.0 / 30.3 | - / 0.0 | - / 0.0 | - / 0.0 |\n"
+        "| Llama2-70B Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 70.8 | - / 9.5 | - / 62.7 | - / 5.1 |\n"
+        "| Llama2-70B Zero-shot w/o FT | - / 64.1 | - / 44.9 | - / 48.6 | - / 62.7 | - / 60.8 | - / 0.0 | - / 0.0 | - / 0.0 |\n"
+        "| Llama2-7B Five-shot w/ FT | - / 88.2 | - / 94.6 | - / 88.1 | - / 93.9 | - / 90.3 | - / 84.0 | - / 89.8 | - / 84.1 |\n"
+        "| Llama2-7B Zero-shot w/ FT | - / 89.5 | - / 95.2 | - / 89.2 | - / 94.9 | - / 90.4 | - / 82.5 | - / 89.6 | - / 83.4 |\n"
+        "| Llama2-70B Five-shot w/ FT | - / 88.4 | - / 95.3 | - / 88.7 | - / 94.6 | - / 90.0 | - / 83.9 | - / 90.0 | - / 84.3 |\n"
+        "| Llama2-70B Zero-shot w/ FT | - / 91.2 | - / 96.3 | - / 91.5 | - / 96.6 | - / 90.2 | - / 83.1 | - / 90.4 | - / 83.6 |\n"
+        "| Llama3-8B Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 69.7 | - / 2.0 | - / 38.9 | - / 5.9 |\n"
+        "| Llama3-8B Zero-shot w/o FT | - / 52.2 | - / 41.2 | - / 34.1 | - / 51.6 | - / 61.7 | - / 1.6 | - / 0.0 | - / 0.0 |\n"
+        "| Llama3-70B Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 80.6 | - / 20.6 | - / 70.7 | - / 16.4 |\n"
+        "| Llama3-70B Zero-shot w/o FT | - / 69.5 | - / 67.0 | - / 56.7 | - / 78.0 | - / 78.9 | - / 12.2 | - / 0.0 | - / 0.0 |\n"
+        "| Llama3-8B Five-shot w/ FT | - / 91.1 | - / 95.9 | - / 91.0 | - / 96.1 | - / 90.6 | - / 86.2 | - / 89.7 | - / 84.5 |\n"
+        "| Llama3-8B Zero-shot w/ FT | - / 91.6 | - / 96.3 | - / 90.8 | - / 96.2 | - / 90.6 | - / 85.6 | - / 90.0 | - / 85.5 |\n"
+        "| Llama3-70B Five-shot w/ FT | - / 91.9 | - / 96.5 | - / 92.1 | - / 96.8 | - / 90.8 | - / 86.0 | - / 90.2 | - / 86.8 |\n"
+        "| Llama3-70B Zero-shot w/ FT | - / 91.5 | - / 96.1 | - / 91.2 | - / 96.2 | - / 90.8 | - / 85.8 | - / 89.8 | - / 86.3 |\n"
+        "| GPT3.5 Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 64.0 | - / 2.0 | - / 73.6 | - / 21.0 |\n"
+        "| GPT3.5 Zero-shot w/o FT | - / 72.9 | - / 55.1 | - / 62.3 | - / 69.6 | - / 60.7 | - / 1.8 | - / 69.6 | - / 14.2 |\n"
+        "| GPT4 Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 83.3 | - / 37.1 | - / 79.9 | - / 28.1 |\n"
+        "| GPT4 Zero-shot w/o FT | - / 80.4 | - / 74.5 | - / 80.6 | - / 88.5 | - / 81.9 | - / 13.6 | - / 76.9 | - / 21.6 |\n"
+        "| GPT4o Five-shot w/o FT | - / 0.0 | - / 0.0 | - / 0.0 | - / 0.0 | - / 82.0 | - / 18.9 | - / 81.0 | - / 39.4 |\n"
+        "| GPT4o Zero-shot w/o FT | - / 77.4 | - / 73.3 | - / 73.6 | - / 84.1 | - / 62.7 | - / 14.8 | - / 0.0 | - / 0.0 |\n"
+    )
+
+
+def test_paper_values_in_csv_are_extra_columns(tmp_path):
+    root = tmp_path / "runs"
+    write_csv_run(
+        root / "a/version_0", encoder_config("roberta-large", ["topic7"]), fit_rows(**{"test/topic7_acc": 0.95}), 1000
+    )
+    lines = to_csv(build_table(find_runs([root]), paper=True)).splitlines()
+    assert lines[0].startswith(
+        "Model,Shots,FT,Variant,20NG Dual 20-class,20NG Dual 20-class (paper),20NG Dual 7-class,"
+    )
+    assert lines[2] == "RoBERTa-large,,w/ FT,,,88.1,95.0,94.2,,87.8,,94.6,,90.1,,85.0,,90.0,,84.7"
+    assert lines[-1] == "GPT4o,0,w/o FT,,,77.4,,73.3,,73.6,,84.1,,62.7,,14.8,,0.0,,0.0"
+
+
+def test_wandb_export_csv(tmp_path, capsys):
+    export = tmp_path / "wandb_export.csv"
+    columns = [
+        "Name", "State", "Created", "model.class_path", "model.init_args.backbone", "model.init_args.model",
+        "model.init_args.shots", "data.init_args.tasks", "ckpt_path", "model", "train/loss", "test/intent_acc",
+        "test/slots_f1", "test/topic20_acc",
+    ]  # fmt: skip
+    llama70 = {"class_path": DECODER, "init_args": {"model": "meta-llama/Llama-2-70b-chat-hf", "shots": 0}}
+    rows = [
+        ["rb-old", "finished", "2024-06-01T10:00:00.000Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.3, 0.881, "", ""],
+        ["rb-new", "finished", "2024-06-02T10:00:00Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.2, 0.8894, "", ""],
+        ["l3-5shot", "finished", "2024-06-03T10:00:00Z", DECODER, "", "meta-llama/Meta-Llama-3-8B", 5,
+         '["intent", "slots"]', "runs/x/best.ckpt", "", "", 0.9062, 0.8617, ""],
+        ["l2-70-chat", "finished", "2024-06-04T10:00:00Z", "", "", "", "", "[topic20]", "", json.dumps(llama70), "", "", "", 0.641],
+    ]  # fmt: skip
+    with export.open("w", newline="") as file:
+        csv.writer(file).writerows([columns, *rows])
+    main(["--wandb-export", str(export), "--format", "csv"])
+    captured = capsys.readouterr()
+    assert captured.out == (
+        f"Model,Shots,FT,Variant,{CSV_COLUMNS}\n"
+        "RoBERTa-base,,w/ FT,,,,,,88.9,,,\n"
+        "Llama2-70B-Chat,0,w/o FT,,64.1,,,,,,,\n"
+        "Llama3-8B,5,w/ FT,,,,,,,,90.6,86.2\n"
+    )
+    assert captured.err == (
+        f"lit-clf-report: RoBERTa-base, MASSIVE Dual Intent: 2 runs; using the newest, {export}, line 3 (rb-new) "
+        f"(not {export}, line 2 (rb-old))\n"
+    )
+
+
+def test_offline_wandb_run_is_read_from_its_log(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = decoder_config("meta-llama/Meta-Llama-3-8B-Instruct", 0, ["slots"])
+    run = wandb.init(mode="offline", dir=tmp_path, project="lit_clf", config=config)
+    run.log({"test/slots_f1": 0.122, "test/slots_invalid_rate": 0.5})
+    run.finish()
+    (folder,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert not (folder / "files" / "wandb-summary.json").exists()  # offline runs keep everything in the log
+    table = build_table(find_runs([tmp_path]))
+    assert to_markdown(table) == HEADER + "| Llama3-8B-Instruct Zero-shot w/o FT |  |  |  |  |  | 12.2 |  |  |\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors: one line naming the file
+
+
+def _error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err.rstrip("\n")
+
+
+def test_folder_without_runs(tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    assert _error([str(tmp_path / "empty")], capsys).startswith(
+        f"lit-clf-report: error: {tmp_path / 'empty'}: no runs found (expected config.yaml + metrics.csv"
+    )
+    assert (
+        _error([str(tmp_path / "missing")], capsys) == f"lit-clf-report: error: {tmp_path / 'missing'}: no such folder"
+    )
+
+
+def test_malformed_metrics_csv(tmp_path, capsys):
+    run = write_csv_run(
+        tmp_path / "r", encoder_config("roberta-base", ["intent"]), fit_rows(**{"test/intent_acc": "x"}), 1
+    )
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'metrics.csv'}, line 4: test/intent_acc='x' is not a number"
+    )
+    (run / "metrics.csv").write_text("")
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'metrics.csv'}: empty; expected a CSVLogger header (step, epoch, metric keys)"
+    )
+    (run / "config.yaml").unlink()
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'metrics.csv'}: no config.yaml beside it (expected a lit-clf run folder)"
+    )
+
+
+def test_malformed_config(tmp_path, capsys):
+    run = write_csv_run(
+        tmp_path / "r", encoder_config("roberta-base", ["intent"]), fit_rows(**{"test/intent_acc": 1}), 1
+    )
+    (run / "config.yaml").write_text("model: {class_path: [unclosed\n")
+    assert _error([str(tmp_path)], capsys).startswith(
+        f"lit-clf-report: error: {run / 'config.yaml'}, line 2: not valid YAML"
+    )
+    (run / "config.yaml").write_text("- a list\n")
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'config.yaml'}: expected a YAML mapping (a resolved lit-clf config), got list"
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"class_path": ENCODER, "init_args": {}}}))
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'config.yaml'}: no data.init_args.tasks (expected a resolved lit-clf config)"
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("", 0, ["intent"])))
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'config.yaml'}: no model.init_args.model (expected a resolved lit-clf config)"
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("m", "five", ["intent"])))
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'config.yaml'}: model.init_args.shots should be a number, got 'five'"
+    )
+
+
+def test_malformed_wandb_files(tmp_path, capsys):
+    run = write_wandb_run(tmp_path / "wandb/run-1", encoder_config("roberta-base", ["intent"]), {}, 1)
+    (run / "files/wandb-summary.json").write_text('{"test/intent_acc": ')
+    assert _error([str(tmp_path)], capsys) == (
+        f"lit-clf-report: error: {run / 'files/wandb-summary.json'}, line 1: not valid JSON (Expecting value)"
+    )
+
+
+def test_damaged_wandb_log(tmp_path, capsys):
+    folder = tmp_path / "wandb" / "offline-run-20240601_120000-abc"
+    folder.mkdir(parents=True)
+    (folder / "run-abc.wandb").write_bytes(b":W&B\xe1\xbe\x00" + b"\x00" * 40)
+    assert _error([str(tmp_path)], capsys).startswith(f"lit-clf-report: error: {folder / 'run-abc.wandb'}: ")
+
+
+def test_malformed_wandb_export(tmp_path, capsys):
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Name,Created,model.init_args.backbone,data.init_args.tasks,test/intent_acc\nr,yesterday,roberta-base,[intent],0.9\n"
+    )
+    assert _error(["--wandb-export", str(export)], capsys) == (
+        f"lit-clf-report: error: {export}, line 2: Created='yesterday' is not an ISO date and time"
+    )
+    export.write_text("Name,Created\n")
+    assert _error(["--wandb-export", str(export)], capsys) == (
+        f"lit-clf-report: error: {export}: no runs (expected a W&B runs export with a header and one row per run)"
+    )
+    assert _error(["--wandb-export", str(tmp_path / "nope.csv")], capsys) == (
+        f"lit-clf-report: error: {tmp_path / 'nope.csv'}: no such file"
+    )
+
+
+def test_no_arguments_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert "give at least one RUN_DIR_OR_ROOT or --wandb-export CSV" in capsys.readouterr().err
+
+
+def test_help_documents_the_export_columns(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "model.init_args.backbone" in out and "data.init_args.tasks" in out and "Created" in out
+    assert "--paper" in out and "--wandb-export CSV" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names, the paper's numbers and its row order
+
+
+@pytest.mark.parametrize(
+    ("model_id", "name"),
+    [
+        ("roberta-base", "RoBERTa-base"),
+        ("/models/roberta-large/", "RoBERTa-large"),
+        ("meta-llama/Meta-Llama-3-8B", "Llama3-8B"),
+        ("meta-llama/Meta-Llama-3-70B-Instruct", "Llama3-70B-Instruct"),
+        ("meta-llama/Llama-2-7b-hf", "Llama2-7B"),
+        ("meta-llama/Llama-2-70b-chat-hf", "Llama2-70B-Chat"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "Llama3.1-8B-Instruct"),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+        ("/shared/models/smollm2-135m-instruct", "SmolLM2-135M-Instruct"),
+        ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+        ("/tmp/some-model", "some-model"),
+    ],
+)
+def test_display_names(model_id, name):
+    assert display_name(model_id) == name
+
+
+def test_paper_table_is_parsed_and_sorts_in_the_papers_order():
+    table = paper_table()
+    assert len(table) == 24
+    assert table[Row("RoBERTa-base")] == (86.7, 93.6, 86.5, 93.6, 88.9, 83.4, 89.1, 83.6)
+    assert table[Row("Llama3-70B", True, 5, True)] == (91.9, 96.5, 92.1, 96.8, 90.8, 86.0, 90.2, 86.8)
+    assert table[Row("Llama3-70B", True, 0, False)][:4] == (69.5, 67.0, 56.7, 78.0)
+    assert sorted(table, key=row_sort_key) == list(table)
+
+
+def test_paper_rows_are_copied_verbatim():
+    if not PAPER_TEXT.is_file():
+        pytest.skip(f"{PAPER_TEXT} is not present")
+    lines = PAPER_TEXT.read_text(encoding="utf-8").splitlines()
+    assert PAPER_TABLE3.splitlines() == lines[156:180]
+
+
+def test_export_rows_without_created_later_row_wins(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Name,model.init_args.backbone,data.init_args.tasks,test/intent_acc\n"
+        'a,roberta-base,"[""intent""]",0.5\n'
+        'b,roberta-base,"[""intent""]",0.6\n'
+    )
+    table = build_table(read_wandb_export(export))
+    (row,) = table.rows
+    assert row == Row("RoBERTa-base", fine_tuned=False) and table.value(row, 4) == pytest.approx(60.0)
+
+
+def test_results_doc_shows_the_papers_table():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    for line in PAPER_TABLE3.splitlines():
+        words = line.split()
+        assert "| " + " ".join(words[:-8]) + " | " + " | ".join(words[-8:]) + " |" in text
+    assert "python -m lit_clf.report runs --paper" in text and "## Runs made by this project" in text
