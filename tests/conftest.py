@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIT_CLF_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 SHARED_MODELS = SHARED / "models"
+
+
+@pytest.fixture(autouse=True)
+def finish_wandb_runs():
+    """Close any W&B run a test left open: WandbLogger would otherwise reuse it in the next test."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+        wandb.teardown()  # a fresh W&B service per run: the next test's run gets its own settings and log
 
 
 def shared_path(*parts: str) -> Path:
@@ -77,31 +88,39 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
     return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, config)
 
 
-@pytest.fixture(scope="session")
-def smollm2_tokenizer_dir() -> Path:
-    return shared_path("models", "smollm2-135m-instruct-tokenizer")
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
-    """A tiny random Llama (2 layers, hidden 64) with the real SmolLM2 tokenizer and chat template."""
+def _tiny_llama_dir(root: Path, tokenizer_dir: Path) -> Path:
+    """A folder with a tiny ``LlamaConfig`` (2 layers, hidden 64) and a real tokenizer:
+    ``model=<dir>, pretrained=False``."""
     from transformers import AutoTokenizer, LlamaConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
-        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        intermediate_size=128,
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
-    root = tmp_path_factory.mktemp("tiny-llama")
+    root.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm_dir(tmp_path_factory) -> Path:
+    """SmolLM2 tokenizer (49,152 tokens, ChatML chat template): the ``chat`` format."""
+    tokenizer_dir = shared_path("models", "smollm2-135m-instruct-tokenizer")
+    return _tiny_llama_dir(tmp_path_factory.mktemp("tiny-smollm"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama2_dir(tmp_path_factory) -> Path:
+    """Llama 2 tokenizer (32,000 tokens, no chat template): the ``llama2`` ``[INST]`` format."""
+    return _tiny_llama_dir(tmp_path_factory.mktemp("tiny-llama2"), shared_path("models", "llama2-tokenizer"))

@@ -12,7 +12,9 @@ import yaml
 from lit_clf.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIG_DIR = REPO / "configs"
+FRAGMENTS = ("decoder", "trainer")  # composed with -c a.yaml -c b.yaml ...; tested in tests/models/test_decoder.py
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
 
 

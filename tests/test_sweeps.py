@@ -91,7 +91,7 @@ def tiny_args(tmp_path, sweep: dict, tiny_encoder: Path, tiny_decoder: Path, dat
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_agent_command_parses_and_trains_one_step(
-    path, tmp_path, monkeypatch, tiny_roberta_dir, tiny_llama_dir, shared_data
+    path, tmp_path, monkeypatch, tiny_roberta_dir, tiny_smollm_dir, shared_data
 ):
     sweep = load(path)
     rng = random.Random(path.name)
@@ -103,4 +103,4 @@ def test_agent_command_parses_and_trains_one_step(
     run_cli(argv[2:] + ["--print_config"])
     monkeypatch.chdir(tmp_path)
     absolute = [str(REPO / a) if a.startswith("configs/") else a for a in argv[2:]]
-    run_cli(absolute + tiny_args(tmp_path, sweep, tiny_roberta_dir, tiny_llama_dir, shared_data))
+    run_cli(absolute + tiny_args(tmp_path, sweep, tiny_roberta_dir, tiny_smollm_dir, shared_data))

@@ -25,8 +25,10 @@ SPLITS = ("train", "val", "test")
 class Featurizer(Protocol):
     """Turns raw examples into model inputs; supplied by the model family."""
 
-    def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
-        """Encode a whole split once. Each feature keeps ``index`` (position in ``examples``)."""
+    def featurize(self, examples: Sequence[Example], split: str, train: bool) -> list[dict[str, Any]]:
+        """Encode a whole split once. ``train`` asks for training features (loss targets), otherwise
+        features for evaluation/prediction (the decoder's prompts without answers). Each feature keeps
+        ``index`` (position in ``examples``)."""
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """Pad a list of features into a batch (dynamic padding: to the longest in the batch)."""
@@ -155,8 +157,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.featurizer: Featurizer | None = None
         self._full_splits: dict[str, list[Example]] | None = None
         self._splits: dict[str, list[Example]] | None = None
-        self._datasets: dict[str, FeatureDataset] = {}
-        self._featurized_by: dict[str, int] = {}
+        self._datasets: dict[tuple[str, bool], FeatureDataset] = {}
+        self._featurized_by: dict[tuple[str, bool], int] = {}
 
     # ----------------------------------------------------------------- raw data
     def load_splits(self) -> dict[str, list[Example]]:
@@ -204,11 +206,17 @@ class ClassificationDataModule(L.LightningDataModule):
     # ------------------------------------------------------------- featurizing
     def setup(self, stage: str) -> None:
         featurizer = self._resolve_featurizer()
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
-        for split in wanted[stage]:
-            if self._featurized_by.get(split) != id(featurizer):
-                self._datasets[split] = FeatureDataset(featurizer.featurize(self.examples(split), split))
-                self._featurized_by[split] = id(featurizer)
+        wanted = {
+            "fit": (("train", True), ("val", False)),
+            "validate": (("val", False),),
+            "test": (("test", False),),
+            "predict": ((self.predict_split, False),),
+        }
+        for split, train in wanted[stage]:
+            if self._featurized_by.get((split, train)) != id(featurizer):
+                features = featurizer.featurize(self.examples(split), split, train=train)
+                self._datasets[(split, train)] = FeatureDataset(features)
+                self._featurized_by[(split, train)] = id(featurizer)
 
     def _resolve_featurizer(self) -> Featurizer:
         if self.featurizer is None:
@@ -222,14 +230,14 @@ class ClassificationDataModule(L.LightningDataModule):
             return featurizer
         return self.featurizer
 
-    def dataset(self, split: str) -> FeatureDataset:
-        """The featurized split (after ``setup``)."""
-        if split not in self._datasets:
+    def dataset(self, split: str, train: bool = False) -> FeatureDataset:
+        """The featurized split (after ``setup``): training features when ``train``, else evaluation ones."""
+        if (split, train) not in self._datasets:
             raise RuntimeError(f"split {split!r} is not set up; call setup() for the stage that uses it")
-        return self._datasets[split]
+        return self._datasets[(split, train)]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.dataset(split)
+        dataset = self.dataset(split, train)
         featurizer = self._resolve_featurizer()
         sampler: Sampler[int] | None = None
         if self.group_by_length:

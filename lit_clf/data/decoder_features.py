@@ -3,8 +3,8 @@
 The prompt itself (template, format, few-shot draw, token budgets, answer mask) is
 :class:`~lit_clf.data.prompts.PromptEncoder`'s job; this module picks its inputs and pads batches:
 
-* ``train`` split: ``encode_for_training`` features (labels -100 except answer + EOS), padded on the RIGHT;
-* ``val``/``test`` (and the predict split): prompt ids only, the gold label ids for the metrics, the number of
+* training (``train=True``): ``encode_for_training`` features (labels -100 except answer + EOS), padded on the RIGHT;
+* evaluation and prediction (any split): prompt ids only, the gold label ids for the metrics, the number of
   input words and a generation budget, padded on the LEFT so every row's new tokens follow its prompt directly.
 
 Which prompt: the paper's (:data:`~lit_clf.data.prompts.BUILTIN_TEMPLATES`, keyed ``20ng``/``massive``) for the
@@ -186,11 +186,12 @@ class DecoderFeaturizer:
         return max(task.labels, key=cost)
 
     # -------------------------------------------------------------- featurize
-    def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
-        """Training features for ``train``, generation features for every other split."""
+    def featurize(self, examples: Sequence[Example], split: str, train: bool) -> list[dict[str, Any]]:
+        """Training features (prompt + answer, loss on the answer) when ``train``, else generation features
+        (the prompt alone), whatever the split: ``predict`` on the training split gets prompts."""
         self._encoder = self.build_encoder()  # the DataModule (pool, dataset) may differ from the last call
         self._budgets = {}
-        if split == "train":
+        if train:
             return [{"index": i, **self.encoder.encode_for_training(ex)} for i, ex in enumerate(examples)]
         return [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
 

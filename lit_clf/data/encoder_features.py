@@ -51,7 +51,8 @@ class EncoderFeaturizer:
         self.max_length = max_length
         self.by_words = any(task.kind == "token" for task in self.tasks)
 
-    def featurize(self, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
+    def featurize(self, examples: Sequence[Example], split: str, train: bool = True) -> list[dict[str, Any]]:
+        """Token ids and aligned labels; the same for training and evaluation (``split``/``train`` unused)."""
         inputs = [example.words for example in examples] if self.by_words else [ex.text for ex in examples]
         encoded = self.tokenizer(inputs, is_split_into_words=self.by_words, truncation=True, max_length=self.max_length)
         features = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import lightning as L
 import torch
 
 from lit_clf.data.tasks import TaskSpec
@@ -58,3 +59,34 @@ def resolve_task_weights(tasks: Sequence[TaskSpec], weights: Mapping[str, float]
     if unknown:
         raise ValueError(f"task_weights: unknown task {unknown[0]!r}; tasks are {[t.name for t in tasks]}")
     return {task.name: float(weights.get(task.name, 1.0)) for task in tasks}
+
+
+class TaskModule(L.LightningModule):
+    """What both model families share: task specs, the train/val/test step plumbing around a model's own
+    ``_evaluate(batch, stage)``, optimizer and scheduler from the config, self-describing checkpoints.
+
+    Subclasses set ``self.tasks``, ``self.optimizer_factory`` and ``self.scheduler_factory`` in ``__init__``.
+    """
+
+    tasks: list[TaskSpec]
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+        """Update the stage's metrics; return the batch's prediction rows for ``test``."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Updates the test metrics and returns the batch's prediction rows (for prediction tables)."""
+        return self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sanitize_checkpoint(checkpoint, self.tasks)

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -32,7 +31,7 @@ from lit_clf.data.decoder_features import DecoderFeaturizer, prompt_dataset
 from lit_clf.data.prompts import IGNORE_INDEX, PROMPT_FORMATS, PromptFormat, get_template
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 from lit_clf.metrics import Accuracy, InvalidRate, SlotExactMatch, SlotF1
-from lit_clf.models.common import coerce_tasks, sanitize_checkpoint
+from lit_clf.models.common import TaskModule, coerce_tasks
 
 STAGES = ("val", "test")
 DECODINGS = ("free", "constrained", "score")
@@ -48,7 +47,7 @@ def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=1e-6)
 
 
-class DecoderGenerativeModule(L.LightningModule):
+class DecoderGenerativeModule(TaskModule):
     """Any ``AutoModelForCausalLM`` (Llama 2/3 in the paper) trained and evaluated on classification prompts.
 
     One task is single-task; several share one prompt whose answer is the paper's JSON object (the consolidated
@@ -202,8 +201,9 @@ class DecoderGenerativeModule(L.LightningModule):
     def _rank0_loads_for_fsdp(self) -> bool:
         """Under FSDP on several devices: only rank 0 reads the weights, FSDP broadcasts them while sharding.
 
-        Saves (world size - 1) copies of the model in host memory (8 x 140 GB for a 70B model in bf16). Sets the
-        strategy's ``sync_module_states`` and a ``param_init_fn`` that allocates the meta tensors of ranks > 0.
+        Saves (world size - 1) copies of the model in host memory (7 x 280 GB for a 70B model in float32). Sets
+        the strategy's ``sync_module_states`` and a ``param_init_fn`` that allocates the meta tensors of ranks > 0
+        (the strategy's options are read when it wraps the model, after this hook).
         """
         trainer = self._trainer
         if trainer is None or not isinstance(trainer.strategy, FSDPStrategy) or trainer.world_size < 2:
@@ -249,13 +249,7 @@ class DecoderGenerativeModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
         texts = self.generate_answers(batch)
         parsed = [self.featurizer.parse(text, n) for text, n in zip(texts, batch["num_words"])]
         size = len(texts)
@@ -272,16 +266,13 @@ class DecoderGenerativeModule(L.LightningModule):
                 metrics["exact_match"].update(words, gold)
             for name, metric in metrics.items():
                 self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=name != "invalid_rate", batch_size=size)
+        return _prediction_rows(batch, texts, parsed) if stage == "test" else []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per example and task: the prediction (``None``/best effort when invalid), the raw text and validity."""
         texts = self.generate_answers(batch)
-        rows = []
-        for index, text, n in zip(batch["index"].tolist(), texts, batch["num_words"]):
-            parsed = self.featurizer.parse(text, n)
-            tasks = {name: {"pred": a.value, "raw": text, "valid": a.valid} for name, a in parsed.items()}
-            rows.append({"index": index, "tasks": tasks})
-        return rows
+        parsed = [self.featurizer.parse(text, n) for text, n in zip(texts, batch["num_words"])]
+        return _prediction_rows(batch, texts, parsed)
 
     # -------------------------------------------------------------- decoding
     @torch.no_grad()
@@ -352,15 +343,6 @@ class DecoderGenerativeModule(L.LightningModule):
         return trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
 
     # ------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        sanitize_checkpoint(checkpoint, self.tasks)
 
 
 @functools.cache
@@ -375,6 +357,13 @@ def _masked_logits_supported() -> bool:
     except (TypeError, IndexError, RuntimeError):
         return False
     return tuple(kept.shape) == (1, 1)
+
+
+def _prediction_rows(batch: dict[str, Any], texts: list[str], parsed: list[dict[str, ParsedAnswer]]) -> list[dict]:
+    return [
+        {"index": index, "tasks": {name: {"pred": a.value, "raw": text, "valid": a.valid} for name, a in row.items()}}
+        for index, text, row in zip(batch["index"].tolist(), texts, parsed)
+    ]
 
 
 def _label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> torch.Tensor:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -18,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from lit_clf.data.encoder_features import IGNORE_INDEX, EncoderFeaturizer, word_predictions
 from lit_clf.data.tasks import OTHER
 from lit_clf.metrics import Accuracy, SlotExactMatch, SlotF1
-from lit_clf.models.common import coerce_tasks, default_optimizer, resolve_task_weights, sanitize_checkpoint
+from lit_clf.models.common import TaskModule, coerce_tasks, default_optimizer, resolve_task_weights
 
 HEADS_FILE = "lit_clf_heads.safetensors"
 TASKS_FILE = "lit_clf_tasks.json"
@@ -42,7 +41,7 @@ def load_tokenizer(name: str, by_words: bool):
     return AutoTokenizer.from_pretrained(name, **kwargs)
 
 
-class EncoderSeqTokenModule(L.LightningModule):
+class EncoderSeqTokenModule(TaskModule):
     """A shared encoder (RoBERTa in the paper) with a sequence or token head per task.
 
     Sequence heads classify the first token's (``<s>``/``[CLS]``) representation; token heads label
@@ -145,13 +144,6 @@ class EncoderSeqTokenModule(L.LightningModule):
             self.log_dict({f"train/{name}_loss": value for name, value in losses.items()}, batch_size=size)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Updates the test metrics and returns the batch's prediction rows (for prediction tables)."""
-        return self._evaluate(batch, "test")
-
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
         loss, _, logits = self.model_step(batch)
         size = batch["input_ids"].shape[0]
@@ -190,16 +182,6 @@ class EncoderSeqTokenModule(L.LightningModule):
     def _word_predictions(self, batch: dict[str, Any], task, token_preds: torch.Tensor) -> list[list[int]]:
         num_words = [len(gold) for gold in batch["word_labels"][task.name]]
         return word_predictions(token_preds, batch["word_positions"], num_words, task.label2id[OTHER])
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        sanitize_checkpoint(checkpoint, self.tasks)
 
     # ------------------------------------------------------------------ export
     def export_pretrained(self, directory: str | Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -14,21 +13,6 @@ import pytest
 from lit_clf.data.download import DataNotFoundError, data_root, download_file, extract_tar, fetch
 
 PAYLOAD = b"hello dataset\n" * 1000
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Fail any socket use: these tests must only ever read file:// URLs."""
-    attempts: list[object] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield attempts
-    assert not attempts, "a test tried to use the network"
 
 
 def sha(data: bytes) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -59,21 +58,6 @@ EXPECTED = {
         ),
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Fail any socket use: downloads in these tests read file:// URLs only."""
-    attempts: list[object] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not attempts, "a test tried to use the network"
 
 
 def jsonl(rows: list[dict]) -> bytes:

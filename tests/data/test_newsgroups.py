@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -64,21 +63,6 @@ TRAIN_IDS = [
     "train/rec.motorcycles/104960",
     "train/sci.space/60150",
 ]
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Fail any socket use: downloads in these tests read file:// URLs only."""
-    attempts: list[object] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not attempts, "a test tried to use the network"
 
 
 def make_tarball(path: Path, files: dict[str, bytes] = FILES) -> Path:

@@ -1,0 +1,539 @@
+"""DecoderGenerativeModule on tiny random Llama models built from config with the real tokenizers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+import lit_clf.models.decoder as decoder_module
+from lit_clf.answers import render_answer
+from lit_clf.cli import main
+from lit_clf.data.decoder_features import DecoderFeaturizer, prompt_dataset
+from lit_clf.data.prompts import IGNORE_INDEX
+from lit_clf.data.tasks import Example
+from lit_clf.models import DecoderGenerativeModule
+from tests.helpers import ToyDataModule, toy_examples
+
+REPO = Path(__file__).resolve().parents[2]
+DECODER_CONFIGS = REPO / "configs" / "decoder"
+FSDP_CONFIG = REPO / "configs" / "trainer" / "fsdp-8xa100.yaml"
+CPU_CONFIGS = sorted((REPO / "configs").rglob("smollm2-*.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny models
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Ops of a 64-wide model are too small to split: one thread is as fast as two, and does not stall at
+    OpenMP barriers when another process keeps the second core busy (30x slower generation seen here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model_dirs(request):
+    return {"chat": request.getfixturevalue("tiny_smollm_dir"), "llama2": request.getfixturevalue("tiny_llama2_dir")}
+
+
+def toy_specs(names=("intent", "slots")):
+    return ToyDataModule(tasks=list(names)).task_specs
+
+
+def make_module(model_dir, tasks, **kwargs) -> DecoderGenerativeModule:
+    torch.manual_seed(0)
+    kwargs.setdefault("max_length", 512)
+    module = DecoderGenerativeModule(model=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
+    module.configure_model()
+    return module
+
+
+def batch_for(module: DecoderGenerativeModule, examples, split: str) -> dict:
+    return module.featurizer.collate(module.featurizer.featurize(examples, split, train=split == "train"))
+
+
+def gold_value(example: Example, task: str):
+    value = example.labels[task]
+    return value if isinstance(value, str) else list(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Features: masks, padding, few-shot pool
+
+
+FORMATS = ["chat", "llama2"]
+TASK_SETS = [("intent",), ("slots",), ("intent", "slots")]
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+@pytest.mark.parametrize("tasks", TASK_SETS, ids="+".join)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_training_batch_masks_exactly_answer_and_eos(model_dirs, fmt, tasks, shots):
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs[fmt])
+    featurizer = DecoderFeaturizer(
+        tokenizer, toy_specs(tasks), prompt_format=fmt, shots=shots, pool=toy_examples("train-"), seed=0
+    )
+    examples = toy_examples("val-")[:3]
+    batch = featurizer.collate(featurizer.featurize(examples, "train", train=True))
+    assert set(batch) == {"index", "input_ids", "attention_mask", "labels"}
+    B, T = batch["input_ids"].shape
+    assert B == 3 and batch["labels"].shape == batch["attention_mask"].shape == (B, T)
+    for row, example in enumerate(examples):
+        answer = featurizer.encoder.answer_ids(example) + [tokenizer.eos_token_id]
+        n = int(batch["attention_mask"][row].sum())
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (T - n)  # right padding
+        assert (batch["input_ids"][row, n:] == featurizer.pad_id).all()
+        labels = batch["labels"][row]
+        assert int((labels != IGNORE_INDEX).sum()) == len(answer)  # answer tokens + EOS, nothing else
+        assert labels[n - len(answer) : n].tolist() == batch["input_ids"][row, n - len(answer) : n].tolist() == answer
+        text = tokenizer.decode(answer, skip_special_tokens=True).strip()
+        assert text == render_answer(example, featurizer.encoder.tasks, featurizer.encoder.template.keys or None)
+
+
+def test_exact_mask_counts_of_one_batch(tiny_smollm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_smollm_dir)
+    featurizer = DecoderFeaturizer(tokenizer, toy_specs(), prompt_format="chat")
+    batch = featurizer.collate(featurizer.featurize(toy_examples(), "train", train=True))
+    # {"task1": "alarm_set", "task2": ["Other", ..., "date"]} + <|im_end|>, per example
+    assert (batch["labels"] != IGNORE_INDEX).sum(1).tolist() == GOLDEN_ANSWER_TOKENS
+    assert batch["input_ids"].shape == (8, GOLDEN_LONGEST_TRAINING_ROW)
+
+
+GOLDEN_ANSWER_TOKENS = [40, 40, 42, 40, 42, 33, 38, 34]
+GOLDEN_LONGEST_TRAINING_ROW = 313
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs[fmt])
+    specs = toy_specs()
+    featurizer = DecoderFeaturizer(tokenizer, specs, prompt_format=fmt)
+    examples = toy_examples("test-")[:3]
+    training = featurizer.featurize(examples, "train", train=True)
+    batch = featurizer.collate(featurizer.featurize(examples, "test", train=False))
+    assert set(batch) == {"index", "input_ids", "attention_mask", "gold", "num_words", "max_new_tokens"}
+    B, T = batch["input_ids"].shape
+    for row, train in enumerate(training):
+        n = int(batch["attention_mask"][row].sum())
+        assert batch["attention_mask"][row].tolist() == [0] * (T - n) + [1] * n  # left padding
+        answer_len = sum(label != IGNORE_INDEX for label in train["labels"])
+        assert batch["input_ids"][row, T - n :].tolist() == train["input_ids"][:-answer_len]  # the same prompt
+        assert batch["max_new_tokens"] >= answer_len
+    intents, slots = specs
+    assert batch["gold"]["intent"].tolist() == [intents.label2id[ex.labels["intent"]] for ex in examples]
+    assert batch["gold"]["slots"] == [[slots.label2id[w] for w in ex.labels["slots"]] for ex in examples]
+    assert batch["num_words"] == [len(ex.words) for ex in examples]
+    assert batch["index"].tolist() == [0, 1, 2]
+
+
+def test_answer_budget_covers_every_gold_answer(tiny_llama2_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama2_dir)
+    for tasks in TASK_SETS:
+        featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format="llama2")
+        for example, feature in zip(toy_examples(), featurizer.featurize(toy_examples(), "val", train=False)):
+            assert feature["max_new_tokens"] >= len(featurizer.encoder.answer_ids(example)) + 1
+    fixed = DecoderFeaturizer(tokenizer, toy_specs(), prompt_format="llama2", max_new_tokens=7)
+    assert {f["max_new_tokens"] for f in fixed.featurize(toy_examples(), "val", train=False)} == {7}
+
+
+def test_dataset_names_map_to_prompt_keys():
+    assert prompt_dataset("20newsgroups", ["topic20"]) == "20ng"
+    assert prompt_dataset("massive", ["slots"]) == "massive"
+    assert prompt_dataset("toy", ["slots", "intent"]) == "massive"  # no prompts of its own: found by tasks
+    with pytest.raises(ValueError, match="give the model a prompt_file"):
+        prompt_dataset("mine", ["sentiment"])
+
+
+def test_five_shots_come_from_the_train_split_never_the_query(tiny_llama2_dir):
+    data = ToyDataModule(tasks=["intent"], batch_size=8)
+    module = make_module(tiny_llama2_dir, data.task_specs, prompt_format="llama2", shots=5, max_new_tokens=1)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.validate(module, datamodule=data, verbose=False)
+    encoder = module.featurizer.encoder
+    assert encoder.pool is data.examples("train")
+    for example in data.examples("val"):
+        shots = encoder.shots_for(example)
+        assert len(shots) == 5 and all(shot.id.startswith("train-") for shot in shots)
+    for example in data.examples("train"):
+        assert example.id not in {shot.id for shot in encoder.shots_for(example)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loss
+
+
+def test_golden_loss_on_seeded_tiny_model(tiny_smollm_dir, monkeypatch):
+    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat").eval()
+    batch = batch_for(module, toy_examples(), "train")
+    with torch.no_grad():
+        loss = module.answer_loss(batch)
+        logits = module(batch["input_ids"], batch["attention_mask"])  # every position, the reference
+        reference = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+        monkeypatch.setattr(decoder_module, "_masked_logits_supported", lambda: False)  # older transformers path
+        union = module.answer_loss(batch)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(union, reference)
+    torch.testing.assert_close(loss, torch.tensor(GOLDEN_LOSS), atol=1e-4, rtol=0)
+
+
+GOLDEN_LOSS = 10.790324
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def test_overfits_toy_examples_and_generates_the_gold_answers(tiny_llama2_dir, tmp_path):
+    template = tmp_path / "short.yaml"  # a short prompt keeps 100 CPU steps fast; the paper's work the same way
+    template.write_text('prompt: "Classify: {text}"\n')
+    examples = toy_examples()[:4]
+    module = make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2", prompt_file=str(template))
+    batch, generation = batch_for(module, examples, "train"), batch_for(module, examples, "test")
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.0)
+    module.train()
+    for _ in range(100):
+        loss = module.answer_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.eval()
+    rows = module.predict_step(generation, 0)
+    assert [row["index"] for row in rows] == [0, 1, 2, 3]
+    for row, example in zip(rows, examples):
+        assert json.loads(row["tasks"]["intent"]["raw"]) == {
+            "task1": example.labels["intent"],
+            "task2": gold_value(example, "slots"),
+        }
+        for task in ("intent", "slots"):
+            assert row["tasks"][task]["valid"] and row["tasks"][task]["pred"] == gold_value(example, task)
+
+
+def validate(module, tasks=("intent", "slots")) -> dict[str, float]:
+    data = ToyDataModule(tasks=list(tasks), batch_size=8)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    (metrics,) = trainer.validate(module, datamodule=data, verbose=False)
+    return metrics
+
+
+def test_untrained_model_validation_logs_invalid_rate_and_counts_invalid_as_wrong(tiny_smollm_dir):
+    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat", max_new_tokens=6)
+    metrics = validate(module)
+    assert set(metrics) == {
+        "val/intent_acc",
+        "val/intent_invalid_rate",
+        "val/slots_f1",
+        "val/slots_exact_match",
+        "val/slots_invalid_rate",
+    }
+    assert metrics["val/intent_invalid_rate"] == metrics["val/slots_invalid_rate"] == 1.0
+    assert metrics["val/intent_acc"] == metrics["val/slots_exact_match"] == 0.0
+
+
+def test_metrics_of_parsed_answers(tiny_llama2_dir):
+    """Invalid sequence answers are wrong even when a label is readable; slots are scored best effort."""
+    module = make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2")
+    examples = toy_examples()[:4]  # alarm_set (8 words), weather_query (7), play_music (7), qa_currency (7)
+    gold = [{"task1": ex.labels["intent"], "task2": gold_value(ex, "slots")} for ex in examples]
+    texts = [
+        json.dumps(gold[0]),  # right, valid
+        json.dumps(gold[1])[:-1],  # cut before "}": invalid; intent readable but counts as wrong
+        json.dumps({**gold[2], "task1": "not_an_intent"}),  # unknown intent: invalid; slots right and valid
+        json.dumps({**gold[3], "task2": gold[3]["task2"][:-1]}),  # one slot label short: slots invalid
+    ]
+    module.generate_answers = lambda batch: texts
+    module._evaluate(batch_for(module, examples, "val"), "val")
+    metrics = {name: metric.compute().item() for name, metric in module.metrics["val"]["intent"].items()}
+    assert metrics == {"acc": 0.5, "invalid_rate": 0.5}
+    slots = {name: metric.compute().item() for name, metric in module.metrics["val"]["slots"].items()}
+    assert slots["invalid_rate"] == 0.5 and slots["exact_match"] == 0.75  # best effort: only the short list is wrong
+
+
+def test_constrained_decoding_has_no_invalid_output(tiny_smollm_dir):
+    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat", decoding="constrained")
+    metrics = validate(module)
+    assert metrics["val/intent_invalid_rate"] == metrics["val/slots_invalid_rate"] == 0.0
+
+
+@pytest.mark.parametrize("normalization", ["none", "mean"])
+def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, normalization):
+    (spec,) = specs = toy_specs(("intent",))
+    module = make_module(
+        tiny_llama2_dir, specs, prompt_format="llama2", decoding="score", length_normalization=normalization
+    ).eval()
+    examples = toy_examples()[:4]
+    batch = batch_for(module, examples, "test")
+    predicted = module.generate_answers(batch)
+    encoder, eos = module.featurizer.encoder, module.tokenizer.eos_token_id
+    candidates = [encoder.answer_ids(Example("", "", {"intent": label})) + [eos] for label in spec.labels]
+    reference = torch.zeros(len(examples), len(candidates))
+    with torch.no_grad():  # one full forward pass per prompt and candidate
+        for row in range(len(examples)):
+            prompt = batch["input_ids"][row, batch["attention_mask"][row].bool()].tolist()
+            for c, answer in enumerate(candidates):
+                logprobs = module(
+                    torch.tensor([prompt + answer]), torch.ones(1, len(prompt) + len(answer))
+                ).log_softmax(-1)
+                picked = logprobs[0, len(prompt) - 1 : -1].gather(-1, torch.tensor(answer)[:, None])
+                reference[row, c] = picked.sum() / (len(answer) if normalization == "mean" else 1)
+    top2 = reference.topk(2).values
+    assert ((top2[:, 0] - top2[:, 1]) > 1e-4).all()  # no near-tie could flip the comparison
+    assert predicted == [spec.labels[i] for i in reference.argmax(-1).tolist()]
+
+
+def test_score_decoding_refuses_token_tasks(tiny_llama2_dir):
+    with pytest.raises(ValueError, match="'slots' is a token task; use decoding 'free' or 'constrained'"):
+        make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2", decoding="score")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints, adapters, options, sharding
+
+
+def test_checkpoint_round_trip_identical_logits(tmp_path, tiny_llama2_dir):
+    data = ToyDataModule(tasks=["intent", "slots"], batch_size=4)
+    module = make_module(tiny_llama2_dir, data.task_specs, prompt_format="llama2")
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)  # no pickled Python objects inside
+    assert checkpoint["id2label"]["intent"] == list(module.tasks[0].labels)
+    assert checkpoint["hyper_parameters"]["tasks"][1]["kind"] == "token"
+    assert "optimizer" not in checkpoint["hyper_parameters"]  # a callable given in code: dropped
+    restored = DecoderGenerativeModule.load_from_checkpoint(path, weights_only=True).eval()
+    module.eval()
+    batch = batch_for(module, toy_examples(), "train")
+    with torch.no_grad():
+        before = module(batch["input_ids"], batch["attention_mask"])
+        after = restored(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+def test_lora_trains_only_the_adapters(tiny_llama2_dir):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    module = make_module(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2", lora=lora)
+    trainable = [name for name, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    module.answer_loss(batch_for(module, toy_examples()[:2], "train")).backward()
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+    assert module.hparams.lora == lora  # plain data in checkpoints
+
+
+def test_option_errors_are_one_line(tiny_llama2_dir):
+    specs = toy_specs(("intent",))
+    with pytest.raises(ValueError, match="prompt_format='chat': tokenizer .* has no chat template"):
+        make_module(tiny_llama2_dir, specs, prompt_format="chat")
+    with pytest.raises(ValueError, match="no built-in prompt for massive intent 3-shot"):
+        make_module(tiny_llama2_dir, specs, prompt_format="llama2", shots=3)
+    with pytest.raises(ValueError, match="load_in_4bit .* set lora and pretrained"):
+        make_module(tiny_llama2_dir, specs, prompt_format="llama2", load_in_4bit=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_load_in_4bit_needs_a_gpu(tiny_llama2_dir):
+    module = DecoderGenerativeModule(
+        model=str(tiny_llama2_dir),
+        tasks=toy_specs(("intent",)),
+        prompt_format="llama2",
+        load_in_4bit=True,
+        lora={"r": 4},
+    )
+    with pytest.raises(RuntimeError, match="load_in_4bit: .* needs a CUDA GPU"):
+        module.configure_model()
+
+
+def test_fsdp_ranks_above_zero_build_on_meta_and_rank_zero_loads(tmp_path, tiny_llama2_dir):
+    """Under FSDP on several devices only rank 0 reads the weights; the strategy broadcasts them."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    saved = tmp_path / "pretrained"
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_llama2_dir)).save_pretrained(saved)
+    AutoTokenizer.from_pretrained(tiny_llama2_dir).save_pretrained(saved)
+    weights = {}
+    for rank in (1, 0):
+        strategy = FSDPStrategy(parallel_devices=[torch.device("cpu")] * 2)
+        module = DecoderGenerativeModule(model=str(saved), tasks=toy_specs(("intent",)), prompt_format="llama2")
+        module._trainer = SimpleNamespace(strategy=strategy, world_size=2, global_rank=rank, precision="bf16-mixed")
+        module.configure_model()
+        weights[rank] = module.model.model.norm.weight
+        assert strategy.kwargs["sync_module_states"] is True and module._synced_gpus()
+    assert weights[1].is_meta and not weights[0].is_meta
+    reference = AutoModelForCausalLM.from_pretrained(saved).model.norm.weight
+    torch.testing.assert_close(weights[0], reference)
+    norm = torch.nn.Module()
+    norm.weight = torch.nn.Parameter(torch.empty(3, device="meta"))
+    strategy.kwargs["param_init_fn"](norm)  # what FSDP calls on ranks > 0 before the broadcast
+    assert norm.weight.device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configs: composed decoder rows, the FSDP trainer, the CPU recipes
+
+FT_MODELS = ["llama2-7b", "llama2-70b", "llama3-8b", "llama3-70b"]
+NO_FT_MODELS = ["llama2-7b-chat", "llama2-70b-chat", "llama3-8b-instruct", "llama3-70b-instruct"]
+TASKS = [
+    "newsgroups-topic20",
+    "newsgroups-topic7",
+    "newsgroups-joint",
+    "massive-intent",
+    "massive-slots",
+    "massive-joint",
+]
+SHOTS = ["zero", "five"]
+
+
+def compose(model: str, shots: str, task: str, fsdp: bool = False) -> list[str]:
+    """The documented composition order: base, model, shots, task, then the trainer (configs/decoder/README.md)."""
+    files = ["base.yaml", f"model/{model}.yaml", f"shots/{shots}.yaml", f"task/{task}.yaml"]
+    args = [arg for name in files for arg in ("--config", str(DECODER_CONFIGS / name))]
+    return args + (["--config", str(FSDP_CONFIG)] if fsdp else [])
+
+
+def subcommand(model: str) -> str:
+    return "fit" if model in FT_MODELS else "test"  # "w/o FT" rows evaluate the released instruct model
+
+
+# Every model file with both shot settings; the task files cycle through the rows: every file is used.
+ROWS = [(model, shots, TASKS[i % len(TASKS)]) for i, (model, shots) in enumerate(
+    (model, shots) for model in FT_MODELS + NO_FT_MODELS for shots in SHOTS
+)]  # fmt: skip
+
+
+def run_cli(args: list[str]) -> None:
+    argv, sys.argv = sys.argv, ["lit-clf"]  # LightningCLI warns when pytest's own argv is there too
+    try:
+        main(args)
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), f"lit-clf {' '.join(args)} exited with {exit_.code}"
+    finally:
+        sys.argv = argv
+
+
+def test_every_config_file_is_in_a_tested_row():
+    used = {f"model/{m}.yaml" for m, _, _ in ROWS} | {f"task/{t}.yaml" for _, _, t in ROWS}
+    used |= {f"shots/{s}.yaml" for _, s, _ in ROWS} | {"base.yaml"}
+    assert {str(p.relative_to(DECODER_CONFIGS)) for p in DECODER_CONFIGS.rglob("*.yaml")} == used
+
+
+@pytest.mark.parametrize(("model", "shots", "task"), ROWS, ids=lambda v: str(v))
+def test_composed_rows_parse(model, shots, task, capsys):
+    run_cli(
+        [subcommand(model), *compose(model, shots, task, fsdp=model.endswith(("70b", "70b-chat"))), "--print_config"]
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed_everything"] == 42
+    init = printed["model"]["init_args"]
+    assert printed["model"]["class_path"] == "lit_clf.models.DecoderGenerativeModule"
+    assert init["model"].startswith("meta-llama/") and init["shots"] == (5 if shots == "five" else 0)
+    assert init["optimizer"]["init_args"]["lr"] == 1e-6 and init["max_length"] == 16384
+    assert "tasks" not in init  # linked from the data
+    assert printed["trainer"]["max_steps"] == (8000 if model in ("llama2-70b", "llama3-70b") else 4000)
+    assert printed["data"]["init_args"]["batch_size"] == (1 if model.endswith(("70b", "70b-chat")) else 8)
+
+
+def tiny_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[str]:
+    return [
+        f"--model.init_args.model={model_dir}",
+        "--model.init_args.pretrained=false",
+        "--model.init_args.max_length=2048",
+        "--model.init_args.max_new_tokens=4",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.max_examples=6",
+        "--data.init_args.eval_batch_size=3",
+        "--data.init_args.num_workers=0",
+        "--trainer.max_steps=1",
+        "--trainer.val_check_interval=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+
+
+# One run per model family x prompt format, both shot settings, both datasets, every task kind, fit and test;
+# one swaps in the 8-bit AdamW of bitsandbytes (its optimizer states step on CPU too).
+ADAMW_8BIT = "--model.init_args.optimizer={class_path: bitsandbytes.optim.AdamW8bit, init_args: {lr: 1.0e-6}}"
+RUNS = [
+    ("llama3-8b", "five", "massive-joint", []),
+    ("llama2-70b", "zero", "newsgroups-topic7", [ADAMW_8BIT]),
+    ("llama2-7b-chat", "five", "newsgroups-joint", []),
+    ("llama3-70b-instruct", "zero", "massive-slots", []),
+]
+
+
+@pytest.mark.parametrize(("model", "shots", "task", "extra"), RUNS, ids=[" ".join(run[:3]) for run in RUNS])
+def test_composed_rows_run_with_a_tiny_model(model, shots, task, extra, tmp_path, model_dirs, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs log (CSV and offline W&B) to ./runs
+    fmt = yaml.safe_load((DECODER_CONFIGS / "model" / f"{model}.yaml").read_text())["model"]["init_args"]
+    tiny = model_dirs[fmt["prompt_format"]]
+    run_cli([subcommand(model), *compose(model, shots, task), *tiny_overrides(tmp_path, tiny, shared_data), *extra])
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0]
+    task_file = yaml.safe_load((DECODER_CONFIGS / "task" / f"{task}.yaml").read_text())
+    first_task = task_file["data"]["init_args"]["tasks"][0]
+    assert f"test/{first_task}_invalid_rate" in header
+    if subcommand(model) == "fit":
+        assert "train/loss" in header and f"val/{first_task}_invalid_rate" in header
+        assert list(tmp_path.rglob("best.ckpt"))
+
+
+def test_fsdp_trainer_config_instantiates_the_strategy():
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    trainer = yaml.safe_load(FSDP_CONFIG.read_text())["trainer"]
+    assert trainer["devices"] == 8 and trainer["precision"] == "bf16-mixed"
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    strategy = parser.instantiate(parser.parse_object({"strategy": trainer["strategy"]})).strategy
+    assert isinstance(strategy, FSDPStrategy)
+    assert str(strategy.sharding_strategy) == "ShardingStrategy.FULL_SHARD" and strategy._state_dict_type == "sharded"
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
+    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
+
+
+@pytest.mark.parametrize("config", CPU_CONFIGS, ids=lambda p: p.name)
+def test_cpu_recipes_parse(config, capsys):
+    run_cli(["fit", "--config", str(config), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert printed["data"]["init_args"]["max_examples"] and printed["trainer"]["precision"] == "32-true"
+
+
+def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recipe logs to ./runs
+    config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml")]
+    overrides = tiny_overrides(tmp_path, tiny_smollm_dir, shared_data)
+    run_cli(["fit", *config, *overrides])
+    (ckpt,) = tmp_path.rglob("best.ckpt")
+    out = tmp_path / "predictions.jsonl"
+    run_cli(["predict", *config, *overrides, f"--ckpt_path={ckpt}", f"--predictions.output_path={out}"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and set(rows[0]) == {"id", "text", "intent", "slots"}
+    assert set(rows[0]["slots"]) == {"gold", "pred", "raw", "valid"}
