@@ -25,7 +25,6 @@ def finish_wandb_runs():
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
-        wandb.teardown()  # a fresh W&B service per run: the next test's run gets its own settings and log
 
 
 def shared_path(*parts: str) -> Path:
