@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
+from lit_clf.cli import main
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskKind
 
@@ -43,4 +45,15 @@ class ToyDataModule(ClassificationDataModule):
         return {split: toy_examples(f"{split}-") for split in ("train", "val", "test")}
 
 
-__all__ = ["OTHER", "ToyDataModule", "toy_examples"]
+def run_cli(args: list[str]) -> None:
+    """``lit-clf ARGS`` in this process; a non-zero exit fails the test."""
+    argv, sys.argv = sys.argv, ["lit-clf"]  # LightningCLI warns when pytest's own argv is there too
+    try:
+        main(args)
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), f"lit-clf {' '.join(args)} exited with {exit_.code}"
+    finally:
+        sys.argv = argv
+
+
+__all__ = ["OTHER", "ToyDataModule", "run_cli", "toy_examples"]

@@ -9,23 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_clf.cli import main
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 FRAGMENTS = ("decoder", "trainer")  # composed with -c a.yaml -c b.yaml ...; tested in tests/models/test_decoder.py
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
-
-
-def run_cli(args: list[str]) -> None:
-    argv, sys.argv = sys.argv, ["lit-clf"]  # LightningCLI warns when pytest's own argv is there too
-    try:
-        main(args)
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"lit-clf {' '.join(args)} exited with {exit_.code}"
-    finally:
-        sys.argv = argv
 
 
 def test_help_documents_options_from_docstrings(capsys):

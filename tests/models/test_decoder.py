@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,12 +15,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import lit_clf.models.decoder as decoder_module
 from lit_clf.answers import render_answer
-from lit_clf.cli import main
 from lit_clf.data.decoder_features import DecoderFeaturizer, prompt_dataset
 from lit_clf.data.prompts import IGNORE_INDEX
 from lit_clf.data.tasks import Example
 from lit_clf.models import DecoderGenerativeModule
-from tests.helpers import ToyDataModule, toy_examples
+from tests.helpers import ToyDataModule, run_cli, toy_examples
 
 REPO = Path(__file__).resolve().parents[2]
 DECODER_CONFIGS = REPO / "configs" / "decoder"
@@ -419,16 +417,6 @@ def subcommand(model: str) -> str:
 ROWS = [(model, shots, TASKS[i % len(TASKS)]) for i, (model, shots) in enumerate(
     (model, shots) for model in FT_MODELS + NO_FT_MODELS for shots in SHOTS
 )]  # fmt: skip
-
-
-def run_cli(args: list[str]) -> None:
-    argv, sys.argv = sys.argv, ["lit-clf"]  # LightningCLI warns when pytest's own argv is there too
-    try:
-        main(args)
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"lit-clf {' '.join(args)} exited with {exit_.code}"
-    finally:
-        sys.argv = argv
 
 
 def test_every_config_file_is_in_a_tested_row():
