@@ -87,13 +87,11 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
     return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, config)
 
 
-def _tiny_llama_dir(root: Path, tokenizer_dir: Path) -> Path:
-    """A folder with a tiny ``LlamaConfig`` (2 layers, hidden 64) and a real tokenizer:
-    ``model=<dir>, pretrained=False``."""
-    from transformers import AutoTokenizer, LlamaConfig
+def tiny_llama_config(tokenizer):
+    """A tiny ``LlamaConfig`` (2 layers, hidden 64, GQA 4/2 heads) sized to ``tokenizer``'s vocabulary."""
+    from transformers import LlamaConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         num_hidden_layers=2,
@@ -106,10 +104,32 @@ def _tiny_llama_dir(root: Path, tokenizer_dir: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+
+
+def _tiny_llama_dir(root: Path, tokenizer_dir: Path) -> Path:
+    """A folder with a tiny Llama config and a real tokenizer: ``model=<dir>, pretrained=False``."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     root.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(root)
+    tiny_llama_config(tokenizer).save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tokenizers():
+    """``load(folder_name)``: a real tokenizer from ``../shared/models``, loaded once per session."""
+    from transformers import AutoTokenizer
+
+    cache = {}
+
+    def load(name: str):
+        if name not in cache:
+            cache[name] = AutoTokenizer.from_pretrained(shared_path("models", name))
+        return cache[name]
+
+    return load
 
 
 @pytest.fixture(scope="session")

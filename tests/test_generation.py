@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from conftest import shared_path
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from conftest import tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from lit_clf.answers import parse_answer, render_answer
 from lit_clf.data.prompts import PromptEncoder, get_template, pad_batch
@@ -59,18 +59,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizers():
-    cache = {}
-
-    def load(name: str):
-        if name not in cache:
-            cache[name] = AutoTokenizer.from_pretrained(shared_path("models", name))
-        return cache[name]
-
-    return load
-
-
-@pytest.fixture(scope="module")
 def models(tokenizers):
     cache = {}
 
@@ -78,16 +66,7 @@ def models(tokenizers):
         if name not in cache:
             tokenizer = tokenizers(name)
             torch.manual_seed(0)
-            config = LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                intermediate_size=128,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            config = tiny_llama_config(tokenizer)
             cache[name] = LlamaForCausalLM(config).eval()
         return cache[name]
 

@@ -6,8 +6,6 @@ import random
 
 import pytest
 import torch
-from conftest import shared_path
-from transformers import AutoTokenizer
 
 from lit_clf.answers import ParsedAnswer
 from lit_clf.data.prompts import (
@@ -69,18 +67,6 @@ FORMATS = [
     ("chat", "llama3-tokenizer"),
     ("chat", "smollm2-135m-instruct-tokenizer"),
 ]
-
-
-@pytest.fixture(scope="session")
-def tokenizers():
-    cache = {}
-
-    def load(name: str):
-        if name not in cache:
-            cache[name] = AutoTokenizer.from_pretrained(shared_path("models", name))
-        return cache[name]
-
-    return load
 
 
 def encoder(tokenizer, dataset: str, tasks: tuple[str, ...], shots: int, fmt: str, **kwargs) -> PromptEncoder:

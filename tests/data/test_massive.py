@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -208,20 +206,14 @@ def test_locate_missing_names_places(tmp_path):
 
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch) -> list[str]:
+def upstream(tmp_path, serve_upstream) -> list[str]:
     """Point the module's URL at a local release tarball; returns the URLs urlopen was called with."""
-    archive = make_release(tmp_path / "upstream" / "amazon-massive-dataset-1.1.tar.gz")
-    monkeypatch.setattr(massive, "MASSIVE_URL", archive.as_uri())
-    monkeypatch.setattr(massive, "MASSIVE_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
-    opened: list[str] = []
-    real_urlopen = urllib.request.urlopen
-
-    def recording_urlopen(url, *args, **kwargs):
-        opened.append(url)
-        return real_urlopen(url, *args, **kwargs)
-
-    monkeypatch.setattr(urllib.request, "urlopen", recording_urlopen)
-    return opened
+    return serve_upstream(
+        massive,
+        "MASSIVE_URL",
+        "MASSIVE_SHA256",
+        make_release(tmp_path / "upstream" / "amazon-massive-dataset-1.1.tar.gz"),
+    )
 
 
 def test_locate_downloads_and_extracts(tmp_path, upstream):

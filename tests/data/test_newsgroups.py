@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -229,20 +227,11 @@ def test_empty_split(tmp_path):
 
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch) -> list[str]:
+def upstream(tmp_path, serve_upstream) -> list[str]:
     """Point the module's URL at a local tarball; returns the URLs urlopen was called with."""
-    archive = make_tarball(tmp_path / "upstream" / "20news-bydate.tar.gz")
-    monkeypatch.setattr(newsgroups, "NEWSGROUPS_URL", archive.as_uri())
-    monkeypatch.setattr(newsgroups, "NEWSGROUPS_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
-    opened: list[str] = []
-    real_urlopen = urllib.request.urlopen
-
-    def recording_urlopen(url, *args, **kwargs):
-        opened.append(url)
-        return real_urlopen(url, *args, **kwargs)
-
-    monkeypatch.setattr(urllib.request, "urlopen", recording_urlopen)
-    return opened
+    return serve_upstream(
+        newsgroups, "NEWSGROUPS_URL", "NEWSGROUPS_SHA256", make_tarball(tmp_path / "upstream" / "20news-bydate.tar.gz")
+    )
 
 
 def test_locate_downloads(tmp_path, upstream):
