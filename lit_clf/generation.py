@@ -31,7 +31,6 @@ How constrained decoding works:
 from __future__ import annotations
 
 import bisect
-import copy
 import functools
 import itertools
 import json
@@ -561,56 +560,109 @@ def score_labels(
     attention_mask: torch.Tensor,
     label_token_ids: Sequence[Sequence[int]],
     length_normalization: LengthNormalization = "none",
-    candidates_per_pass: int = 16,
+    candidates_per_pass: int = 64,
 ) -> torch.Tensor:
     """Log-likelihood of every candidate answer after every prompt: rank classification.
 
-    One forward pass over the prompts fills the KV cache; the candidates are then scored in passes over that
-    cache repeated ``C`` times per prompt, right-padded and masked: ``B * C`` rows per pass, ``C`` at most
-    ``candidates_per_pass``. The number of passes depends only on the candidates, never on ``B``, so every rank
+    One forward pass over the prompts fills the KV cache and scores each candidate's first token. The rest of the
+    candidates' tokens are laid out as a prefix tree (``rec.autos`` and ``rec.motorcycles`` share their ``rec.``
+    nodes) and scored in one more pass over that cache, which is never copied or repeated: each tree token attends
+    to its row's prompt and to its own ancestors through a 4D attention mask, at the position it would have right
+    after the prompt. So a batch costs the prompts plus one token per distinct answer prefix.
+
+    More than ``candidates_per_pass`` candidates are scored in several tree passes, the cache being cropped back
+    to the prompts after each. The number of passes depends only on the candidates, never on ``B``, so every rank
     of a sharded (FSDP) model runs the same collectives even when its last batch is smaller.
 
     Args:
-        model: A causal LM.
+        model: A causal LM whose attention takes a 4D mask (``sdpa`` or ``eager`` attention, the defaults).
         prompt_ids: ``(B, T)`` left-padded prompt ids.
         attention_mask: ``(B, T)``, 0 on padding.
         label_token_ids: ``N`` candidates' ids, each the answer ids + EOS (:func:`label_answer_ids`).
         length_normalization: ``none``: sum of the token log-probs; ``mean``: divided by the number of tokens.
-        candidates_per_pass: Candidates scored per pass over the cache; bounds memory at ``B`` times this.
+        candidates_per_pass: Candidates per tree pass; memory grows with ``B`` times their distinct prefixes
+            times the vocabulary size (the logits).
 
     Returns:
         ``(B, N)`` float32 scores; the prediction is their argmax over candidates.
+
+    Raises:
+        ValueError: Bad normalization, right-padded prompts, no candidates, or an attention kernel that
+            cannot take a 4D mask (``flash_attention_2``...).
     """
     if length_normalization not in ("none", "mean"):
         raise ValueError(f"length_normalization: expected 'none' or 'mean', got {length_normalization!r}")
     if not bool(attention_mask[:, -1].all()):
         raise ValueError("score_labels: prompts must be left-padded (attention_mask[:, -1] all 1)")
-    targets, lengths = _pad_candidates(label_token_ids, prompt_ids.device)
+    if not label_token_ids or not all(label_token_ids):
+        raise ValueError("label_token_ids: give at least one candidate, each with at least one id")
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+    if attention not in ("sdpa", "eager"):
+        raise ValueError(
+            f"score_labels: attention {attention!r} cannot take the 4D tree mask; load the model with "
+            "attn_implementation='sdpa' or 'eager'"
+        )
     positions = _position_ids(attention_mask)
     out = model(
         input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
-    scores = out.logits[:, -1].float().log_softmax(-1)[:, targets[:, 0]]
-    if targets.shape[1] > 1:
-        chunk = max(1, candidates_per_pass)
-        rest = [
-            _continuation_scores(model, out.past_key_values, attention_mask, positions[:, -1], targets[i : i + chunk])
-            for i in range(0, len(targets), chunk)
-        ]
-        scores = scores + torch.cat(rest, dim=1)
-    return scores / lengths if length_normalization == "mean" else scores
+    first = out.logits[:, -1].float().log_softmax(-1)
+    cache, step = out.past_key_values, max(1, candidates_per_pass)
+    prompt_length = cache.get_seq_length()
+    scores = []
+    for start in range(0, len(label_token_ids), step):
+        tree = CandidateTree.of(label_token_ids[start : start + step])
+        chunk = first[:, tree.first_tokens]
+        if tree.tokens:
+            extra = cache.get_seq_length() - prompt_length
+            if extra:  # drop the previous tree pass's tokens (a negative crop: a count, in every version)
+                cache.crop(-extra)
+            chunk = chunk + _tree_scores(model, cache, attention_mask, positions[:, -1], tree, attention)
+        scores.append(chunk)
+    result = torch.cat(scores, dim=1)
+    if length_normalization == "mean":
+        result = result / torch.tensor([len(ids) for ids in label_token_ids], device=result.device)
+    return result
 
 
-def _pad_candidates(
-    label_token_ids: Sequence[Sequence[int]], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, L)`` ids right-padded with -1, and each candidate's length."""
-    if not label_token_ids or not all(label_token_ids):
-        raise ValueError("label_token_ids: give at least one candidate, each with at least one id")
-    longest = max(len(ids) for ids in label_token_ids)
-    targets = torch.tensor([list(ids) + [-1] * (longest - len(ids)) for ids in label_token_ids], device=device)
-    lengths = torch.tensor([len(ids) for ids in label_token_ids], device=device)
-    return targets, lengths
+@dataclass(frozen=True)
+class CandidateTree:
+    """Candidates' ids as a prefix tree of input tokens: one node per distinct prefix of length 1 to ``len - 1``.
+
+    Node ``i`` feeds token ``tokens[i]`` at depth ``depths[i]`` (1: a candidate's first token, which follows the
+    prompt); its logits predict the next token of every candidate through that prefix. ``picks`` lists, for each
+    candidate's tokens after the first, the (node, token, candidate) to read.
+    """
+
+    first_tokens: list[int]
+    tokens: list[int]
+    depths: list[int]
+    parents: list[int]
+    picks: list[tuple[int, int, int]]
+
+    @classmethod
+    def of(cls, label_token_ids: Sequence[Sequence[int]]) -> CandidateTree:
+        nodes: dict[tuple[int, ...], int] = {}
+        tokens, depths, parents, picks = [], [], [], []
+        for candidate, ids in enumerate(label_token_ids):
+            for j in range(1, len(ids)):
+                prefix = tuple(ids[:j])
+                if prefix not in nodes:
+                    nodes[prefix] = len(tokens)
+                    tokens.append(ids[j - 1])
+                    depths.append(j)
+                    parents.append(nodes.get(prefix[:-1], -1))
+                picks.append((nodes[prefix], ids[j], candidate))
+        return cls([ids[0] for ids in label_token_ids], tokens, depths, parents, picks)
+
+    def ancestors(self) -> torch.Tensor:
+        """``(M, M)`` bool: ``[i, j]`` when node ``j`` is node ``i`` or one of its ancestors."""
+        mask = torch.zeros(len(self.tokens), len(self.tokens), dtype=torch.bool)
+        for node, parent in enumerate(self.parents):  # a parent always precedes its children
+            if parent >= 0:
+                mask[node] = mask[parent]
+            mask[node, node] = True
+        return mask
 
 
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -618,18 +670,25 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _continuation_scores(model, cache, attention_mask, last_positions, targets) -> torch.Tensor:
-    """``(B, C)`` sums of log p(token j | prompt, tokens < j) over j >= 1 of ``C`` candidates ``targets`` ``(C, L)``."""
-    batch, (count, length) = attention_mask.shape[0], targets.shape
-    cache = copy.deepcopy(cache)  # the prompts' cache serves every chunk
-    cache.batch_repeat_interleave(count)  # row b * C + c: prompt b, candidate c
-    real = targets[:, 1:] >= 0  # (C, L-1): input j predicts a real token j + 1
-    inputs = targets[:, :-1].clamp(min=0).repeat(batch, 1)
-    mask = torch.cat([attention_mask.repeat_interleave(count, 0), real.repeat(batch, 1).to(attention_mask.dtype)], 1)
-    positions = last_positions.repeat_interleave(count)[:, None] + torch.arange(1, length, device=targets.device)
+def _tree_scores(model, cache, attention_mask, last_positions, tree: CandidateTree, attention: str) -> torch.Tensor:
+    """``(B, C)`` sums of log p(token j | prompt, tokens < j) over j >= 1 of the tree's ``C`` candidates."""
+    device, batch, nodes = attention_mask.device, attention_mask.shape[0], len(tree.tokens)
+    inputs = torch.tensor(tree.tokens, device=device).expand(batch, nodes)
+    positions = last_positions[:, None] + torch.tensor(tree.depths, device=device)
+    allowed = torch.cat(
+        [
+            attention_mask.bool()[:, None, None, :].expand(batch, 1, nodes, -1),
+            tree.ancestors().to(device).expand(batch, 1, nodes, nodes),
+        ],
+        dim=-1,
+    )
+    mask = allowed  # sdpa takes a boolean mask; eager adds the mask to the attention scores
+    if attention == "eager":
+        mask = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, torch.finfo(torch.float32).min)
     logits = model(
         input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-    ).logits.float()
-    picked = logits.gather(-1, targets[:, 1:].clamp(min=0).repeat(batch, 1).unsqueeze(-1)).squeeze(-1)
-    logprobs = (picked - logits.logsumexp(-1)) * real.repeat(batch, 1)
-    return logprobs.sum(-1).view(batch, count)
+    ).logits
+    node, token, candidate = torch.tensor(tree.picks, device=device).unbind(-1)
+    logprobs = logits[:, node, token].float() - logits.float().logsumexp(-1)[:, node]
+    scores = torch.zeros(batch, len(tree.first_tokens), device=device)
+    return scores.index_add_(1, candidate, logprobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from lit_clf.data.prompts import PromptEncoder, get_template, pad_batch
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 from lit_clf.generation import (
     AnswerConstraint,
+    CandidateTree,
     ConstrainedAnswerProcessor,
     TokenVocab,
     candidate_answer_ids,
@@ -262,10 +264,26 @@ def news(i: int, num_words: int) -> Example:
     return Example(str(i), " ".join(rng.choice(words) for _ in range(num_words)), {"topic20": "rec", "topic7": "rec"})
 
 
+@pytest.fixture
+def attention(request, models):
+    """Switch the tiny models' attention kernel for one test (the 4D tree mask differs: bool vs additive)."""
+    switched = []
+
+    def use(model, implementation: str):
+        switched.append((model, model.config._attn_implementation))
+        model.set_attn_implementation(implementation)
+        return model
+
+    yield use
+    for model, implementation in reversed(switched):
+        model.set_attn_implementation(implementation)
+
+
 @pytest.mark.parametrize(("fmt", "name"), [("chat", SMOL), ("llama2", LLAMA2)])
 @pytest.mark.parametrize("normalization", ["none", "mean"])
-def test_score_labels_equals_an_unbatched_reference(tokenizers, models, fmt, name, normalization):
-    tokenizer, model = tokenizers(name), models(name)
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_score_labels_equals_an_unbatched_reference(tokenizers, models, attention, fmt, name, normalization, kernel):
+    tokenizer, model = tokenizers(name), attention(models(name), kernel)
     encoder = PromptEncoder(tokenizer, get_template("20ng", ["topic20"], 0), [TOPIC20], fmt=fmt)
     examples = [news(0, 3), news(1, 40), news(2, 11)]
     batch = left_padded(encoder, examples, max_new_tokens=10)
@@ -273,7 +291,7 @@ def test_score_labels_equals_an_unbatched_reference(tokenizers, models, fmt, nam
     assert candidates == label_answer_ids(tokenizer, TOPIC20.labels, fmt)  # "rec" is a prefix of "rec.autos"
     prompts = [encoder.encode_for_generation(example, 10)["input_ids"] for example in examples]
     expected = reference_scores(model, prompts, candidates, normalization)
-    for per_pass in (1, 256):  # chunks of one candidate, or all at once
+    for per_pass in (1, 3, 256):  # one candidate per tree pass, several passes over one cache, all at once
         scores = score_labels(model, batch["input_ids"], batch["attention_mask"], candidates, normalization, per_pass)
         torch.testing.assert_close(scores, expected, atol=1e-4, rtol=0)
 
@@ -297,9 +315,44 @@ def test_score_labels_ranks_every_combination_of_several_sequence_tasks(tokenize
         assert all(answer.valid for answer in encoder.parse(texts[best], example).values())
 
 
+def test_candidate_tree_merges_shared_prefixes_into_one_node():
+    tree = CandidateTree.of([[7, 1, 2, 0], [7, 1, 3, 0], [7, 0], [9, 0]])  # ids + EOS 0
+    assert tree.first_tokens == [7, 7, 7, 9]
+    # Nodes: (7), (7 1), (7 1 2), (7 1 3), (9); a candidate's last token (EOS) is read, never fed.
+    assert tree.tokens == [7, 1, 2, 3, 9] and tree.depths == [1, 2, 3, 3, 1] and tree.parents == [-1, 0, 1, 1, -1]
+    assert tree.picks == [(0, 1, 0), (1, 2, 0), (2, 0, 0), (0, 1, 1), (1, 3, 1), (3, 0, 1), (0, 0, 2), (4, 0, 3)]
+    expected = [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 0, 1, 0], [0, 0, 0, 0, 1]]
+    assert tree.ancestors().int().tolist() == expected
+
+
+def test_score_labels_passes_depend_on_the_candidates_not_the_batch(tokenizers, models):
+    """FSDP ranks must run the same forward passes: one over the prompts, one per ``candidates_per_pass``."""
+    tokenizer, model = tokenizers(SMOL), models(SMOL)
+    encoder = PromptEncoder(tokenizer, get_template("20ng", ["topic20"], 0), [TOPIC20], fmt="chat")
+    candidates = candidate_answer_ids(encoder, label_candidates(encoder.tasks))
+    calls = []
+    hook = model.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        for examples in ([news(0, 3)], [news(1, 40), news(2, 11), news(3, 5)]):
+            batch = left_padded(encoder, examples, max_new_tokens=10)
+            for per_pass in (3, 4):
+                calls.clear()
+                score_labels(model, batch["input_ids"], batch["attention_mask"], candidates, "none", per_pass)
+                assert len(calls) == 1 + -(-len(candidates) // per_pass)
+                assert calls[0] == batch["input_ids"].shape
+    finally:
+        hook.remove()
+
+
 def test_label_scoring_rejects_token_tasks_and_right_padding(models, tokenizers):
     with pytest.raises(ValueError, match="token task"):
         label_candidates([INTENT, SLOTS])
     ids = torch.tensor([[5, 6, 7], [5, 6, 0]])
     with pytest.raises(ValueError, match="left-padded"):
         score_labels(models(SMOL), ids, (ids > 0).long(), [[5, 2]])
+    ids = torch.tensor([[5, 6, 7]])
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    with pytest.raises(ValueError, match="'flash_attention_2' cannot take the 4D tree mask"):
+        score_labels(flash, ids, torch.ones_like(ids), [[5, 2]])
