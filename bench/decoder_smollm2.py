@@ -8,7 +8,11 @@ Measures, on one seeded subset of the test split (the paper's zero-shot chat pro
 3. consolidated vs dual: wall time to answer both tasks with one consolidated model vs two single-task
    models (constrained decoding on both sides, so answer lengths are the valid answers' lengths);
 4. after fine-tuning (``--steps`` steps of batch ``--batch-size`` on a seeded training subset): the same
-   metrics for the consolidated model and the intent model.
+   metrics for the consolidated model and/or the intent model (``--fine-tune``).
+
+Next to every model's evaluations, ``prefill`` times the prompts' forward pass alone on the same test batches:
+the part every decoding pays, so ``seconds - prefill`` is what reading the answer costs. The JSON is rewritten
+after each part, so a run stopped early keeps what it measured.
 
     python bench/decoder_smollm2.py --model models/smollm2-135m-instruct --data-dir ../shared/data \\
         --test-examples 64 --train-examples 128 --steps 32 --out docs/bench-decoder.json
@@ -30,6 +34,17 @@ import torch
 
 from lit_clf.data import MassiveDataModule
 from lit_clf.models import DecoderGenerativeModule
+
+# (name, tasks, decodings): zero-shot rows, then fine-tuned models.
+ZERO_SHOT = (
+    ("intent", ["intent"], ("free", "constrained", "score")),
+    ("slots", ["slots"], ("free", "constrained")),
+    ("joint", ["intent", "slots"], ("free", "constrained")),
+)
+FINE_TUNED = {
+    "joint": (["intent", "slots"], ("free", "constrained")),
+    "intent": (["intent"], ("free", "constrained", "score")),
+}
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -71,6 +86,23 @@ def evaluate(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: li
     return result
 
 
+@torch.no_grad()
+def prefill(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: list[str]) -> dict:
+    """Wall time of the prompts' forward pass alone (KV cache filled, last logits) on the test batches."""
+    data = data_module(args, tasks, args.test_examples)
+    data.featurizer = model.featurizer
+    data.setup("test")
+    lm = model._causal_lm().eval()
+    start = time.perf_counter()
+    for batch in data.test_dataloader():
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    result = {"decoding": "prefill only", "seconds": time.perf_counter() - start}
+    print(json.dumps({"tasks": tasks, **result}), flush=True)
+    return result
+
+
 def fine_tune(args: argparse.Namespace, tasks: list[str]) -> tuple[DecoderGenerativeModule, float]:
     L.seed_everything(args.seed)
     model = build(args, tasks, "free")
@@ -82,45 +114,79 @@ def fine_tune(args: argparse.Namespace, tasks: list[str]) -> tuple[DecoderGenera
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--test-examples", type=int, default=64)
-    parser.add_argument("--train-examples", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="hub id or local folder")
+    parser.add_argument("--data-dir", default=None, help="folder with the MASSIVE release (default: lit_clf's)")
+    parser.add_argument("--test-examples", type=int, default=64, help="seeded test subset, the same for every row")
+    parser.add_argument("--train-examples", type=int, default=128, help="seeded training subset for fine-tuning")
+    parser.add_argument("--steps", type=int, default=32, help="fine-tuning steps")
+    parser.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch size")
+    parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--parts", nargs="+", default=["zero-shot", "latency", "fine-tuned"])
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--parts", nargs="+", default=["zero-shot", "latency", "fine-tuned"], help="what to run")
+    parser.add_argument(
+        "--fine-tune", nargs="+", choices=list(FINE_TUNED), default=list(FINE_TUNED), help="models to fine-tune"
+    )
+    parser.add_argument("--out", default=None, help="JSON results, rewritten after each part")
+    parser.add_argument("--table", default=None, metavar="JSON", help="print a results JSON as Markdown and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict = {"command": " ".join(sys.argv), "date": date.today().isoformat(), "machine": machine()}
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
     L.seed_everything(args.seed)
     if "zero-shot" in args.parts:
-        intent = build(args, ["intent"], "free")
-        results["zero_shot_intent"] = [evaluate(args, intent, ["intent"], d) for d in ("free", "constrained", "score")]
-        slots = build(args, ["slots"], "free")
-        results["zero_shot_slots"] = [evaluate(args, slots, ["slots"], d) for d in ("free", "constrained")]
-        joint = build(args, ["intent", "slots"], "free")
-        results["zero_shot_joint"] = [evaluate(args, joint, ["intent", "slots"], d) for d in ("free", "constrained")]
+        for name, tasks, modes in ZERO_SHOT:
+            model = build(args, tasks, "free")
+            results[f"zero_shot_{name}"] = [evaluate(args, model, tasks, d) for d in modes]
+            results[f"zero_shot_{name}"].append(prefill(args, model, tasks))
+            save()
         if "latency" in args.parts:
             dual = results["zero_shot_intent"][1]["seconds"] + results["zero_shot_slots"][1]["seconds"]
             results["latency_constrained"] = {
                 "consolidated_s": results["zero_shot_joint"][1]["seconds"],
                 "dual_s": dual,
             }
+            save()
     if "fine-tuned" in args.parts:
-        for name, tasks, modes in (
-            ("joint", ["intent", "slots"], ("free", "constrained")),
-            ("intent", ["intent"], ("free", "constrained", "score")),
-        ):
+        for name in args.fine_tune:
+            tasks, modes = FINE_TUNED[name]
             model, seconds = fine_tune(args, tasks)
-            results[f"fine_tuned_{name}"] = {
-                "train_s": seconds,
-                "eval": [evaluate(args, model, tasks, d) for d in modes],
-            }
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+            evaluations = [evaluate(args, model, tasks, d) for d in modes]
+            results[f"fine_tuned_{name}"] = {"train_s": seconds, "eval": [*evaluations, prefill(args, model, tasks)]}
+            save()
+
+
+COLUMNS = {
+    "test/intent_acc": "intent acc %",
+    "test/intent_invalid_rate": "intent invalid %",
+    "test/slots_f1": "slot F1 %",
+    "test/slots_exact_match": "slot exact %",
+    "test/slots_invalid_rate": "slots invalid %",
+}
+
+
+def markdown_table(results: dict) -> str:
+    """One row per evaluation; ``answer s`` is the wall time minus the prompts' prefill on the same batches."""
+    header = ["model / tasks", "decoding", "wall s", "examples/s", "answer s", *COLUMNS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for key, value in results.items():
+        if not key.startswith(("zero_shot_", "fine_tuned_")):
+            continue
+        evaluations = value if isinstance(value, list) else value["eval"]
+        prefill_s = next((e["seconds"] for e in evaluations if e["decoding"] == "prefill only"), None)
+        name = key.replace("_", " ", 1).replace("_", ", ")
+        for e in evaluations:
+            answer = "" if prefill_s is None or e["decoding"] == "prefill only" else f"{e['seconds'] - prefill_s:.1f}"
+            rate = f"{e['examples_per_s']:.3f}" if "examples_per_s" in e else ""
+            metrics = [f"{100 * e[k]:.1f}" if k in e else "" for k in COLUMNS]
+            lines.append("| " + " | ".join([name, e["decoding"], f"{e['seconds']:.1f}", rate, answer, *metrics]) + " |")
+    return "\n".join(lines)
 
 
 def machine() -> str:

@@ -95,7 +95,8 @@ class DecoderGenerativeModule(TaskModule):
                 label once per input word) + EOS + 4; ``constrained`` decoding uses the exact longest valid answer.
             decoding: How answers are read in validation/test/predict: ``free`` (greedy generation, parsed),
                 ``constrained`` (greedy generation allowed only valid answers: no invalid output) or ``score``
-                (the most likely label, or label combination for several tasks; sequence tasks only).
+                (the most likely label, or label combination for several tasks; sequence tasks only; all
+                candidates in one pass over the prompt's KV cache, which needs ``sdpa`` or ``eager`` attention).
             length_normalization: ``score`` decoding: rank answers by their summed token log-probabilities
                 (``none``) or by the mean per token (``mean``).
             lora: LoRA adapters instead of full fine-tuning: ``peft.LoraConfig`` arguments, e.g.
