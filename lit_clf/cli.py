@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.callbacks import PredictionWriter
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
@@ -46,8 +48,19 @@ class LitClfCLI(LightningCLI):
         if not self.config.fit.get("test_after_fit"):
             return
         callback = self.trainer.checkpoint_callback
-        ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if not isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            return
+        # Lightning cannot test a module it has already wrapped with FSDP: the parameters outside the wrapped
+        # layers (embeddings, final norm, head) stay views into the fit's root shards, and loading a checkpoint
+        # fails on their sizes (Lightning-AI/pytorch-lightning#20373). Test a model built afresh from the same
+        # config, with the checkpoint's weights: the best one, or the final weights saved for this.
+        if not best:
+            best = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints" / "final.ckpt")
+            self.trainer.save_checkpoint(best, weights_only=True)
+        fresh = self.parser.instantiate_classes(self.config)
+        self.trainer.test(self._get(fresh, "model"), datamodule=self._get(fresh, "data"), ckpt_path=best)
 
 
 def _root_cause(err: BaseException) -> BaseException:
