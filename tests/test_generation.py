@@ -265,7 +265,7 @@ def news(i: int, num_words: int) -> Example:
 
 
 @pytest.fixture
-def attention(request, models):
+def attention():
     """Switch the tiny models' attention kernel for one test (the 4D tree mask differs: bool vs additive)."""
     switched = []
 
