@@ -67,6 +67,7 @@ class DecoderGenerativeModule(TaskModule):
         max_new_tokens: int | None = None,
         decoding: Decoding = "free",
         length_normalization: Literal["none", "mean"] = "none",
+        candidates_per_pass: int = 64,
         lora: dict[str, Any] | None = None,
         load_in_4bit: bool = False,
         torch_dtype: TorchDtype | None = None,
@@ -99,6 +100,9 @@ class DecoderGenerativeModule(TaskModule):
                 candidates in one pass over the prompt's KV cache, which needs ``sdpa`` or ``eager`` attention).
             length_normalization: ``score`` decoding: rank answers by their summed token log-probabilities
                 (``none``) or by the mean per token (``mean``).
+            candidates_per_pass: ``score`` decoding: answers scored per pass over the prompts' KV cache. Each pass
+                holds eval batch x distinct answer prefixes x vocabulary logits in float32: lower it if they do
+                not fit (20NG consolidated with Llama 3: 140 label pairs, a 128k vocabulary).
             lora: LoRA adapters instead of full fine-tuning: ``peft.LoraConfig`` arguments, e.g.
                 ``{r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: all-linear}``.
             load_in_4bit: QLoRA: load the base weights in 4-bit NF4 (bitsandbytes; needs a CUDA GPU and ``lora``).
@@ -116,6 +120,8 @@ class DecoderGenerativeModule(TaskModule):
         self.tasks = coerce_tasks(tasks, type(self).__name__)
         self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
         _check_options(self.tasks, prompt_format, shots, prompt_file, decoding, lora, load_in_4bit, pretrained)
+        if candidates_per_pass < 1:
+            raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
         self.featurizer = DecoderFeaturizer(
             self.tokenizer,
@@ -319,17 +325,29 @@ class DecoderGenerativeModule(TaskModule):
         )
 
     def _scored_answers(self, batch: dict[str, Any]) -> list[str]:
-        from lit_clf.generation import candidate_answer_ids, label_candidates, score_labels
+        from lit_clf.generation import score_labels
+
+        texts, ids = self._score_candidates
+        scores = score_labels(
+            self._causal_lm(),
+            batch["input_ids"],
+            batch["attention_mask"],
+            ids,
+            self.hparams.length_normalization,
+            self.hparams.candidates_per_pass,
+        )
+        return [texts[i] for i in scores.argmax(-1).tolist()]
+
+    @functools.cached_property
+    def _score_candidates(self) -> tuple[list[str], list[list[int]]]:
+        """Every answer ``score`` decoding ranks: its text, and its ids + EOS exactly as training tokenizes them."""
+        from lit_clf.generation import candidate_answer_ids, label_candidates
 
         encoder = self.featurizer.encoder
         candidates = label_candidates(encoder.tasks)
-        ids = candidate_answer_ids(encoder, candidates)
-        scores = score_labels(
-            self._causal_lm(), batch["input_ids"], batch["attention_mask"], ids, self.hparams.length_normalization
-        )
         keys = encoder.template.keys or None
         texts = [render_answer(Example("", "", labels), encoder.tasks, keys) for labels in candidates]
-        return [texts[i] for i in scores.argmax(-1).tolist()]
+        return texts, candidate_answer_ids(encoder, candidates)
 
     def _eos_ids(self) -> list[int]:
         """The tokenizer's EOS (what training appends) and the model's own end tokens (``<|eot_id|>``...)."""

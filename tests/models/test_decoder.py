@@ -268,11 +268,20 @@ def test_constrained_decoding_has_no_invalid_output(tiny_smollm_dir):
 def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, normalization):
     (spec,) = specs = toy_specs(("intent",))
     module = make_module(
-        tiny_llama2_dir, specs, prompt_format="llama2", decoding="score", length_normalization=normalization
+        tiny_llama2_dir,
+        specs,
+        prompt_format="llama2",
+        decoding="score",
+        length_normalization=normalization,
+        candidates_per_pass=2,
     ).eval()
     examples = toy_examples()[:4]
     batch = batch_for(module, examples, "test")
+    passes = []
+    hook = module.model.register_forward_hook(lambda *_: passes.append(1))
     predicted = module.generate_answers(batch)
+    hook.remove()
+    assert len(passes) == 1 + -(-len(spec.labels) // 2)  # the prompts, then 2 candidates per pass
     encoder, eos = module.featurizer.encoder, module.tokenizer.eos_token_id
     candidates = [encoder.answer_ids(Example("", "", {"intent": label})) + [eos] for label in spec.labels]
     reference = torch.zeros(len(examples), len(candidates))
@@ -346,6 +355,8 @@ def test_option_errors_are_one_line(tiny_llama2_dir):
         make_module(tiny_llama2_dir, specs, prompt_format="llama2", shots=3)
     with pytest.raises(ValueError, match="load_in_4bit .* set lora and pretrained"):
         make_module(tiny_llama2_dir, specs, prompt_format="llama2", load_in_4bit=True)
+    with pytest.raises(ValueError, match="candidates_per_pass: expected a positive number, got 0"):
+        make_module(tiny_llama2_dir, specs, prompt_format="llama2", decoding="score", candidates_per_pass=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
