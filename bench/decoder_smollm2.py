@@ -60,7 +60,7 @@ def build(args: argparse.Namespace, tasks: list[str], decoding: str) -> DecoderG
         tasks=data.task_specs,
         prompt_format="chat",
         shots=0,
-        max_length=1024,
+        max_length=args.max_length,
         decoding=decoding,
         optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0),
     )
@@ -121,6 +121,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="fine-tuning steps")
     parser.add_argument("--batch-size", type=int, default=4, help="fine-tuning batch size")
     parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=1024,
+        help="prompt + answer tokens; the consolidated model on a large training subset needs 2048",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--parts", nargs="+", default=["zero-shot", "latency", "fine-tuned"], help="what to run")
     parser.add_argument(
