@@ -8,7 +8,7 @@ Measures, on one seeded subset of the test split (the paper's zero-shot chat pro
 3. consolidated vs dual: wall time to answer both tasks with one consolidated model vs two single-task
    models (constrained decoding on both sides, so answer lengths are the valid answers' lengths);
 4. after fine-tuning (``--steps`` steps of batch ``--batch-size`` on a seeded training subset): the same
-   metrics for the consolidated model and/or the intent model (``--fine-tune``).
+   metrics for the consolidated, intent and slots models (``--fine-tune``).
 
 Next to every model's evaluations, ``prefill`` times the prompts' forward pass alone on the same test batches:
 the part every decoding pays, so ``seconds - prefill`` is what reading the answer costs. The JSON is rewritten
@@ -44,6 +44,7 @@ ZERO_SHOT = (
 FINE_TUNED = {
     "joint": (["intent", "slots"], ("free", "constrained")),
     "intent": (["intent"], ("free", "constrained", "score")),
+    "slots": (["slots"], ("free", "constrained")),
 }
 
 
