@@ -33,18 +33,14 @@ import lightning as L
 import torch
 
 from lit_clf.data import MassiveDataModule
+from lit_clf.generation import _position_ids
 from lit_clf.models import DecoderGenerativeModule
 
-# (name, tasks, decodings): zero-shot rows, then fine-tuned models.
-ZERO_SHOT = (
-    ("intent", ["intent"], ("free", "constrained", "score")),
-    ("slots", ["slots"], ("free", "constrained")),
-    ("joint", ["intent", "slots"], ("free", "constrained")),
-)
-FINE_TUNED = {
-    "joint": (["intent", "slots"], ("free", "constrained")),
+# name -> (tasks, decodings): every model is evaluated zero-shot, and fine-tuned when named by --fine-tune.
+MODELS = {
     "intent": (["intent"], ("free", "constrained", "score")),
     "slots": (["slots"], ("free", "constrained")),
+    "joint": (["intent", "slots"], ("free", "constrained")),
 }
 
 
@@ -97,7 +93,7 @@ def prefill(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: lis
     start = time.perf_counter()
     for batch in data.test_dataloader():
         mask = batch["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = _position_ids(mask)  # as generation and label scoring count them
         lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     result = {"decoding": "prefill only", "seconds": time.perf_counter() - start}
     print(json.dumps({"tasks": tasks, **result}), flush=True)
@@ -131,7 +127,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--parts", nargs="+", default=["zero-shot", "latency", "fine-tuned"], help="what to run")
     parser.add_argument(
-        "--fine-tune", nargs="+", choices=list(FINE_TUNED), default=list(FINE_TUNED), help="models to fine-tune"
+        "--fine-tune", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to fine-tune"
     )
     parser.add_argument("--out", default=None, help="JSON results, rewritten after each part")
     parser.add_argument("--table", default=None, metavar="JSON", help="print a results JSON as Markdown and exit")
@@ -148,7 +144,7 @@ def main() -> None:
 
     L.seed_everything(args.seed)
     if "zero-shot" in args.parts:
-        for name, tasks, modes in ZERO_SHOT:
+        for name, (tasks, modes) in MODELS.items():
             model = build(args, tasks, "free")
             results[f"zero_shot_{name}"] = [evaluate(args, model, tasks, d) for d in modes]
             results[f"zero_shot_{name}"].append(prefill(args, model, tasks))
@@ -162,7 +158,7 @@ def main() -> None:
             save()
     if "fine-tuned" in args.parts:
         for name in args.fine_tune:
-            tasks, modes = FINE_TUNED[name]
+            tasks, modes = MODELS[name]
             model, seconds = fine_tune(args, tasks)
             evaluations = [evaluate(args, model, tasks, d) for d in modes]
             results[f"fine_tuned_{name}"] = {"train_s": seconds, "eval": [*evaluations, prefill(args, model, tasks)]}

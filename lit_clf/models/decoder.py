@@ -119,9 +119,9 @@ class DecoderGenerativeModule(TaskModule):
         self.save_hyperparameters()
         self.tasks = coerce_tasks(tasks, type(self).__name__)
         self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
-        _check_options(self.tasks, prompt_format, shots, prompt_file, decoding, lora, load_in_4bit, pretrained)
-        if candidates_per_pass < 1:
-            raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
+        _check_options(
+            self.tasks, prompt_format, shots, prompt_file, decoding, candidates_per_pass, lora, load_in_4bit, pretrained
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
         self.featurizer = DecoderFeaturizer(
             self.tokenizer,
@@ -404,6 +404,7 @@ def _check_options(
     shots: int,
     prompt_file: str | None,
     decoding: str,
+    candidates_per_pass: int,
     lora: dict[str, Any] | None,
     load_in_4bit: bool,
     pretrained: bool,
@@ -413,6 +414,8 @@ def _check_options(
         raise ValueError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
     if decoding not in DECODINGS:
         raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+    if candidates_per_pass < 1:
+        raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
     token_task = next((task.name for task in tasks if task.kind == "token"), None)
     if decoding == "score" and token_task is not None:
         raise ValueError(
