@@ -33,8 +33,8 @@ import lightning as L
 import torch
 
 from lit_clf.data import MassiveDataModule
-from lit_clf.generation import _position_ids
-from lit_clf.models import DecoderGenerativeModule
+from lit_clf.decoder import DecoderGenerativeModule
+from lit_clf.decoder.decoding.score import position_ids
 
 # name -> (tasks, decodings): every model is evaluated zero-shot, and fine-tuned when named by --fine-tune.
 MODELS = {
@@ -53,7 +53,7 @@ def trainer(**kwargs) -> L.Trainer:
 def build(args: argparse.Namespace, tasks: list[str], decoding: str) -> DecoderGenerativeModule:
     data = data_module(args, tasks, args.test_examples)
     return DecoderGenerativeModule(
-        model=args.model,
+        backbone=args.model,
         tasks=data.task_specs,
         prompt_format="chat",
         shots=0,
@@ -71,7 +71,7 @@ def data_module(args: argparse.Namespace, tasks: list[str], examples: int) -> Ma
 
 def evaluate(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: list[str], decoding: str) -> dict:
     """Test metrics and wall time on the test subset with ``decoding``."""
-    model.hparams.decoding = decoding
+    model.decoding = decoding
     data = data_module(args, tasks, args.test_examples)
     start = time.perf_counter()
     (metrics,) = trainer().test(model, datamodule=data, verbose=False)
@@ -88,12 +88,11 @@ def prefill(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: lis
     """Wall time of the prompts' forward pass alone (KV cache filled, last logits) on the test batches."""
     data = data_module(args, tasks, args.test_examples)
     data.featurizer = model.featurizer
-    data.setup("test")
     lm = model._causal_lm().eval()
     start = time.perf_counter()
     for batch in data.test_dataloader():
         mask = batch["attention_mask"]
-        positions = _position_ids(mask)  # as generation and label scoring count them
+        positions = position_ids(mask)  # as generation and label scoring count them
         lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     result = {"decoding": "prefill only", "seconds": time.perf_counter() - start}
     print(json.dumps({"tasks": tasks, **result}), flush=True)

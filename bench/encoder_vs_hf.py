@@ -34,7 +34,7 @@ def run_lit(args: argparse.Namespace, tasks: list[str]) -> dict:
     import lightning as L
 
     from lit_clf.data import MassiveDataModule
-    from lit_clf.models import EncoderSeqTokenModule
+    from lit_clf.encoder import EncoderSeqTokenModule
 
     L.seed_everything(args.seed)
     data = MassiveDataModule(

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_only
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -52,3 +53,26 @@ def _prediction_record(example, row: dict[str, Any]) -> dict[str, Any]:
         gold = example.labels.get(task)
         record[task] = {"gold": list(gold) if isinstance(gold, tuple) else gold, **predicted}
     return record
+
+
+class ShowTrainingExamples(Callback):
+    """Prints the first training examples at the start of ``fit`` exactly as the model reads them: the decoder's
+    prompt with the loss span (answer + EOS) between ``[[`` and ``]]``, the encoder's tokens and labels."""
+
+    def __init__(self, num_examples: int = 2) -> None:
+        """
+        Args:
+            num_examples: How many training examples to print (0: none).
+        """
+        if num_examples < 0:
+            raise ValueError(f"show_examples.num_examples: expected 0 or more, got {num_examples}")
+        self.num_examples = num_examples
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if not self.num_examples or datamodule is None or not hasattr(pl_module, "featurizer"):
+            return
+        features = datamodule.dataset("train", train=True).features[: self.num_examples]
+        for i, feature in enumerate(features):
+            print(f"--- training example {i} ---\n{pl_module.featurizer.describe(feature)}", flush=True)

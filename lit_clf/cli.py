@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
-from lit_clf.callbacks import PredictionWriter
+from lit_clf.callbacks import PredictionWriter, ShowTrainingExamples
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable
@@ -25,6 +25,7 @@ class LitClfCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data", "model.init_args.tasks", compute_fn=_task_dicts, apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
         parser.add_lightning_class_args(ThroughputLogger, "throughput")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
         parser.add_argument(

@@ -21,17 +21,13 @@ from collections.abc import Sequence
 import torch
 from seqeval.metrics import f1_score
 from sklearn.exceptions import UndefinedMetricWarning
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_clf.data.tasks import OTHER
-
-#: Padding id in label tensors (the data layer's ``ignore_index``).
-IGNORE_INDEX = -100
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
 
 __all__ = [
-    "IGNORE_INDEX",
     "Accuracy",
     "InvalidRate",
     "SlotExactMatch",
@@ -40,6 +36,7 @@ __all__ = [
     "exact_match",
     "sequence_accuracy",
     "slot_f1",
+    "task_metrics",
     "to_bio",
 ]
 
@@ -305,3 +302,21 @@ class InvalidRate(Metric):
     def compute(self) -> Tensor:
         """Invalid / total; 0.0 before any output."""
         return self.invalid.float() / self.total.clamp(min=1)
+
+
+def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False) -> nn.ModuleDict:
+    """One stage's metrics: task name -> metric name -> metric.
+
+    Sequence tasks get ``acc``, token tasks ``f1`` and ``exact_match`` (MASSIVE's slot convention); with
+    ``invalid_rate`` (generated answers) every task also gets ``invalid_rate``.
+    """
+    metrics = nn.ModuleDict()
+    for task in tasks:
+        if task.kind == "sequence":
+            per_task = {"acc": Accuracy()}
+        else:
+            per_task = {"f1": SlotF1(list(task.labels)), "exact_match": SlotExactMatch(list(task.labels))}
+        if invalid_rate:
+            per_task["invalid_rate"] = InvalidRate()
+        metrics[task.name] = nn.ModuleDict(per_task)
+    return metrics

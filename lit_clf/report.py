@@ -318,7 +318,7 @@ def _model_section(config: Mapping) -> Mapping:
     model = config_get(config, "model")
     if isinstance(model, str):
         init_args = {key: config[key] for key in _MODEL_ARGS if key in config}
-        return {"class_path": "lit_clf.models.DecoderGenerativeModule", "init_args": init_args}
+        return {"class_path": "lit_clf.decoder.DecoderGenerativeModule", "init_args": init_args}
     return {
         "class_path": config_get(config, "model.class_path"),
         "init_args": {name: config_get(config, f"model.init_args.{name}") for name in _MODEL_ARGS},

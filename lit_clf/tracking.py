@@ -54,7 +54,7 @@ class RunFacts:
 def run_facts(config: dict[str, Any], dataset: str, stage: str) -> RunFacts:
     """Facts from a resolved LightningCLI config (one subcommand's) and the stage being run."""
     model_args = config.get("model", {}).get("init_args", {})
-    model_id = str(model_args.get("backbone") or model_args.get("model") or "model")
+    model_id = str(model_args.get("backbone") or "model")
     tasks = tuple(config.get("data", {}).get("init_args", {}).get("tasks") or ())
     fine_tuned = stage == "fit" or bool(config.get("ckpt_path"))
     return RunFacts(dataset, Path(model_id.rstrip("/")).name, tasks, model_args.get("shots"), fine_tuned)

@@ -39,7 +39,7 @@ class ToyDataModule(ClassificationDataModule):
     """The toy utterances as train, val and test: enough to exercise every model code path."""
 
     available_tasks: ClassVar[dict[str, TaskKind]] = {"intent": "sequence", "slots": "token"}
-    dataset_name: ClassVar[str] = "toy"
+    dataset_name: ClassVar[str] = "massive"  # MASSIVE-like: the paper's MASSIVE prompts apply
 
     def load_splits(self) -> dict[str, list[Example]]:
         return {split: toy_examples(f"{split}-") for split in ("train", "val", "test")}

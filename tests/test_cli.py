@@ -13,7 +13,7 @@ from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-FRAGMENTS = ("decoder", "trainer")  # composed with -c a.yaml -c b.yaml ...; tested in tests/models/test_decoder.py
+FRAGMENTS = ("decoder", "trainer")  # composed with -c a.yaml -c b.yaml ...; tested in tests/decoder/test_module.py
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
 
@@ -25,7 +25,7 @@ def test_help_documents_options_from_docstrings(capsys):
 
 
 def test_model_and_data_help_show_docstrings(capsys):
-    run_cli(["fit", "--model.help", "lit_clf.models.EncoderSeqTokenModule"])
+    run_cli(["fit", "--model.help", "lit_clf.encoder.EncoderSeqTokenModule"])
     out = capsys.readouterr().out
     assert "Hub id or local folder of any ``AutoModel`` encoder" in out
     run_cli(["fit", "--data.help", "lit_clf.data.MassiveDataModule"])
@@ -43,7 +43,7 @@ def test_print_config(config, capsys):
     run_cli(["fit", "--config", str(config), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed_everything"] == 42
-    assert printed["model"]["class_path"].startswith("lit_clf.models.")
+    assert printed["model"]["class_path"].startswith(("lit_clf.encoder.", "lit_clf.decoder."))
     assert "tasks" not in printed["model"]["init_args"]  # linked from the data, never in YAML
 
 

@@ -65,11 +65,11 @@ def _write_run(folder: Path, model: dict, tasks: list[str], metrics: dict) -> No
 @pytest.fixture
 def other_runs(tmp_path) -> Path:
     """A dual-model encoder run and zero- and five-shot decoder runs, so that every comparison has bars."""
-    encoder = {"class_path": "lit_clf.models.EncoderSeqTokenModule", "init_args": {"backbone": "roberta-base"}}
+    encoder = {"class_path": "lit_clf.encoder.EncoderSeqTokenModule", "init_args": {"backbone": "roberta-base"}}
     _write_run(tmp_path / "enc", encoder, ["intent"], {"test/intent_acc": 0.5, "val/intent_acc": 0.5})
     for shots in (0, 5):
         decoder = {
-            "class_path": "lit_clf.models.DecoderGenerativeModule",
+            "class_path": "lit_clf.decoder.DecoderGenerativeModule",
             "init_args": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": shots},
         }
         _write_run(tmp_path / f"dec{shots}", decoder, ["intent"], {"test/intent_acc": 0.6 + shots / 100})

@@ -27,8 +27,8 @@ from lit_clf.report import (
     to_markdown,
 )
 
-ENCODER = "lit_clf.models.EncoderSeqTokenModule"
-DECODER = "lit_clf.models.DecoderGenerativeModule"
+ENCODER = "lit_clf.encoder.EncoderSeqTokenModule"
+DECODER = "lit_clf.decoder.DecoderGenerativeModule"
 PAPER_TEXT = (
     Path(__file__).resolve().parents[2] / "shared/paper/zhao2024-advancing-text-classification-llm-finetuning.txt"
 )

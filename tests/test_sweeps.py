@@ -68,7 +68,7 @@ def test_sweep_file_is_valid(path):
 def tiny_args(tmp_path, sweep: dict, tiny_encoder: Path, tiny_decoder: Path, data: Path) -> list[str]:
     decoder = any("decoder" in part for part in sweep["command"])
     model = (
-        [f"--model.init_args.model={tiny_decoder}", "--model.init_args.max_length=2048"]
+        [f"--model.init_args.backbone={tiny_decoder}", "--model.init_args.max_length=2048"]
         if decoder
         else [f"--model.init_args.backbone={tiny_encoder}"]
     )

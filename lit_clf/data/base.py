@@ -1,15 +1,18 @@
 """The DataModule base shared by every dataset and by both model families.
 
-A DataModule owns the raw examples and the task specs. How an example becomes tensors belongs to the
-model family: the LightningModule exposes a ``featurizer`` (see :class:`Featurizer`) that tokenizes a
-split once in ``setup`` and pads batches in the DataLoader's ``collate_fn``. The same DataModule thus
-feeds an encoder with sequence/token heads and a decoder trained on prompts.
+A DataModule owns the raw examples and the task specs. How an example becomes tensors belongs to the model family:
+the LightningModule hands its :class:`Featurizer` to the DataModule in its ``setup`` hook (in code:
+``datamodule.featurizer = model.featurizer``). When a loader is asked for, the DataModule featurizes the split
+once, passing the featurizer what it owns about the dataset (:class:`DatasetInfo`: its name, the training split as
+the few-shot pool, the seed), and pads batches with the featurizer's ``collate``. Data flow one way, data ->
+featurizer -> batches, so the same DataModule feeds an encoder with heads and a decoder trained on prompts.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import lightning as L
@@ -21,11 +24,28 @@ from lit_clf.data.tasks import Example, TaskKind, TaskSpec, collect_labels, sele
 SPLITS = ("train", "val", "test")
 
 
+@dataclass(frozen=True, eq=False)
+class DatasetInfo:
+    """What a DataModule tells a featurizer about its dataset.
+
+    Attributes:
+        name: The DataModule's ``dataset_name`` (``massive``, ``newsgroups``): picks the paper's prompts.
+        train: The training split (after ``max_examples``): the pool few-shot examples are drawn from.
+        seed: The DataModule's seed (few-shot draws).
+    """
+
+    name: str
+    train: Sequence[Example] = ()
+    seed: int = 0
+
+
 @runtime_checkable
 class Featurizer(Protocol):
     """Turns raw examples into model inputs; supplied by the model family."""
 
-    def featurize(self, examples: Sequence[Example], split: str, train: bool) -> list[dict[str, Any]]:
+    def featurize(
+        self, examples: Sequence[Example], train: bool, info: DatasetInfo | None = None
+    ) -> list[dict[str, Any]]:
         """Encode a whole split once. ``train`` asks for training features (loss targets), otherwise
         features for evaluation/prediction (the decoder's prompts without answers). Each feature keeps
         ``index`` (position in ``examples``)."""
@@ -35,6 +55,9 @@ class Featurizer(Protocol):
 
     def length(self, feature: dict[str, Any]) -> int:
         """The feature's length in tokens, used to group batches of similar length."""
+
+    def describe(self, feature: dict[str, Any]) -> str:
+        """The feature as readable text (tokens and what the loss sees), for logs and notebooks."""
 
 
 class FeatureDataset(Dataset):
@@ -157,8 +180,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.featurizer: Featurizer | None = None
         self._full_splits: dict[str, list[Example]] | None = None
         self._splits: dict[str, list[Example]] | None = None
-        self._datasets: dict[tuple[str, bool], FeatureDataset] = {}
-        self._featurized_by: dict[tuple[str, bool], int] = {}
+        self._task_specs: list[TaskSpec] | None = None
+        self._datasets: dict[tuple[str, bool], tuple[Featurizer, FeatureDataset]] = {}
 
     # ----------------------------------------------------------------- raw data
     def load_splits(self) -> dict[str, list[Example]]:
@@ -195,50 +218,45 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def task_specs(self) -> list[TaskSpec]:
-        """Specs of the selected tasks; label sets are collected over every split (before any
+        """Specs of the selected tasks (computed once); label sets are collected over every split (before any
         ``max_examples`` subsetting), sorted."""
-        everything = [example for examples in self.full_splits.values() for example in examples]
-        return [TaskSpec(name, kind, collect_labels(everything, name, kind)) for name, kind in self._selected()]
+        if self._task_specs is None:
+            everything = [example for examples in self.full_splits.values() for example in examples]
+            self._task_specs = [
+                TaskSpec(name, kind, collect_labels(everything, name, kind)) for name, kind in self._selected()
+            ]
+        return self._task_specs
+
+    @property
+    def info(self) -> DatasetInfo:
+        """What featurizers are told about this dataset: its name, training split (few-shot pool) and seed."""
+        return DatasetInfo(self.dataset_name, self.examples("train"), self.seed)
 
     def _selected(self) -> list[tuple[str, TaskKind]]:
         return [(name, self.available_tasks[name]) for name in self.tasks]
 
     # ------------------------------------------------------------- featurizing
     def setup(self, stage: str) -> None:
-        featurizer = self._resolve_featurizer()
-        wanted = {
-            "fit": (("train", True), ("val", False)),
-            "validate": (("val", False),),
-            "test": (("test", False),),
-            "predict": ((self.predict_split, False),),
-        }
-        for split, train in wanted[stage]:
-            if self._featurized_by.get((split, train)) != id(featurizer):
-                features = featurizer.featurize(self.examples(split), split, train=train)
-                self._datasets[(split, train)] = FeatureDataset(features)
-                self._featurized_by[(split, train)] = id(featurizer)
-
-    def _resolve_featurizer(self) -> Featurizer:
-        if self.featurizer is None:
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            featurizer = getattr(module, "featurizer", None)
-            if not isinstance(featurizer, Featurizer):
-                raise RuntimeError(
-                    f"{type(self).__name__} needs a featurizer: use it with a lit_clf model in a Trainer, "
-                    "or set `datamodule.featurizer = model.featurizer`"
-                )
-            return featurizer
-        return self.featurizer
+        """Read the raw splits (the model's ``setup`` then hands over its featurizer; loaders featurize)."""
+        _ = self.splits
 
     def dataset(self, split: str, train: bool = False) -> FeatureDataset:
-        """The featurized split (after ``setup``): training features when ``train``, else evaluation ones."""
-        if (split, train) not in self._datasets:
-            raise RuntimeError(f"split {split!r} is not set up; call setup() for the stage that uses it")
-        return self._datasets[(split, train)]
+        """The featurized split: training features when ``train``, else evaluation ones. Featurized once per
+        featurizer, on first use."""
+        if self.featurizer is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no featurizer: use it with a lit_clf model in a Trainer (the model hands "
+                "over its featurizer in setup), or set `datamodule.featurizer = model.featurizer`"
+            )
+        cached = self._datasets.get((split, train))
+        if cached is None or cached[0] is not self.featurizer:
+            features = self.featurizer.featurize(self.examples(split), train=train, info=self.info)
+            cached = self._datasets[(split, train)] = (self.featurizer, FeatureDataset(features))
+        return cached[1]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
-        featurizer = self._resolve_featurizer()
+        featurizer = self.featurizer
         sampler: Sampler[int] | None = None
         if self.group_by_length:
             lengths = [featurizer.length(feature) for feature in dataset.features]

@@ -11,6 +11,9 @@ TaskKind = Literal["sequence", "token"]
 #: Word label for words outside every slot (MASSIVE's convention).
 OTHER = "Other"
 
+#: Label id of positions and examples that do not count (loss and metrics), as in PyTorch's cross-entropy.
+IGNORE_INDEX = -100
+
 
 @dataclass(frozen=True)
 class Example:

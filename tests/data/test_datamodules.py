@@ -87,5 +87,6 @@ def test_sorted_sampler_and_padding():
 
 def test_loader_needs_a_featurizer():
     data = ToyDataModule(tasks=["intent"])
-    with pytest.raises(RuntimeError, match="needs a featurizer"):
-        data.setup("fit")
+    data.setup("fit")  # reads the raw splits; featurizing waits for the model's featurizer
+    with pytest.raises(RuntimeError, match="has no featurizer.*datamodule.featurizer = model.featurizer"):
+        data.train_dataloader()

@@ -7,20 +7,10 @@ import random
 import pytest
 import torch
 
-from lit_clf.answers import ParsedAnswer
-from lit_clf.data.prompts import (
-    BUILTIN_TEMPLATES,
-    IGNORE_INDEX,
-    PromptEncoder,
-    PromptTemplate,
-    allocate_budgets,
-    get_template,
-    load_template,
-    pad_batch,
-    select_shots,
-    water_fill,
-)
-from lit_clf.data.tasks import OTHER, Example, TaskSpec
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
+from lit_clf.decoder.answers import ParsedAnswer
+from lit_clf.decoder.encoding import PromptEncoder, allocate_budgets, pad_batch, select_shots, water_fill
+from lit_clf.decoder.templates import PAPER_LISTINGS, PromptTemplate, get_template, load_template
 
 NEWSGROUPS = (
     "alt.atheism comp.graphics comp.os.ms-windows.misc comp.sys.ibm.pc.hardware comp.sys.mac.hardware comp.windows.x "
@@ -57,7 +47,7 @@ def utterance(index: int) -> Example:
 
 NEWS_POOL = [news(i) for i in range(30)]
 MASSIVE_POOL = [utterance(i) for i in range(30)]
-DATASETS = {"20ng": (NEWS_POOL, news), "massive": (MASSIVE_POOL, utterance)}
+DATASETS = {"newsgroups": (NEWS_POOL, news), "massive": (MASSIVE_POOL, utterance)}
 
 # (format, tokenizer folder) pairs the project supports.
 FORMATS = [
@@ -67,6 +57,10 @@ FORMATS = [
     ("chat", "llama3-tokenizer"),
     ("chat", "smollm2-135m-instruct-tokenizer"),
 ]
+
+
+#: The paper's prompts as the code loads them, keyed like PAPER_LISTINGS.
+BUILTIN_TEMPLATES = {key: get_template(*key) for key in PAPER_LISTINGS}
 
 
 def encoder(tokenizer, dataset: str, tasks: tuple[str, ...], shots: int, fmt: str, **kwargs) -> PromptEncoder:
@@ -90,7 +84,7 @@ def test_every_listing_is_registered():
     assert set(BUILTIN_TEMPLATES) == {
         (dataset, tasks, shots)
         for dataset, task_sets in {
-            "20ng": [("topic20",), ("topic7",), ("topic7", "topic20")],
+            "newsgroups": [("topic20",), ("topic7",), ("topic7", "topic20")],
             "massive": [("intent",), ("slots",), ("intent", "slots")],
         }.items()
         for tasks in task_sets
@@ -114,7 +108,7 @@ def test_listing_renders_labels_examples_and_text(key):
                 assert f"'{label}'" in prompt or f'"{label}"' in prompt, label
     assert "{" not in prompt.replace('{"task1": "task1_label", "task2": "task2_label"}', "")
     assert prompt.count(query.text) == 1
-    block = "Beginning of <<News>>" if dataset == "20ng" else "Beginning of <<Utter>>"
+    block = "Beginning of <<News>>" if dataset == "newsgroups" else "Beginning of <<Utter>>"
     assert prompt.count(block) == shots + 1
     assert ("Beginning of <<Examples>>" in prompt) == (shots > 0)
     assert [f"ANSWER{i}" in prompt for i in range(shots)] == [True] * shots
@@ -171,14 +165,14 @@ def test_listing_11_wording_system_and_query():
 
 
 def test_20ng_label_list_styles_follow_the_paper():
-    _, user = get_template("20ng", ["topic20", "topic7"], 0).render([SPECS["topic7"], SPECS["topic20"]], "x")
+    _, user = get_template("newsgroups", ["topic20", "topic7"], 0).render([SPECS["topic7"], SPECS["topic20"]], "x")
     assert 'in the list ["alt", "comp", "misc", "rec", "sci", "soc", "talk"] and change task1_label' in user
     assert "in the list ['alt.atheism', 'comp.graphics', 'comp.os.ms-windows.misc'," in user
     assert "talk.religion.misc'] and change task2_label to the correct label in the list.\n\n\nOutput the" in user
 
 
 def test_five_shot_block_layout():
-    template = get_template("20ng", ["topic7"], 5)
+    template = get_template("newsgroups", ["topic7"], 5)
     _, user = template.render([SPECS["topic7"]], "query", [("first post", "rec"), ("second post", "sci")])
     assert (
         "Below are some examples with the correct classification:\n\n"
@@ -191,7 +185,9 @@ def test_five_shot_block_layout():
 
 
 def test_get_template_unknown_combination():
-    with pytest.raises(ValueError, match="no built-in prompt for massive intent 3-shot; available: 20ng topic20"):
+    with pytest.raises(
+        ValueError, match="no paper prompt for massive intent 3-shot \\(paper prompts: newsgroups topic20"
+    ):
         get_template("massive", ["intent"], 3)
 
 
@@ -306,7 +302,7 @@ def test_shots_never_include_the_query():
 
 
 def test_encoder_uses_the_drawn_shots(tokenizers):
-    enc = encoder(tokenizers("llama3-tokenizer"), "20ng", ("topic7",), 5, "chat", seed=3)
+    enc = encoder(tokenizers("llama3-tokenizer"), "newsgroups", ("topic7",), 5, "chat", seed=3)
     query = news(100, split="test")
     text = enc.tokenizer.decode(enc.encode_for_generation(query, 8)["input_ids"])
     for shot in select_shots(query, NEWS_POOL, 5, seed=3):
@@ -316,7 +312,12 @@ def test_encoder_uses_the_drawn_shots(tokenizers):
 # ---------------------------------------------------------------------------------------------------------------------
 # Exact masks, per format and task kind
 
-TASK_SETS = [("20ng", ("topic20",)), ("massive", ("slots",)), ("massive", ("intent", "slots")), ("20ng", ("topic7",))]
+TASK_SETS = [
+    ("newsgroups", ("topic20",)),
+    ("massive", ("slots",)),
+    ("massive", ("intent", "slots")),
+    ("newsgroups", ("topic7",)),
+]
 
 
 @pytest.mark.parametrize("shots", [0, 5])
@@ -349,7 +350,7 @@ def _gold(example: Example, tasks: tuple[str, ...]) -> dict:
 
 def test_llama2_format_is_metas(tokenizers):
     tok = tokenizers("llama2-tokenizer")
-    enc = encoder(tok, "20ng", ("topic7",), 0, "llama2")
+    enc = encoder(tok, "newsgroups", ("topic7",), 0, "llama2")
     example = news(5)
     _, user = enc.template.render([SPECS["topic7"]], example.text)
     feature = enc.encode_for_training(example)
@@ -396,27 +397,30 @@ def test_chat_format_smollm2_differs_only_by_the_trailing_newline(tokenizers):
 
 
 def _shots(enc: PromptEncoder, example: Example) -> list[tuple[str, str]]:
-    from lit_clf.answers import render_answer
+    from lit_clf.decoder.answers import render_answer
 
     return [(shot.text, render_answer(shot, enc.tasks)) for shot in enc.shots_for(example)]
 
 
 def test_chat_format_needs_a_chat_template(tokenizers):
     with pytest.raises(ValueError, match="no chat template"):
-        encoder(tokenizers("llama2-tokenizer"), "20ng", ("topic7",), 0, "chat")
+        encoder(tokenizers("llama2-tokenizer"), "newsgroups", ("topic7",), 0, "chat")
     with pytest.raises(ValueError, match="fmt: expected one of raw, llama2, chat"):
-        encoder(tokenizers("llama2-tokenizer"), "20ng", ("topic7",), 0, "alpaca")
+        encoder(tokenizers("llama2-tokenizer"), "newsgroups", ("topic7",), 0, "alpaca")
     with pytest.raises(ValueError, match="pool: 5-shot prompts need more than 5 examples"):
         PromptEncoder(
             tokenizers("llama2-tokenizer"),
-            get_template("20ng", ["topic7"], 5),
+            get_template("newsgroups", ["topic7"], 5),
             [SPECS["topic7"]],
             "raw",
             pool=NEWS_POOL[:5],
         )
     with pytest.raises(ValueError, match="no spec for 'topic20', which Listing 5 asks for"):
         PromptEncoder(
-            tokenizers("llama2-tokenizer"), get_template("20ng", ["topic7", "topic20"], 0), [SPECS["topic7"]], "raw"
+            tokenizers("llama2-tokenizer"),
+            get_template("newsgroups", ["topic7", "topic20"], 0),
+            [SPECS["topic7"]],
+            "raw",
         )
 
 
@@ -437,7 +441,11 @@ def test_water_fill_and_allocation():
 
 @pytest.mark.parametrize(
     ("dataset", "tasks", "shots", "max_length"),
-    [("20ng", ("topic7",), 0, 256), ("20ng", ("topic7",), 5, 512), ("20ng", ("topic7", "topic20"), 5, 1024)],
+    [
+        ("newsgroups", ("topic7",), 0, 256),
+        ("newsgroups", ("topic7",), 5, 512),
+        ("newsgroups", ("topic7", "topic20"), 5, 1024),
+    ],
 )
 @pytest.mark.parametrize(("fmt", "name"), FORMATS, ids=[f"{f}-{n.split('-')[0]}" for f, n in FORMATS])
 def test_long_documents_are_cut_to_fit_and_answers_kept(tokenizers, fmt, name, dataset, tasks, shots, max_length):
@@ -465,14 +473,14 @@ def test_long_documents_are_cut_to_fit_and_answers_kept(tokenizers, fmt, name, d
 
 def test_short_prompts_are_not_cut(tokenizers):
     tok = tokenizers("llama3-tokenizer")
-    enc = encoder(tok, "20ng", ("topic7",), 5, "chat", max_length=16384)
+    enc = encoder(tok, "newsgroups", ("topic7",), 5, "chat", max_length=16384)
     example = news(3, num_words=2000)
     text = tok.decode(enc.encode_for_generation(example, 32)["input_ids"])
     assert example.text in text and all(shot.text in text for shot in enc.shots_for(example))
 
 
 def test_max_length_too_small_for_the_template(tokenizers):
-    enc = encoder(tokenizers("llama2-tokenizer"), "20ng", ("topic20",), 0, "llama2", max_length=100)
+    enc = encoder(tokenizers("llama2-tokenizer"), "newsgroups", ("topic20",), 0, "llama2", max_length=100)
     with pytest.raises(ValueError, match=r"max_length=100 cannot hold example 'train/.*': the prompt without its"):
         enc.encode_for_training(news(1))
 

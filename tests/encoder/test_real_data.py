@@ -6,7 +6,7 @@ import lightning as L
 import torch
 
 from lit_clf.data import MassiveDataModule
-from lit_clf.models import EncoderSeqTokenModule
+from lit_clf.encoder import EncoderSeqTokenModule
 
 
 def test_minilm_learns_massive_intents(minilm_dir, shared_data):

@@ -12,20 +12,23 @@ import torch
 from conftest import tiny_llama_config
 from transformers import LlamaForCausalLM
 
-from lit_clf.answers import parse_answer, render_answer
-from lit_clf.data.prompts import PromptEncoder, get_template, pad_batch
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
-from lit_clf.generation import (
+from lit_clf.decoder.answers import parse_answer, render_answer
+from lit_clf.decoder.decoding.constrained import (
     AnswerConstraint,
-    CandidateTree,
     ConstrainedAnswerProcessor,
     TokenVocab,
-    candidate_answer_ids,
     constrained_generate,
-    label_answer_ids,
+)
+from lit_clf.decoder.decoding.score import (
+    CandidateTree,
+    candidate_answer_ids,
     label_candidates,
     score_labels,
 )
+from lit_clf.decoder.encoding import PromptEncoder, pad_batch
+from lit_clf.decoder.formats import label_answer_ids
+from lit_clf.decoder.templates import get_template
 
 SMOL, LLAMA2, LLAMA3 = "smollm2-135m-instruct-tokenizer", "llama2-tokenizer", "llama3-tokenizer"
 # "play" / "play_music" and "rec" / "rec.autos": a label that is a prefix of another.
@@ -284,7 +287,7 @@ def attention():
 @pytest.mark.parametrize("kernel", ["sdpa", "eager"])
 def test_score_labels_equals_an_unbatched_reference(tokenizers, models, attention, fmt, name, normalization, kernel):
     tokenizer, model = tokenizers(name), attention(models(name), kernel)
-    encoder = PromptEncoder(tokenizer, get_template("20ng", ["topic20"], 0), [TOPIC20], fmt=fmt)
+    encoder = PromptEncoder(tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], fmt=fmt)
     examples = [news(0, 3), news(1, 40), news(2, 11)]
     batch = left_padded(encoder, examples, max_new_tokens=10)
     candidates = candidate_answer_ids(encoder, label_candidates(encoder.tasks))
@@ -298,7 +301,9 @@ def test_score_labels_equals_an_unbatched_reference(tokenizers, models, attentio
 
 def test_score_labels_ranks_every_combination_of_several_sequence_tasks(tokenizers, models):
     tokenizer, model = tokenizers(SMOL), models(SMOL)
-    encoder = PromptEncoder(tokenizer, get_template("20ng", ["topic7", "topic20"], 0), [TOPIC7, TOPIC20], fmt="chat")
+    encoder = PromptEncoder(
+        tokenizer, get_template("newsgroups", ["topic7", "topic20"], 0), [TOPIC7, TOPIC20], fmt="chat"
+    )
     examples = [news(3, 5), news(4, 20)]
     batch = left_padded(encoder, examples, max_new_tokens=30)
     candidates = label_candidates(encoder.tasks)
@@ -328,7 +333,7 @@ def test_candidate_tree_merges_shared_prefixes_into_one_node():
 def test_score_labels_passes_depend_on_the_candidates_not_the_batch(tokenizers, models):
     """FSDP ranks must run the same forward passes: one over the prompts, one per ``candidates_per_pass``."""
     tokenizer, model = tokenizers(SMOL), models(SMOL)
-    encoder = PromptEncoder(tokenizer, get_template("20ng", ["topic20"], 0), [TOPIC20], fmt="chat")
+    encoder = PromptEncoder(tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], fmt="chat")
     candidates = candidate_answer_ids(encoder, label_candidates(encoder.tasks))
     calls = []
     hook = model.register_forward_hook(

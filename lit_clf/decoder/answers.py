@@ -9,7 +9,7 @@ One syntax per task kind, the same in single- and multi-task prompts:
 * several tasks: the JSON object of the paper's consolidated prompts, one field per task under the keys the
   prompt names (``{"task1": "alarm_set", "task2": ["Other", "time"]}``).
 
-The end-of-sequence token is not part of the text: :mod:`lit_clf.data.prompts` appends it as a token id.
+The end-of-sequence token is not part of the text: :mod:`lit_clf.decoder.prompts` appends it as a token id.
 
 The parsers never raise. Each returns a :class:`ParsedAnswer` per task: a best-effort ``value`` and a
 ``valid`` flag, which is what the invalid-output rate counts. They are tolerant of what fine-tuned and

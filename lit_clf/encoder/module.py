@@ -14,14 +14,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from lit_clf.data.encoder_features import IGNORE_INDEX, EncoderFeaturizer, word_predictions
-from lit_clf.data.tasks import OTHER
-from lit_clf.metrics import Accuracy, SlotExactMatch, SlotF1
-from lit_clf.models.common import TaskModule, coerce_tasks, default_optimizer, resolve_task_weights
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
+from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
+from lit_clf.module import TaskModule, default_optimizer
 
 HEADS_FILE = "lit_clf_heads.safetensors"
 TASKS_FILE = "lit_clf_tasks.json"
-STAGES = ("val", "test")
+
+
+def resolve_task_weights(tasks: list[TaskSpec], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Loss weight per task: 1.0 for every task unless given (equal weighting, as in the paper)."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - {task.name for task in tasks})
+    if unknown:
+        raise ValueError(f"task_weights: unknown task {unknown[0]!r}; tasks are {[t.name for t in tasks]}")
+    return {task.name: float(weights.get(task.name, 1.0)) for task in tasks}
 
 
 def load_backbone(name: str, pretrained: bool) -> nn.Module:
@@ -52,7 +59,7 @@ class EncoderSeqTokenModule(TaskModule):
 
     def __init__(
         self,
-        backbone: str = "roberta-base",
+        backbone: str,
         tasks: list[dict[str, Any]] | None = None,
         tokenizer: str | None = None,
         pretrained: bool = True,
@@ -75,15 +82,14 @@ class EncoderSeqTokenModule(TaskModule):
             max_length: Inputs are truncated to this many tokens (special tokens included).
             dropout: Dropout before each head.
             task_weights: Loss weight per task name; tasks not listed weigh 1.0.
-            optimizer: Optimizer class and arguments (default Adam, lr 1e-5, as in the paper).
+            optimizer: Optimizer class and arguments (default AdamW, lr 1e-5; the paper: Adam, lr 1e-5).
             lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step.
             compile: Compile the backbone with ``torch.compile`` (dynamic shapes).
             top_k: Number of top labels with probabilities written per sequence task by ``predict``.
         """
         super().__init__()
         self.save_hyperparameters()
-        self.tasks = coerce_tasks(tasks, type(self).__name__)
-        self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
+        self.init_tasks(tasks, optimizer, lr_scheduler)
         self.loss_weights = resolve_task_weights(self.tasks, task_weights)
         self.backbone = load_backbone(backbone, pretrained)
         hidden = self.backbone.config.hidden_size
@@ -93,21 +99,8 @@ class EncoderSeqTokenModule(TaskModule):
         by_words = any(task.kind == "token" for task in self.tasks)
         self.tokenizer = load_tokenizer(tokenizer or backbone, by_words)
         self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length)
-        self.metrics = nn.ModuleDict({stage: self._task_metrics() for stage in STAGES})
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = lr_scheduler
         if compile:
             self.backbone.compile(dynamic=True)
-
-    def _task_metrics(self) -> nn.ModuleDict:
-        metrics = nn.ModuleDict()
-        for task in self.tasks:
-            if task.kind == "sequence":
-                metrics[task.name] = nn.ModuleDict({"acc": Accuracy()})
-            else:
-                labels = list(task.labels)
-                metrics[task.name] = nn.ModuleDict({"f1": SlotF1(labels), "exact_match": SlotExactMatch(labels)})
-        return metrics
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -157,8 +150,7 @@ class EncoderSeqTokenModule(TaskModule):
                 words = self._word_predictions(batch, task, preds)
                 for metric in metrics.values():
                     metric.update(words, batch["word_labels"][task.name])
-            for name, metric in metrics.items():
-                self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=True, batch_size=size)
+        self.log_metrics(stage, size)
         return self._prediction_rows(batch, logits) if stage == "test" else []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

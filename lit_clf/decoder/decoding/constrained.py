@@ -1,17 +1,14 @@
-"""Reading answers from decoder LLMs without invalid outputs: constrained decoding and label scoring.
+"""Constrained decoding: greedy generation that can only write a valid answer.
 
-* Constrained decoding (:class:`ConstrainedAnswerProcessor`, :func:`constrained_generate`): at each generation
-  step only the tokens that keep the generated text a prefix of a valid answer are allowed, EOS only once the
-  answer is complete. Greedy decoding then writes a valid answer for every task kind: one label, a slot list with
-  exactly one label per word, or the multi-task JSON object.
-* Label scoring, or rank classification (:func:`score_labels`): the log-likelihood of every candidate answer after
-  the prompt; the prediction is the argmax. For sequence tasks, and for several sequence tasks together (every
-  combination of labels is a candidate, :func:`label_candidates`).
+At each generation step (:class:`ConstrainedAnswerProcessor`, :func:`constrained_generate`) only the tokens that
+keep the generated text a prefix of a valid answer are allowed, EOS only once the answer is complete. Greedy
+decoding then writes a valid answer for every task kind: one label, a slot list with exactly one label per word, or
+the multi-task JSON object.
 
 How constrained decoding works:
 
 1. *The answer as a sequence of alternatives.* :meth:`AnswerConstraint.parts` renders the answer with
-   :func:`lit_clf.answers.render_answer` itself, marker values in place of the labels, and splits the text at
+   :func:`lit_clf.decoder.answers.render_answer` itself, marker values in place of the labels, and splits the text at
    the markers: literal parts (``{"task1": "``) alternate with label choices, each label written as the renderer
    writes it (JSON escapes included). The format cannot drift from the one training uses.
 2. *The text of each token in context.* :class:`TokenVocab` holds the bytes each token adds to a text it
@@ -32,37 +29,32 @@ from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from lit_clf.answers import render_answer
-from lit_clf.data.prompts import PromptFormat, answer_segment
 from lit_clf.data.tasks import Example, TaskSpec
+from lit_clf.decoder.answers import render_answer
+from lit_clf.decoder.decoding.base import Decoded, read_answer
+from lit_clf.decoder.formats import PromptFormat, label_answer_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lit_clf.data.prompts import PromptEncoder
+    from lit_clf.decoder.encoding import PromptEncoder
 
 __all__ = [
     "AnswerConstraint",
     "ConstrainedAnswerProcessor",
+    "ConstrainedDecoding",
     "TokenVocab",
-    "candidate_answer_ids",
     "constrained_generate",
-    "label_answer_ids",
-    "label_candidates",
-    "score_labels",
 ]
-
-LengthNormalization = Literal["none", "mean"]
 
 # Markers written in place of labels when rendering an answer's layout: private-use characters, which JSON keeps
 # as they are (``ensure_ascii=False``) and no label contains.
@@ -81,11 +73,11 @@ _DONE = -1  # state of a row that has written EOS
 
 @dataclass(frozen=True)
 class AnswerConstraint:
-    """The valid answers of one example: what :func:`lit_clf.answers.render_answer` can write for it.
+    """The valid answers of one example: what :func:`lit_clf.decoder.answers.render_answer` can write for it.
 
     Attributes:
         tasks: The tasks of the prompt, in answer order (``PromptEncoder.tasks``).
-        keys: JSON key per task for several tasks; None for :func:`lit_clf.answers.default_keys`.
+        keys: JSON key per task for several tasks; None for :func:`lit_clf.decoder.answers.default_keys`.
         num_words: Number of whitespace words of the input: the length of every token task's label list.
             Required when a task is a token task.
     """
@@ -496,7 +488,8 @@ def constrained_generate(
             tokenizer's EOS as ``eos_token_id``, its pad token or else EOS as ``pad_token_id``).
 
     Returns:
-        The decoded generations (special tokens removed), one per prompt, for :func:`lit_clf.answers.parse_answer`.
+        The decoded generations (special tokens removed), one per prompt, for
+        :func:`lit_clf.decoder.answers.parse_answer`.
     """
     processor = ConstrainedAnswerProcessor(tokenizer, constraints, input_ids.shape[1], fmt)
     eos = tokenizer.eos_token_id
@@ -517,178 +510,29 @@ def constrained_generate(
     return tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Label scoring
-
-
-def label_candidates(tasks: Sequence[TaskSpec]) -> list[dict[str, str]]:
-    """Every combination of labels of ``tasks`` (task name -> label), first task's label varying slowest.
-
-    Raises:
-        ValueError: A task is a token task (its answers cannot be listed; use constrained decoding).
-    """
-    token_task = next((task.name for task in tasks if task.kind != "sequence"), None)
-    if token_task is not None:
-        raise ValueError(f"label scoring: {token_task!r} is a token task; only sequence tasks have label candidates")
-    names = [task.name for task in tasks]
-    return [dict(zip(names, combo)) for combo in itertools.product(*(task.labels for task in tasks))]
-
-
-def candidate_answer_ids(encoder: PromptEncoder, candidates: Sequence[Mapping[str, str]]) -> list[list[int]]:
-    """Answer ids + EOS of each candidate, exactly as ``encoder`` trains them (``encode_for_training``)."""
-    eos = encoder.tokenizer.eos_token_id
-    return [encoder.answer_ids(Example(id="", text="", labels=dict(labels))) + [eos] for labels in candidates]
-
-
-def label_answer_ids(
-    tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], fmt: PromptFormat = "chat"
-) -> list[list[int]]:
-    """Ids + EOS of answer texts as :class:`PromptEncoder` tokenizes them for prompt format ``fmt``.
-
-    The answer segment is tokenized on its own: `` rec.autos`` (``raw``), `` rec.autos `` (``llama2``) or
-    ``rec.autos`` (``chat``). For several tasks, pass :func:`lit_clf.answers.render_answer` texts.
-    """
-    eos = tokenizer.eos_token_id
-    texts = [answer_segment(answer, fmt) for answer in answers]
-    return [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
-
-
-@torch.no_grad()
-def score_labels(
-    model: PreTrainedModel,
-    prompt_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    label_token_ids: Sequence[Sequence[int]],
-    length_normalization: LengthNormalization = "none",
-    candidates_per_pass: int = 64,
-) -> torch.Tensor:
-    """Log-likelihood of every candidate answer after every prompt: rank classification.
-
-    One forward pass over the prompts fills the KV cache and scores each candidate's first token. The rest of the
-    candidates' tokens are laid out as a prefix tree (``rec.autos`` and ``rec.motorcycles`` share their ``rec.``
-    nodes) and scored in one more pass over that cache, which is never copied or repeated: each tree token attends
-    to its row's prompt and to its own ancestors through a 4D attention mask, at the position it would have right
-    after the prompt. So a batch costs the prompts plus one token per distinct answer prefix.
-
-    More than ``candidates_per_pass`` candidates are scored in several tree passes, the cache being cropped back
-    to the prompts after each. The number of passes depends only on the candidates, never on ``B``, so every rank
-    of a sharded (FSDP) model runs the same collectives even when its last batch is smaller.
+class ConstrainedDecoding:
+    """Greedy generation allowed only valid answers (no invalid output), then parsed like free decoding.
 
     Args:
-        model: A causal LM whose attention takes a 4D mask (``sdpa`` or ``eager`` attention, the defaults).
-        prompt_ids: ``(B, T)`` left-padded prompt ids.
-        attention_mask: ``(B, T)``, 0 on padding.
-        label_token_ids: ``N`` candidates' ids, each the answer ids + EOS (:func:`label_answer_ids`).
-        length_normalization: ``none``: sum of the token log-probs; ``mean``: divided by the number of tokens.
-        candidates_per_pass: Candidates per tree pass; memory grows with ``B`` times their distinct prefixes
-            times the vocabulary size (the logits).
-
-    Returns:
-        ``(B, N)`` float32 scores; the prediction is their argmax over candidates.
-
-    Raises:
-        ValueError: Bad normalization, right-padded prompts, no candidates, or an attention kernel that
-            cannot take a 4D mask (``flash_attention_2``...).
+        encoder: The prompt encoder (tasks in answer order, JSON keys, prompt format, tokenizer).
+        max_new_tokens: Bound on new tokens; unset: the longest valid answer, so no answer is ever cut.
     """
-    if length_normalization not in ("none", "mean"):
-        raise ValueError(f"length_normalization: expected 'none' or 'mean', got {length_normalization!r}")
-    if not bool(attention_mask[:, -1].all()):
-        raise ValueError("score_labels: prompts must be left-padded (attention_mask[:, -1] all 1)")
-    if not label_token_ids or not all(label_token_ids):
-        raise ValueError("label_token_ids: give at least one candidate, each with at least one id")
-    attention = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
-    if attention not in ("sdpa", "eager"):
-        raise ValueError(
-            f"score_labels: attention {attention!r} cannot take the 4D tree mask; load the model with "
-            "attn_implementation='sdpa' or 'eager'"
+
+    def __init__(self, encoder: PromptEncoder, max_new_tokens: int | None = None) -> None:
+        self.encoder = encoder
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, model, batch: dict, synced_gpus: bool = False) -> list[Decoded]:
+        keys = self.encoder.template.keys or None
+        constraints = [AnswerConstraint(tuple(self.encoder.tasks), keys, n) for n in batch["num_words"]]
+        texts = constrained_generate(
+            model,
+            self.encoder.tokenizer,
+            batch["input_ids"],
+            batch["attention_mask"],
+            constraints,
+            fmt=self.encoder.fmt,
+            max_new_tokens=self.max_new_tokens,
+            synced_gpus=synced_gpus,
         )
-    positions = _position_ids(attention_mask)
-    out = model(
-        input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
-    )
-    first = out.logits[:, -1].float().log_softmax(-1)
-    cache, step = out.past_key_values, max(1, candidates_per_pass)
-    prompt_length = cache.get_seq_length()
-    scores = []
-    for start in range(0, len(label_token_ids), step):
-        tree = CandidateTree.of(label_token_ids[start : start + step])
-        chunk = first[:, tree.first_tokens]
-        if tree.tokens:
-            extra = cache.get_seq_length() - prompt_length
-            if extra:  # drop the previous tree pass's tokens (a negative crop: a count, in every version)
-                cache.crop(-extra)
-            chunk = chunk + _tree_scores(model, cache, attention_mask, positions[:, -1], tree, attention)
-        scores.append(chunk)
-    result = torch.cat(scores, dim=1)
-    if length_normalization == "mean":
-        result = result / torch.tensor([len(ids) for ids in label_token_ids], device=result.device)
-    return result
-
-
-@dataclass(frozen=True)
-class CandidateTree:
-    """Candidates' ids as a prefix tree of input tokens: one node per distinct prefix of length 1 to ``len - 1``.
-
-    Node ``i`` feeds token ``tokens[i]`` at depth ``depths[i]`` (1: a candidate's first token, which follows the
-    prompt); its logits predict the next token of every candidate through that prefix. ``picks`` lists, for each
-    candidate's tokens after the first, the (node, token, candidate) to read.
-    """
-
-    first_tokens: list[int]
-    tokens: list[int]
-    depths: list[int]
-    parents: list[int]
-    picks: list[tuple[int, int, int]]
-
-    @classmethod
-    def of(cls, label_token_ids: Sequence[Sequence[int]]) -> CandidateTree:
-        nodes: dict[tuple[int, ...], int] = {}
-        tokens, depths, parents, picks = [], [], [], []
-        for candidate, ids in enumerate(label_token_ids):
-            for j in range(1, len(ids)):
-                prefix = tuple(ids[:j])
-                if prefix not in nodes:
-                    nodes[prefix] = len(tokens)
-                    tokens.append(ids[j - 1])
-                    depths.append(j)
-                    parents.append(nodes.get(prefix[:-1], -1))
-                picks.append((nodes[prefix], ids[j], candidate))
-        return cls([ids[0] for ids in label_token_ids], tokens, depths, parents, picks)
-
-    def ancestors(self) -> torch.Tensor:
-        """``(M, M)`` bool: ``[i, j]`` when node ``j`` is node ``i`` or one of its ancestors."""
-        mask = torch.zeros(len(self.tokens), len(self.tokens), dtype=torch.bool)
-        for node, parent in enumerate(self.parents):  # a parent always precedes its children
-            if parent >= 0:
-                mask[node] = mask[parent]
-            mask[node, node] = True
-        return mask
-
-
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, as ``generate`` does for left-padded prompts."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _tree_scores(model, cache, attention_mask, last_positions, tree: CandidateTree, attention: str) -> torch.Tensor:
-    """``(B, C)`` sums of log p(token j | prompt, tokens < j) over j >= 1 of the tree's ``C`` candidates."""
-    device, batch, nodes = attention_mask.device, attention_mask.shape[0], len(tree.tokens)
-    inputs = torch.tensor(tree.tokens, device=device).expand(batch, nodes)
-    positions = last_positions[:, None] + torch.tensor(tree.depths, device=device)
-    allowed = torch.cat(
-        [
-            attention_mask.bool()[:, None, None, :].expand(batch, 1, nodes, -1),
-            tree.ancestors().to(device).expand(batch, 1, nodes, nodes),
-        ],
-        dim=-1,
-    )
-    mask = allowed  # sdpa takes a boolean mask; eager adds the mask to the attention scores
-    if attention == "eager":
-        mask = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    logits = model(
-        input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-    ).logits
-    node, token, candidate = torch.tensor(tree.picks, device=device).unbind(-1)
-    logprobs = logits[:, node, token].float() - logits.float().logsumexp(-1)[:, node]
-    scores = torch.zeros(batch, len(tree.first_tokens), device=device)
-    return scores.index_add_(1, candidate, logprobs)
+        return [read_answer(self.encoder, text, n) for text, n in zip(texts, batch["num_words"])]

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy
 
-from tests.models.test_decoder import REPO, tiny_overrides
+from tests.decoder.test_module import REPO, tiny_overrides
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
@@ -56,7 +56,7 @@ class CPUFSDPStrategy(FSDPStrategy):
 
 
 STRATEGY = (
-    "--trainer.strategy={class_path: tests.models.test_decoder_fsdp.CPUFSDPStrategy, init_args: {"
+    "--trainer.strategy={class_path: tests.decoder.test_fsdp.CPUFSDPStrategy, init_args: {"
     "sharding_strategy: FULL_SHARD, state_dict_type: sharded, "
     "auto_wrap_policy: [transformers.models.llama.modeling_llama.LlamaDecoderLayer], "
     "activation_checkpointing_policy: [transformers.models.llama.modeling_llama.LlamaDecoderLayer]}}"

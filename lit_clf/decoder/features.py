@@ -1,87 +1,50 @@
 """Examples -> decoder inputs: masked prompt + answer for training, left-padded prompts for generation.
 
 The prompt itself (template, format, few-shot draw, token budgets, answer mask) is
-:class:`~lit_clf.data.prompts.PromptEncoder`'s job; this module picks its inputs and pads batches:
+:class:`~lit_clf.decoder.encoding.PromptEncoder`'s job; this module picks its inputs and pads batches:
 
 * training (``train=True``): ``encode_for_training`` features (labels -100 except answer + EOS), padded on the RIGHT;
 * evaluation and prediction (any split): prompt ids only, the gold label ids for the metrics, the number of
   input words and a generation budget, padded on the LEFT so every row's new tokens follow its prompt directly.
 
-Which prompt: the paper's (:data:`~lit_clf.data.prompts.BUILTIN_TEMPLATES`, keyed ``20ng``/``massive``) for the
-DataModule's dataset, task set and number of shots, or a user file. DataModules name themselves
-``20newsgroups``/``massive`` (``dataset_name``); :data:`PROMPT_DATASETS` maps those names to the prompt keys, and a
-dataset without prompts of its own (a test DataModule) uses the one prompt key whose templates cover its tasks.
-
-Few-shot examples come from the DataModule's training split (after ``max_examples``), never the query itself.
+Which prompt: a user ``prompt_file``, else the paper's for the dataset (the DataModule's ``dataset_name``, passed
+in :class:`~lit_clf.data.base.DatasetInfo`), task set and number of shots. Few-shot examples come from the
+DataModule's training split (after ``max_examples``), never the query itself.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lit_clf.answers import ParsedAnswer, parse_answer
-from lit_clf.data.prompts import (
-    BUILTIN_TEMPLATES,
-    PROMPT_FORMATS,
-    PromptEncoder,
-    PromptFormat,
-    get_template,
-    pad_batch,
-)
-from lit_clf.data.tasks import Example, TaskSpec
-
-#: DataModule ``dataset_name`` -> dataset key of the paper's prompts in :mod:`lit_clf.data.prompts`.
-PROMPT_DATASETS = {"20newsgroups": "20ng", "massive": "massive"}
+from lit_clf.data.base import DatasetInfo
+from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
+from lit_clf.decoder.encoding import PromptEncoder, pad_batch
+from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.decoder.templates import PromptTemplate, get_template
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
 #: label in another context can take a token more or less.
 BUDGET_SLACK = 4
 
 
-def prompt_dataset(name: str | None, tasks: Sequence[str]) -> str:
-    """The prompt key (``20ng``/``massive``) of a DataModule ``dataset_name`` (or of a prompt key itself).
-
-    A name without prompts (``None``, a test DataModule) falls back to the one key whose built-in templates cover
-    ``tasks`` (``intent`` + ``slots`` -> ``massive``).
-
-    Raises:
-        ValueError: No built-in prompt key fits; the message says to give ``prompt_file``.
-    """
-    keys = sorted({key for key, _, _ in BUILTIN_TEMPLATES})
-    if name in PROMPT_DATASETS:
-        return PROMPT_DATASETS[name]
-    if name in keys:
-        return name
-    fitting = sorted({key for key, names, _ in BUILTIN_TEMPLATES if sorted(names) == sorted(tasks)})
-    if len(fitting) == 1:
-        return fitting[0]
-    raise ValueError(
-        f"dataset {name!r}: no built-in prompt for tasks {list(tasks)} (built-in: {', '.join(keys)}); "
-        "give the model a prompt_file"
-    )
-
-
 class DecoderFeaturizer:
-    """Tokenizes examples for :class:`~lit_clf.models.DecoderGenerativeModule` and pads batches.
+    """Tokenizes examples for :class:`~lit_clf.decoder.DecoderGenerativeModule` and pads batches.
 
     Args:
         tokenizer: The decoder's tokenizer (its EOS ends every answer).
         tasks: Task specs; the template fixes the answer order.
         prompt_format: ``chat`` (the tokenizer's chat template), ``llama2`` (``[INST] ... [/INST]``) or ``raw``.
         shots: Few-shot examples per prompt (0 or 5 for the paper's prompts).
-        prompt_file: A user template (see :func:`~lit_clf.data.prompts.load_template`) instead of the paper's.
+        prompt_file: A user template (see :func:`~lit_clf.decoder.templates.load_template`) instead of the paper's.
         max_length: Most tokens of prompt + answer + EOS; texts are cut to fit.
         max_new_tokens: Generation budget per example; unset: :meth:`answer_budget`.
-        dataset: Prompt key or DataModule ``dataset_name``; unset: the attached DataModule's.
-        pool: Few-shot pool; unset: the attached DataModule's training split.
-        seed: Seed of the few-shot draw; unset: the attached DataModule's ``seed`` (else 0).
-        datamodule: Zero-argument callable returning the DataModule being featurized (or None); the model
-            passes one reading its trainer, so the pool and dataset name are read when a split is featurized.
+
+    The dataset (its name, few-shot pool and seed) comes with each :meth:`featurize` call, from the DataModule.
     """
 
     def __init__(
@@ -93,10 +56,6 @@ class DecoderFeaturizer:
         prompt_file: str | Path | None = None,
         max_length: int = 16384,
         max_new_tokens: int | None = None,
-        dataset: str | None = None,
-        pool: Sequence[Example] | None = None,
-        seed: int | None = None,
-        datamodule: Callable[[], Any] | None = None,
     ) -> None:
         if shots < 0:
             raise ValueError(f"shots must be >= 0, got {shots}")
@@ -117,49 +76,44 @@ class DecoderFeaturizer:
         self.prompt_file = prompt_file
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
-        self.dataset = dataset
-        self.pool = pool
-        self.seed = seed
-        self.datamodule = datamodule
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.info: DatasetInfo | None = None
         self._encoder: PromptEncoder | None = None
         self._budgets: dict[int, int] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        # DataLoader workers started by spawn pickle collate_fn: leave out the link to the model (its weights).
-        return {**self.__dict__, "datamodule": None, "_encoder": None}
-
     # ----------------------------------------------------------------- prompt
-    @property
-    def encoder(self) -> PromptEncoder:
-        """The prompt encoder of the last featurized split (built on first use)."""
-        if self._encoder is None:
-            self._encoder = self.build_encoder()
+    def template(self, dataset: str | None) -> PromptTemplate:
+        """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks)."""
+        return get_template(dataset, [task.name for task in self.tasks], self.shots, path=self.prompt_file)
+
+    def use(self, info: DatasetInfo | None) -> PromptEncoder:
+        """The prompt encoder for a dataset (its name picks the paper's prompt; its training split is the few-shot
+        pool); built once per dataset. None reuses the last dataset's, or builds one without a pool."""
+        if info is None and self._encoder is not None:
+            return self._encoder
+        info = info or DatasetInfo(name="")
+        same = self.info is not None and (info.name, id(info.train), info.seed) == (
+            self.info.name,
+            id(self.info.train),
+            self.info.seed,
+        )
+        if not same or self._encoder is None:
+            if self.shots and len(info.train) <= self.shots:
+                raise ValueError(
+                    f"shots={self.shots}: the few-shot pool has {len(info.train)} training examples; it needs more "
+                    "than shots (pass the DataModule's `info`)"
+                )
+            template = self.template(info.name or None)
+            self._encoder = PromptEncoder(
+                self.tokenizer, template, self.tasks, self.prompt_format, self.max_length, info.train, info.seed
+            )
+            self.info, self._budgets = info, {}
         return self._encoder
 
-    def build_encoder(self) -> PromptEncoder:
-        """A :class:`PromptEncoder` for the attached DataModule (its dataset name, training split and seed)."""
-        datamodule = self.datamodule() if self.datamodule is not None else None
-        names = [task.name for task in self.tasks]
-        if self.prompt_file is not None:
-            template = get_template("", names, self.shots, path=self.prompt_file)
-        else:
-            dataset = self.dataset or getattr(datamodule, "dataset_name", None)
-            template = get_template(prompt_dataset(dataset, names), names, self.shots)
-        pool = self.pool
-        if pool is None:
-            if self.shots and datamodule is None:
-                raise ValueError(f"shots={self.shots}: no few-shot pool; attach a DataModule or pass pool")
-            pool = datamodule.examples("train") if self.shots else ()
-        seed = self.seed if self.seed is not None else getattr(datamodule, "seed", 0)
-        return PromptEncoder(
-            self.tokenizer, template, self.tasks, self.prompt_format, self.max_length, pool=pool, seed=seed
-        )
-
-    def parse(self, text: str, num_words: int) -> dict[str, ParsedAnswer]:
-        """Read a decoded generation (see :func:`lit_clf.answers.parse_answer`); never raises."""
-        keys = self.encoder.template.keys or None
-        return parse_answer(text, self.encoder.tasks, keys, num_words=num_words)
+    @property
+    def encoder(self) -> PromptEncoder:
+        """The prompt encoder of the last featurized dataset."""
+        return self.use(None)
 
     def answer_budget(self, num_words: int) -> int:
         """New tokens a generation for an input of ``num_words`` words may take (``max_new_tokens`` if set).
@@ -186,11 +140,18 @@ class DecoderFeaturizer:
         return max(task.labels, key=cost)
 
     # -------------------------------------------------------------- featurize
-    def featurize(self, examples: Sequence[Example], split: str, train: bool) -> list[dict[str, Any]]:
+    def featurize(
+        self, examples: Sequence[Example], train: bool, info: DatasetInfo | None = None
+    ) -> list[dict[str, Any]]:
         """Training features (prompt + answer, loss on the answer) when ``train``, else generation features
-        (the prompt alone), whatever the split: ``predict`` on the training split gets prompts."""
-        self._encoder = self.build_encoder()  # the DataModule (pool, dataset) may differ from the last call
-        self._budgets = {}
+        (the prompt alone), whatever the split: ``predict`` on the training split gets prompts.
+
+        Args:
+            examples: The split's examples.
+            train: Training features or generation features.
+            info: The DataModule's dataset name, training split (few-shot pool) and seed; None: the last ones.
+        """
+        self.use(info)
         if train:
             return [{"index": i, **self.encoder.encode_for_training(ex)} for i, ex in enumerate(examples)]
         return [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
@@ -205,7 +166,7 @@ class DecoderFeaturizer:
             label2id = task.label2id
             gold = example.labels.get(task.name)
             if gold is None:  # unlabelled input (predict on new text): nothing to score
-                feature["gold"][task.name] = -100 if task.kind == "sequence" else []
+                feature["gold"][task.name] = IGNORE_INDEX if task.kind == "sequence" else []
                 continue
             values = [gold] if task.kind == "sequence" else list(gold)
             unknown = [value for value in values if value not in label2id]
@@ -217,6 +178,22 @@ class DecoderFeaturizer:
 
     def length(self, feature: dict[str, Any]) -> int:
         return len(feature["input_ids"])
+
+    def describe(self, feature: dict[str, Any]) -> str:
+        """The exact text the model reads; for a training feature the loss span (answer + EOS) between
+        ``[[`` and ``]]``."""
+        ids, labels = feature["input_ids"], feature.get("labels")
+        start = len(ids) if labels is None else next(i for i, v in enumerate(labels) if v != IGNORE_INDEX)
+
+        def decode(part: list[int]) -> str:
+            return self.tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+        text = decode(ids[:start])
+        return text if start == len(ids) else f"{text}[[{decode(ids[start:])}]]"
+
+    def show(self, example: Example, train: bool = True, info: DatasetInfo | None = None) -> str:
+        """:meth:`describe` of one example's feature: ``print(model.featurizer.show(example))``."""
+        return self.describe(self.featurize([example], train=train, info=info)[0])
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """Right-padded ``input_ids``/``attention_mask``/``labels`` for training features; left-padded prompts
@@ -240,4 +217,4 @@ class DecoderFeaturizer:
         }
 
 
-__all__ = ["BUDGET_SLACK", "PROMPT_DATASETS", "DecoderFeaturizer", "prompt_dataset"]
+__all__ = ["BUDGET_SLACK", "DecoderFeaturizer"]

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-import lit_clf.models.decoder as decoder_module
-from lit_clf.answers import render_answer
-from lit_clf.data.decoder_features import DecoderFeaturizer, prompt_dataset
-from lit_clf.data.prompts import IGNORE_INDEX
-from lit_clf.data.tasks import Example
-from lit_clf.models import DecoderGenerativeModule
+import lit_clf.decoder.module as decoder_module
+from lit_clf.data.base import DatasetInfo
+from lit_clf.data.tasks import IGNORE_INDEX, Example
+from lit_clf.decoder import DecoderGenerativeModule
+from lit_clf.decoder.answers import render_answer
+from lit_clf.decoder.decoding.base import read_answer
+from lit_clf.decoder.features import DecoderFeaturizer
 from tests.helpers import ToyDataModule, run_cli, toy_examples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,13 +54,13 @@ def toy_specs(names=("intent", "slots")):
 def make_module(model_dir, tasks, **kwargs) -> DecoderGenerativeModule:
     torch.manual_seed(0)
     kwargs.setdefault("max_length", 512)
-    module = DecoderGenerativeModule(model=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
+    module = DecoderGenerativeModule(backbone=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
     module.configure_model()
     return module
 
 
 def batch_for(module: DecoderGenerativeModule, examples, split: str) -> dict:
-    return module.featurizer.collate(module.featurizer.featurize(examples, split, train=split == "train"))
+    return module.featurizer.collate(module.featurizer.featurize(examples, train=split == "train"))
 
 
 def gold_value(example: Example, task: str):
@@ -80,11 +81,10 @@ TASK_SETS = [("intent",), ("slots",), ("intent", "slots")]
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_training_batch_masks_exactly_answer_and_eos(model_dirs, fmt, tasks, shots):
     tokenizer = AutoTokenizer.from_pretrained(model_dirs[fmt])
-    featurizer = DecoderFeaturizer(
-        tokenizer, toy_specs(tasks), prompt_format=fmt, shots=shots, pool=toy_examples("train-"), seed=0
-    )
+    featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format=fmt, shots=shots)
     examples = toy_examples("val-")[:3]
-    batch = featurizer.collate(featurizer.featurize(examples, "train", train=True))
+    info = DatasetInfo("massive", toy_examples("train-"), seed=0)
+    batch = featurizer.collate(featurizer.featurize(examples, train=True, info=info))
     assert set(batch) == {"index", "input_ids", "attention_mask", "labels"}
     B, T = batch["input_ids"].shape
     assert B == 3 and batch["labels"].shape == batch["attention_mask"].shape == (B, T)
@@ -103,7 +103,7 @@ def test_training_batch_masks_exactly_answer_and_eos(model_dirs, fmt, tasks, sho
 def test_exact_mask_counts_of_one_batch(tiny_smollm_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_smollm_dir)
     featurizer = DecoderFeaturizer(tokenizer, toy_specs(), prompt_format="chat")
-    batch = featurizer.collate(featurizer.featurize(toy_examples(), "train", train=True))
+    batch = featurizer.collate(featurizer.featurize(toy_examples(), train=True))
     # {"task1": "alarm_set", "task2": ["Other", ..., "date"]} + <|im_end|>, per example
     assert (batch["labels"] != IGNORE_INDEX).sum(1).tolist() == GOLDEN_ANSWER_TOKENS
     assert batch["input_ids"].shape == (8, GOLDEN_LONGEST_TRAINING_ROW)
@@ -119,8 +119,8 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
     specs = toy_specs()
     featurizer = DecoderFeaturizer(tokenizer, specs, prompt_format=fmt)
     examples = toy_examples("test-")[:3]
-    training = featurizer.featurize(examples, "train", train=True)
-    batch = featurizer.collate(featurizer.featurize(examples, "test", train=False))
+    training = featurizer.featurize(examples, train=True)
+    batch = featurizer.collate(featurizer.featurize(examples, train=False))
     assert set(batch) == {"index", "input_ids", "attention_mask", "gold", "num_words", "max_new_tokens"}
     B, T = batch["input_ids"].shape
     for row, train in enumerate(training):
@@ -140,18 +140,21 @@ def test_answer_budget_covers_every_gold_answer(tiny_llama2_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama2_dir)
     for tasks in TASK_SETS:
         featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format="llama2")
-        for example, feature in zip(toy_examples(), featurizer.featurize(toy_examples(), "val", train=False)):
+        for example, feature in zip(toy_examples(), featurizer.featurize(toy_examples(), train=False)):
             assert feature["max_new_tokens"] >= len(featurizer.encoder.answer_ids(example)) + 1
     fixed = DecoderFeaturizer(tokenizer, toy_specs(), prompt_format="llama2", max_new_tokens=7)
-    assert {f["max_new_tokens"] for f in fixed.featurize(toy_examples(), "val", train=False)} == {7}
+    assert {f["max_new_tokens"] for f in fixed.featurize(toy_examples(), train=False)} == {7}
 
 
-def test_dataset_names_map_to_prompt_keys():
-    assert prompt_dataset("20newsgroups", ["topic20"]) == "20ng"
-    assert prompt_dataset("massive", ["slots"]) == "massive"
-    assert prompt_dataset("toy", ["slots", "intent"]) == "massive"  # no prompts of its own: found by tasks
-    with pytest.raises(ValueError, match="give the model a prompt_file"):
-        prompt_dataset("mine", ["sentiment"])
+def test_dataset_names_pick_the_paper_prompt(tiny_llama2_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama2_dir)
+    featurizer = DecoderFeaturizer(tokenizer, toy_specs(("slots", "intent")), prompt_format="llama2")
+    assert featurizer.template("massive").source == "Listing 11"
+    assert featurizer.template(None).source == "Listing 11"  # no dataset: found by the tasks
+    with pytest.raises(
+        ValueError, match="no paper prompt for newsgroups slots\\+intent 0-shot.*give the model a prompt_file"
+    ):
+        featurizer.template("newsgroups")
 
 
 def test_five_shots_come_from_the_train_split_never_the_query(tiny_llama2_dir):
@@ -250,7 +253,9 @@ def test_metrics_of_parsed_answers(tiny_llama2_dir):
         json.dumps({**gold[2], "task1": "not_an_intent"}),  # unknown intent: invalid; slots right and valid
         json.dumps({**gold[3], "task2": gold[3]["task2"][:-1]}),  # one slot label short: slots invalid
     ]
-    module.generate_answers = lambda batch: texts
+    module.decode = lambda batch: [
+        read_answer(module.featurizer.encoder, t, n) for t, n in zip(texts, batch["num_words"])
+    ]
     module._evaluate(batch_for(module, examples, "val"), "val")
     metrics = {name: metric.compute().item() for name, metric in module.metrics["val"]["intent"].items()}
     assert metrics == {"acc": 0.5, "invalid_rate": 0.5}
@@ -278,8 +283,8 @@ def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, no
     examples = toy_examples()[:4]
     batch = batch_for(module, examples, "test")
     passes = []
-    hook = module.model.register_forward_hook(lambda *_: passes.append(1))
-    predicted = module.generate_answers(batch)
+    hook = module.backbone.register_forward_hook(lambda *_: passes.append(1))
+    predicted = [row.answers["intent"].value for row in module.decode(batch)]
     hook.remove()
     assert len(passes) == 1 + -(-len(spec.labels) // 2)  # the prompts, then 2 candidates per pass
     encoder, eos = module.featurizer.encoder, module.tokenizer.eos_token_id
@@ -351,7 +356,7 @@ def test_option_errors_are_one_line(tiny_llama2_dir):
     specs = toy_specs(("intent",))
     with pytest.raises(ValueError, match="prompt_format='chat': tokenizer .* has no chat template"):
         make_module(tiny_llama2_dir, specs, prompt_format="chat")
-    with pytest.raises(ValueError, match="no built-in prompt for massive intent 3-shot"):
+    with pytest.raises(ValueError, match="no paper prompt for intent 3-shot"):
         make_module(tiny_llama2_dir, specs, prompt_format="llama2", shots=3)
     with pytest.raises(ValueError, match="load_in_4bit .* set lora and pretrained"):
         make_module(tiny_llama2_dir, specs, prompt_format="llama2", load_in_4bit=True)
@@ -362,7 +367,7 @@ def test_option_errors_are_one_line(tiny_llama2_dir):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
 def test_load_in_4bit_needs_a_gpu(tiny_llama2_dir):
     module = DecoderGenerativeModule(
-        model=str(tiny_llama2_dir),
+        backbone=str(tiny_llama2_dir),
         tasks=toy_specs(("intent",)),
         prompt_format="llama2",
         load_in_4bit=True,
@@ -383,10 +388,10 @@ def test_fsdp_ranks_above_zero_build_on_meta_and_rank_zero_loads(tmp_path, tiny_
     weights = {}
     for rank in (1, 0):
         strategy = FSDPStrategy(parallel_devices=[torch.device("cpu")] * 2)
-        module = DecoderGenerativeModule(model=str(saved), tasks=toy_specs(("intent",)), prompt_format="llama2")
+        module = DecoderGenerativeModule(backbone=str(saved), tasks=toy_specs(("intent",)), prompt_format="llama2")
         module._trainer = SimpleNamespace(strategy=strategy, world_size=2, global_rank=rank, precision="bf16-mixed")
         module.configure_model()
-        weights[rank] = module.model.model.norm.weight
+        weights[rank] = module.backbone.model.norm.weight
         assert strategy.kwargs["sync_module_states"] is True and module._synced_gpus()
     assert weights[1].is_meta and not weights[0].is_meta
     reference = AutoModelForCausalLM.from_pretrained(saved).model.norm.weight
@@ -444,8 +449,8 @@ def test_composed_rows_parse(model, shots, task, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed_everything"] == 42
     init = printed["model"]["init_args"]
-    assert printed["model"]["class_path"] == "lit_clf.models.DecoderGenerativeModule"
-    assert init["model"].startswith("meta-llama/") and init["shots"] == (5 if shots == "five" else 0)
+    assert printed["model"]["class_path"] == "lit_clf.decoder.DecoderGenerativeModule"
+    assert init["backbone"].startswith("meta-llama/") and init["shots"] == (5 if shots == "five" else 0)
     assert init["optimizer"]["init_args"]["lr"] == 1e-6 and init["max_length"] == 16384
     assert "tasks" not in init  # linked from the data
     assert printed["trainer"]["max_steps"] == (8000 if model in ("llama2-70b", "llama3-70b") else 4000)
@@ -454,7 +459,7 @@ def test_composed_rows_parse(model, shots, task, capsys):
 
 def tiny_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[str]:
     return [
-        f"--model.init_args.model={model_dir}",
+        f"--model.init_args.backbone={model_dir}",
         "--model.init_args.pretrained=false",
         "--model.init_args.max_length=2048",
         "--model.init_args.max_new_tokens=4",
@@ -521,7 +526,7 @@ def test_fsdp_trainer_config_instantiates_the_strategy():
 def test_cpu_recipes_parse(config, capsys):
     run_cli(["fit", "--config", str(config), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["init_args"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert printed["model"]["init_args"]["backbone"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert printed["data"]["init_args"]["max_examples"] and printed["trainer"]["precision"] == "32-true"
 
 

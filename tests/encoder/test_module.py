@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from lit_clf.data.encoder_features import IGNORE_INDEX, EncoderFeaturizer, align_word_labels, word_predictions
-from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.models import EncoderSeqTokenModule
+from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
+from lit_clf.encoder import EncoderSeqTokenModule
+from lit_clf.encoder.features import EncoderFeaturizer, align_word_labels, word_predictions
 from tests.helpers import ToyDataModule, toy_examples
 
 
@@ -25,14 +25,14 @@ def toy_specs(names=("intent", "slots")) -> list[TaskSpec]:
 
 
 def batch_for(module: EncoderSeqTokenModule, examples) -> dict:
-    return module.featurizer.collate(module.featurizer.featurize(examples, "train"))
+    return module.featurizer.collate(module.featurizer.featurize(examples))
 
 
 def test_alignment_labels_first_subtoken_only(roberta_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(roberta_tokenizer_dir, add_prefix_space=True)
     spec = TaskSpec("slots", "token", ("Other", "time", "person"))
     example = Example("x", "call bartholomew at five:30am", {"slots": ("Other", "person", "Other", "time")})
-    feature = EncoderFeaturizer(tokenizer, [spec], max_length=32).featurize([example], "train")[0]
+    feature = EncoderFeaturizer(tokenizer, [spec], max_length=32).featurize([example])[0]
     tokens = tokenizer.convert_ids_to_tokens(feature["input_ids"])
     assert tokens == ["<s>", "Ġcall", "Ġbar", "th", "ol", "omew", "Ġat", "Ġfive", ":", "30", "am", "</s>"]
     assert feature["labels"]["slots"] == [-100, 0, 2, -100, -100, -100, 0, 1, -100, -100, -100, -100]
@@ -44,7 +44,7 @@ def test_truncated_words_predict_other_and_stay_in_gold(roberta_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(roberta_tokenizer_dir, add_prefix_space=True)
     spec = TaskSpec("slots", "token", ("Other", "date"))
     example = Example("x", "one two three four five six", {"slots": ("Other",) * 4 + ("date", "date")})
-    feature = EncoderFeaturizer(tokenizer, [spec], max_length=5).featurize([example], "train")[0]
+    feature = EncoderFeaturizer(tokenizer, [spec], max_length=5).featurize([example])[0]
     assert feature["word_positions"] == [1, 2, 3]  # <s> + 3 words + </s>
     assert feature["word_labels"]["slots"] == [0, 0, 0, 0, 1, 1]  # gold keeps all six words
     preds = torch.ones(1, 5, dtype=torch.long)  # every token predicts "date"

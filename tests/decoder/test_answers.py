@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from lit_clf.answers import (
+from lit_clf.data.tasks import OTHER, Example, TaskSpec
+from lit_clf.decoder.answers import (
     ParsedAnswer,
     default_keys,
     parse_answer,
@@ -16,7 +17,6 @@ from lit_clf.answers import (
     render_answer,
     render_word_labels,
 )
-from lit_clf.data.tasks import OTHER, Example, TaskSpec
 
 TOPIC20 = ("alt.atheism", "comp.graphics", "rec.autos", "sci.med", "talk.politics.misc", "talk.religion.misc")
 TOPIC7 = ("alt", "comp", "rec", "sci", "talk")

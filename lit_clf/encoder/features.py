@@ -7,10 +7,8 @@ from typing import Any
 
 import torch
 
-from lit_clf.data.base import pad_sequences
-from lit_clf.data.tasks import OTHER, Example, TaskSpec
-
-IGNORE_INDEX = -100
+from lit_clf.data.base import DatasetInfo, pad_sequences
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
 
 
 def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
@@ -37,7 +35,7 @@ def first_token_positions(word_ids: Sequence[int | None]) -> list[int]:
 
 
 class EncoderFeaturizer:
-    """Tokenizes examples for :class:`~lit_clf.models.EncoderSeqTokenModule` and pads batches.
+    """Tokenizes examples for :class:`~lit_clf.encoder.EncoderSeqTokenModule` and pads batches.
 
     With a token task among the tasks, the input is the example's whitespace words
     (``is_split_into_words``) so that every word maps to sub-tokens; otherwise the raw text.
@@ -51,8 +49,12 @@ class EncoderFeaturizer:
         self.max_length = max_length
         self.by_words = any(task.kind == "token" for task in self.tasks)
 
-    def featurize(self, examples: Sequence[Example], split: str, train: bool = True) -> list[dict[str, Any]]:
-        """Token ids and aligned labels; the same for training and evaluation (``split``/``train`` unused)."""
+    def featurize(
+        self, examples: Sequence[Example], train: bool = True, info: DatasetInfo | None = None
+    ) -> list[dict[str, Any]]:
+        """Token ids and aligned labels; the same for training and evaluation (``train``/``info`` unused).
+
+        An example without a label for a task (new text to predict) gets -100 labels for it."""
         inputs = [example.words for example in examples] if self.by_words else [ex.text for ex in examples]
         encoded = self.tokenizer(inputs, is_split_into_words=self.by_words, truncation=True, max_length=self.max_length)
         features = []
@@ -68,7 +70,14 @@ class EncoderFeaturizer:
 
     def _add_labels(self, feature: dict, task: TaskSpec, example: Example, word_ids) -> None:
         label2id = task.label2id
-        gold = example.labels[task.name]
+        gold = example.labels.get(task.name)
+        if gold is None:  # unlabelled input: nothing to score, one -100 per word for token tasks
+            if task.kind == "sequence":
+                feature["labels"][task.name] = IGNORE_INDEX
+            else:
+                feature["word_labels"][task.name] = [IGNORE_INDEX] * len(example.words)
+                feature["labels"][task.name] = align_word_labels(word_ids, feature["word_labels"][task.name])
+            return
         if task.kind == "sequence":
             feature["labels"][task.name] = _label_id(label2id, gold, task, example)
             return
@@ -78,6 +87,19 @@ class EncoderFeaturizer:
 
     def length(self, feature: dict[str, Any]) -> int:
         return len(feature["input_ids"])
+
+    def describe(self, feature: dict[str, Any]) -> str:
+        """The input tokens, and per task the gold label (sequence) or ``token/label`` pairs where a label counts."""
+        tokens = self.tokenizer.convert_ids_to_tokens(feature["input_ids"])
+        lines = ["tokens: " + " ".join(tokens)]
+        for task in self.tasks:
+            gold = feature["labels"][task.name]
+            if task.kind == "sequence":
+                lines.append(f"{task.name}: {task.labels[gold] if gold != IGNORE_INDEX else '(unlabelled)'}")
+            else:
+                pairs = [f"{tok}/{task.labels[g]}" for tok, g in zip(tokens, gold) if g != IGNORE_INDEX]
+                lines.append(f"{task.name}: " + " ".join(pairs))
+        return "\n".join(lines)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         ids = [f["input_ids"] for f in features]
@@ -125,7 +147,6 @@ def word_predictions(
 
 
 __all__ = [
-    "IGNORE_INDEX",
     "OTHER",
     "EncoderFeaturizer",
     "align_word_labels",

@@ -1,0 +1,45 @@
+"""Decoding modes: how a decoder's answers are read in validation, test and predict.
+
+Each mode is a small object built from the prompt encoder and called with the causal LM and a left-padded batch;
+it returns one :class:`Decoded` (answer text and labels per task) per row:
+
+* ``free``: greedy generation, parsed (:mod:`.free`);
+* ``constrained``: greedy generation allowed only valid answers (:mod:`.constrained`);
+* ``score``: the most likely label by log-likelihood, sequence tasks only (:mod:`.score`).
+
+To add a mode: a class with ``__call__(model, batch, synced_gpus) -> list[Decoded]`` and a line in
+:func:`build_decoding`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lit_clf.decoder.decoding.base import Decoded, Decoding
+from lit_clf.decoder.decoding.constrained import ConstrainedDecoding
+from lit_clf.decoder.decoding.free import FreeDecoding
+from lit_clf.decoder.decoding.score import ScoreDecoding
+from lit_clf.decoder.encoding import PromptEncoder
+
+DecodingName = Literal["free", "constrained", "score"]
+DECODINGS: tuple[str, ...] = ("free", "constrained", "score")
+
+
+def build_decoding(
+    name: str,
+    encoder: PromptEncoder,
+    max_new_tokens: int | None = None,
+    length_normalization: str = "none",
+    candidates_per_pass: int = 64,
+) -> Decoding:
+    """The decoding mode ``name`` for prompts of ``encoder``; the options apply to the modes that use them."""
+    if name == "free":
+        return FreeDecoding(encoder)
+    if name == "constrained":
+        return ConstrainedDecoding(encoder, max_new_tokens)
+    if name == "score":
+        return ScoreDecoding(encoder, length_normalization, candidates_per_pass)
+    raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {name!r}")
+
+
+__all__ = ["DECODINGS", "Decoded", "Decoding", "DecodingName", "build_decoding"]

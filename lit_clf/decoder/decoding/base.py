@@ -1,0 +1,37 @@
+"""What every decoding mode returns, and the synced-generation rule shared by the modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from lit_clf.decoder.answers import ParsedAnswer, parse_answer
+from lit_clf.decoder.encoding import PromptEncoder
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One prompt's answer.
+
+    Attributes:
+        text: The answer text (the generation, or the rendered answer that ``score`` picked).
+        answers: Task name -> the label(s) read from it (:class:`~lit_clf.decoder.answers.ParsedAnswer`).
+    """
+
+    text: str
+    answers: dict[str, ParsedAnswer]
+
+
+class Decoding(Protocol):
+    """A way to read answers: called with the causal LM and a left-padded generation batch."""
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False) -> list[Decoded]:
+        """One :class:`Decoded` per row. ``synced_gpus``: every rank runs each forward pass until all are done
+        (sharded weights under FSDP)."""
+
+
+def read_answer(encoder: PromptEncoder, text: str, num_words: int) -> Decoded:
+    """A generation read with the prompt's tasks and JSON keys (never raises; see ``parse_answer``)."""
+    return Decoded(text, parse_answer(text, encoder.tasks, encoder.template.keys or None, num_words=num_words))

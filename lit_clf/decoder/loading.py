@@ -1,0 +1,103 @@
+"""Causal-LM loading in one function: dtype, 4-bit (QLoRA), LoRA, rank-0 loading under FSDP, checkpointing."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+#: Trainer precision -> dtype the weights are loaded in when ``torch_dtype`` is unset (others: float32).
+PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
+
+TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def load_causal_lm(
+    name: str,
+    *,
+    pretrained: bool = True,
+    torch_dtype: TorchDtype | None = None,
+    load_in_4bit: bool = False,
+    lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    trainer=None,
+) -> nn.Module:
+    """An ``AutoModelForCausalLM`` ready to train, in training mode.
+
+    Args:
+        name: Hub id or local folder (no remote code).
+        pretrained: Load the pretrained weights; ``False`` builds the architecture from its config, random weights.
+        torch_dtype: Weights' dtype (``auto`` = the checkpoint's). Unset: bfloat16 under ``precision: bf16-true``,
+            float16 under ``16-true``, else float32 (mixed precision keeps float32 master weights).
+        load_in_4bit: QLoRA: NF4 base weights through bitsandbytes (a CUDA GPU and ``lora``).
+        lora: ``peft.LoraConfig`` arguments: train LoRA adapters instead of every weight.
+        gradient_checkpointing: transformers' own activation checkpointing (under FSDP use the strategy's policy).
+        trainer: The Lightning Trainer, if any: its precision, device and strategy. Under FSDP on several devices
+            only rank 0 reads the weights; the other ranks build the model on the meta device and FSDP broadcasts
+            rank 0's weights while it shards (``sync_module_states``), saving (world size - 1) host copies.
+    """
+    dtype = _weights_dtype(torch_dtype, trainer)
+    if load_in_4bit:
+        model = AutoModelForCausalLM.from_pretrained(name, **_4bit_kwargs(dtype, trainer))
+    else:
+        empty = pretrained and _rank0_loads_for_fsdp(trainer) and trainer.global_rank > 0
+        if pretrained and not empty:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        else:
+            with torch.device("meta") if empty else nullcontext():
+                model = AutoModelForCausalLM.from_config(
+                    AutoConfig.from_pretrained(name), dtype=None if dtype == "auto" else dtype
+                )
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+    return model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes
+
+
+def _weights_dtype(torch_dtype: str | None, trainer) -> torch.dtype | str:
+    if torch_dtype is not None:
+        return torch_dtype if torch_dtype == "auto" else getattr(torch, torch_dtype)
+    precision = str(trainer.precision) if trainer is not None else "32-true"
+    return PRECISION_DTYPES.get(precision, torch.float32)
+
+
+def _4bit_kwargs(dtype: torch.dtype | str, trainer) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        raise RuntimeError("load_in_4bit: bitsandbytes 4-bit (QLoRA) loading needs a CUDA GPU; none is visible")
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cuda")
+    return {"quantization_config": quantization, "dtype": compute, "device_map": {"": device}}
+
+
+def _rank0_loads_for_fsdp(trainer) -> bool:
+    """Under FSDP on several devices: set the strategy to broadcast rank 0's weights while it shards.
+
+    Sets ``sync_module_states`` and a ``param_init_fn`` that allocates the meta tensors of ranks > 0 (the
+    strategy's options are read when it wraps the model, after ``configure_model``).
+    """
+    if trainer is None or not isinstance(trainer.strategy, FSDPStrategy) or trainer.world_size < 2:
+        return False
+    strategy = trainer.strategy
+    device = strategy.root_device
+    strategy.kwargs["sync_module_states"] = True
+    strategy.kwargs.setdefault("param_init_fn", lambda module: module.to_empty(device=device, recurse=False))
+    return True
+
+
+__all__ = ["PRECISION_DTYPES", "TorchDtype", "load_causal_lm"]

@@ -1,0 +1,294 @@
+"""DecoderGenerativeModule: a causal LM fine-tuned to write the answer after a classification prompt.
+
+Training is next-token cross-entropy on the answer tokens (and EOS) only: the prompt's labels are -100 (the
+prompt encoder's mask, :mod:`lit_clf.decoder.encoding`). Evaluation reads an answer per prompt with a decoding mode
+(:mod:`lit_clf.decoder.decoding`: free or constrained generation, or label scoring); an answer that names no label
+counts as wrong and in ``{stage}/{task}_invalid_rate``.
+
+The transformers model is built in :meth:`DecoderGenerativeModule.configure_model`
+(:func:`~lit_clf.decoder.loading.load_causal_lm`), so Lightning can shard it under FSDP.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+from transformers import AutoTokenizer
+
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
+from lit_clf.decoder.answers import ParsedAnswer
+from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
+from lit_clf.decoder.features import DecoderFeaturizer
+from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.decoder.loading import TorchDtype, load_causal_lm
+from lit_clf.decoder.templates import get_template
+from lit_clf.module import TaskModule, default_optimizer
+
+
+class DecoderGenerativeModule(TaskModule):
+    """Any ``AutoModelForCausalLM`` (Llama 2/3 in the paper) trained and evaluated on classification prompts.
+
+    One task is single-task; several share one prompt whose answer is the paper's JSON object (the consolidated
+    model). Full fine-tuning by default; ``lora`` trains LoRA adapters instead and ``load_in_4bit`` makes it QLoRA.
+    """
+
+    counts_invalid = True
+
+    def __init__(
+        self,
+        backbone: str,
+        tasks: list[dict[str, Any]] | None = None,
+        tokenizer: str | None = None,
+        pretrained: bool = True,
+        prompt_format: PromptFormat = "llama2",
+        shots: int = 0,
+        prompt_file: str | None = None,
+        max_length: int = 16384,
+        max_new_tokens: int | None = None,
+        decoding: DecodingName = "free",
+        length_normalization: Literal["none", "mean"] = "none",
+        candidates_per_pass: int = 64,
+        lora: dict[str, Any] | None = None,
+        load_in_4bit: bool = False,
+        torch_dtype: TorchDtype | None = None,
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """
+        Args:
+            backbone: Hub id or local folder of any ``AutoModelForCausalLM`` (``meta-llama/Meta-Llama-3-8B``,
+                ``meta-llama/Llama-2-7b-chat-hf``, ``HuggingFaceTB/SmolLM2-135M-Instruct``). No remote code.
+            tasks: Task specs (name, kind, labels). Linked from the DataModule by the CLI.
+            tokenizer: Hub id or folder of the tokenizer; unset uses ``backbone``.
+            pretrained: Load pretrained weights. ``false`` builds the architecture from the model's config with
+                random weights (tests, throughput work).
+            prompt_format: How the prompt is wrapped: ``llama2`` (``<s>[INST] prompt [/INST] answer </s>``, the
+                paper's format, also for Llama 3 base models; the default), ``chat`` (the tokenizer's chat
+                template; instruct models) or ``raw`` (the prompt text, then the answer).
+            shots: Few-shot examples per prompt, drawn from the DataModule's training split (0 or 5 with the
+                paper's prompts).
+            prompt_file: A prompt template file (text, or YAML/JSON with ``prompt``, ``system``, ``shot``,
+                ``keys``; see ``lit_clf.decoder.prompts``) instead of the paper's prompt for the dataset and tasks.
+            max_length: Most tokens of prompt + answer (16,384 in the paper); long texts are cut to fit.
+            max_new_tokens: Most tokens generated per answer. Unset: per example, the longest answer the task
+                set can produce for its input (each sequence task's longest label, each token task's longest
+                label once per input word) + EOS + 4; ``constrained`` decoding uses the exact longest valid answer.
+            decoding: How answers are read in validation/test/predict: ``free`` (greedy generation, parsed),
+                ``constrained`` (greedy generation allowed only valid answers: no invalid output) or ``score``
+                (the most likely label, or label combination for several tasks; sequence tasks only; all
+                candidates in one pass over the prompt's KV cache, which needs ``sdpa`` or ``eager`` attention).
+            length_normalization: ``score`` decoding: rank answers by their summed token log-probabilities
+                (``none``) or by the mean per token (``mean``).
+            candidates_per_pass: ``score`` decoding: answers scored per pass over the prompts' KV cache. Each pass
+                holds eval batch x distinct answer prefixes x vocabulary logits in float32: lower it if they do
+                not fit (20NG consolidated with Llama 3: 140 label pairs, a 128k vocabulary).
+            lora: LoRA adapters instead of full fine-tuning: ``peft.LoraConfig`` arguments, e.g.
+                ``{r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: all-linear}``.
+            load_in_4bit: QLoRA: load the base weights in 4-bit NF4 (bitsandbytes; needs a CUDA GPU and ``lora``).
+            torch_dtype: Dtype to load the weights in (``bfloat16``, ``float16``, ``float32``, ``auto`` = the
+                checkpoint's). Unset: bfloat16 under ``precision: bf16-true``, float16 under ``16-true``, else
+                float32 (mixed precision keeps float32 master weights).
+            gradient_checkpointing: Recompute activations in the backward pass (transformers' own checkpointing).
+                Under FSDP use the strategy's ``activation_checkpointing_policy`` instead.
+            optimizer: Optimizer class and arguments (default AdamW, lr 1e-5; the paper: AdamW, lr 1e-6, in
+                configs/decoder/base.yaml); ``bitsandbytes.optim.AdamW8bit`` or ``PagedAdamW`` save memory.
+            lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step (the paper: none).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.init_tasks(tasks, optimizer, lr_scheduler)
+        _check_options(
+            self.tasks, prompt_format, shots, prompt_file, decoding, candidates_per_pass, lora, load_in_4bit, pretrained
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or backbone)
+        self.featurizer = DecoderFeaturizer(
+            self.tokenizer, self.tasks, prompt_format, shots, prompt_file, max_length, max_new_tokens
+        )
+        self.backbone: nn.Module | None = None  # built in configure_model
+        #: The decoding mode of validation/test/predict; may be changed between runs (``model.decoding = "score"``).
+        self.decoding: DecodingName = decoding
+        self._decodings: dict[tuple[str, int], Decoding] = {}
+
+    def configure_model(self) -> None:
+        """Build the transformers model once (Lightning calls this before sharding, and on checkpoint load)."""
+        if self.backbone is not None:
+            return
+        hp = self.hparams
+        self.backbone = load_causal_lm(
+            hp.backbone,
+            pretrained=hp.pretrained,
+            torch_dtype=hp.torch_dtype,
+            load_in_4bit=hp.load_in_4bit,
+            lora=hp.lora,
+            gradient_checkpointing=hp.gradient_checkpointing,
+            trainer=self._trainer,
+        )
+
+    def _causal_lm(self) -> nn.Module:
+        if self.backbone is None:
+            raise RuntimeError("the model is not built yet: call configure_model() (a Trainer does)")
+        return self.backbone
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(B, T, V)``."""
+        return self._causal_lm()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def answer_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens (and EOS) of a right-padded training batch.
+
+        Logits are computed only where an answer token is predicted (``logits_to_keep``): with 16k-token prompts
+        and a 128k vocabulary, logits at every position would take tens of GB.
+        """
+        targets = batch["labels"][:, 1:]  # the token at t + 1 is predicted at position t
+        answer = targets != IGNORE_INDEX  # (B, T - 1)
+        if _masked_logits_supported():  # exactly the answer positions of each row: logits (N, V)
+            keep, gold = F.pad(answer, (0, 1)), targets[answer]
+        else:  # older transformers: the union of the rows' answer positions, logits (B, K, V)
+            keep = answer.any(dim=0).nonzero().squeeze(-1)
+            gold = targets[:, keep]
+        out = self._causal_lm()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep
+        )
+        logits = out.logits.float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.flatten(), ignore_index=IGNORE_INDEX)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.answer_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+        decoded = self.decode(batch)
+        for task in self.tasks:
+            metrics = self.metrics[stage][task.name]
+            answers = [row.answers[task.name] for row in decoded]
+            metrics["invalid_rate"].update(torch.tensor([not a.valid for a in answers], device=self.device))
+            gold = batch["gold"][task.name]
+            if task.kind == "sequence":
+                metrics["acc"].update(_label_ids(answers, task).to(self.device), gold)
+            else:
+                words = _word_label_ids(answers, task)
+                metrics["f1"].update(words, gold)
+                metrics["exact_match"].update(words, gold)
+        self.log_metrics(stage, len(decoded))
+        return _prediction_rows(batch, decoded) if stage == "test" else []
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Per example and task: the prediction (``None``/best effort when invalid), the raw text and validity."""
+        return _prediction_rows(batch, self.decode(batch))
+
+    # -------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def decode(self, batch: dict[str, Any], decoding: DecodingName | None = None) -> list[Decoded]:
+        """The answer (text and labels per task) of each prompt of a left-padded generation batch.
+
+        Args:
+            batch: A generation batch of this module's featurizer.
+            decoding: ``free``, ``constrained`` or ``score``; unset: the module's :attr:`decoding`.
+        """
+        name = decoding or self.decoding
+        encoder = self.featurizer.encoder
+        key = (name, id(encoder))
+        if key not in self._decodings:
+            self._decodings = {k: v for k, v in self._decodings.items() if k[1] == id(encoder)}
+            self._decodings[key] = build_decoding(
+                name,
+                encoder,
+                max_new_tokens=self.hparams.max_new_tokens,  # constrained, unset: the longest valid answer
+                length_normalization=self.hparams.length_normalization,
+                candidates_per_pass=self.hparams.candidates_per_pass,
+            )
+        return self._decodings[key](self._causal_lm(), batch, synced_gpus=self._synced_gpus())
+
+    def predict_texts(self, texts, batch_size: int = 16, data=None) -> list[dict[str, Any]]:
+        self.configure_model()
+        return super().predict_texts(texts, batch_size, data)
+
+    predict_texts.__doc__ = TaskModule.predict_texts.__doc__
+
+    def _synced_gpus(self) -> bool:
+        """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""
+        trainer = self._trainer
+        return trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
+
+
+@functools.cache
+def _masked_logits_supported() -> bool:
+    """Whether transformers' ``logits_to_keep`` takes a boolean ``(B, T)`` mask (transformers >= 5.2x)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    try:
+        kept = slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[True, False]]))
+    except (TypeError, IndexError, RuntimeError):
+        return False
+    return tuple(kept.shape) == (1, 1)
+
+
+def _prediction_rows(batch: dict[str, Any], decoded: list[Decoded]) -> list[dict]:
+    return [
+        {"index": index, "tasks": {name: _prediction(a, row.text) for name, a in row.answers.items()}}
+        for index, row in zip(batch["index"].tolist(), decoded)
+    ]
+
+
+def _prediction(answer: ParsedAnswer, text: str) -> dict[str, Any]:
+    return {"pred": answer.value, "raw": text, "valid": answer.valid}
+
+
+def _label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> torch.Tensor:
+    """Class id per answer; -1 (always wrong) for an invalid one."""
+    label2id = task.label2id
+    return torch.tensor([label2id[a.value] if a.valid and a.value in label2id else -1 for a in answers])
+
+
+def _word_label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> list[list[int]]:
+    """Word-label ids per answer, best effort for invalid ones (unknown labels -> ``Other``; the slot metrics
+    pad or cut them to the gold length, MASSIVE-style)."""
+    label2id, other = task.label2id, task.label2id[OTHER]
+    return [[label2id.get(label, other) for label in a.value or []] for a in answers]
+
+
+def _check_options(
+    tasks: list[TaskSpec],
+    prompt_format: str,
+    shots: int,
+    prompt_file: str | None,
+    decoding: str,
+    candidates_per_pass: int,
+    lora: dict[str, Any] | None,
+    load_in_4bit: bool,
+    pretrained: bool,
+) -> None:
+    """One-line errors for option combinations that cannot work, raised before any weights are loaded."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+    if candidates_per_pass < 1:
+        raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
+    token_task = next((task.name for task in tasks if task.kind == "token"), None)
+    if decoding == "score" and token_task is not None:
+        raise ValueError(
+            f"decoding='score' ranks the labels of sequence tasks, but {token_task!r} is a token task; "
+            "use decoding 'free' or 'constrained'"
+        )
+    if load_in_4bit and (lora is None or not pretrained):
+        raise ValueError(
+            "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
+        )
+    if prompt_file is None:  # the paper's prompts exist for 0 and 5 shots of known task sets
+        get_template(None, [task.name for task in tasks], shots)
+
+
+__all__ = ["DECODINGS", "DecoderGenerativeModule"]

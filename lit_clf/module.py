@@ -1,0 +1,150 @@
+"""What both model families share: task specs, metrics, the evaluation steps, optimizers, checkpoints, and the
+notebook API (:meth:`TaskModule.predict_texts`).
+
+A family module subclasses :class:`TaskModule`, calls :meth:`TaskModule.init_tasks` in its ``__init__`` (after
+``save_hyperparameters``), sets ``self.featurizer`` and implements ``training_step``, ``_evaluate`` and
+``predict_step``. In ``setup`` the module hands its featurizer to the DataModule: the one place where model and
+data meet (data flows one way: the DataModule passes its examples and :class:`~lit_clf.data.base.DatasetInfo` to
+the featurizer, never the other way round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lit_clf.data.base import DatasetInfo, Featurizer
+from lit_clf.data.tasks import Example, TaskSpec
+from lit_clf.metrics import task_metrics
+
+STAGES = ("val", "test")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW, lr 1e-5; configs state the paper's optimizer and learning rate for each family."""
+    return torch.optim.AdamW(params, lr=1e-5)
+
+
+def is_plain(value: Any) -> bool:
+    """True for values made only of str/int/float/bool/None, lists and string-keyed dicts."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+def sanitize_checkpoint(checkpoint: dict[str, Any], tasks: Sequence[TaskSpec]) -> None:
+    """Keep checkpoints loadable with ``torch.load(weights_only=True)`` and self-describing.
+
+    Hyperparameters that are Python objects (an optimizer callable given in code rather than in a
+    config) are dropped, and the task specs and ``id2label`` maps are stored beside the weights.
+    """
+    hparams = checkpoint.get("hyper_parameters")
+    if hparams is not None:
+        checkpoint["hyper_parameters"] = {k: v for k, v in dict(hparams).items() if is_plain(v)}
+    checkpoint["task_specs"] = [task.to_dict() for task in tasks]
+    checkpoint["id2label"] = {task.name: list(task.labels) for task in tasks}
+
+
+def coerce_tasks(tasks: Sequence[TaskSpec | Mapping[str, Any]] | None, owner: str) -> list[TaskSpec]:
+    """Task specs from the DataModule link (or a checkpoint); a clear error when they are missing."""
+    if not tasks:
+        raise ValueError(
+            f"{owner}: `tasks` is empty. The CLI links it from the DataModule; in code pass "
+            "`tasks=datamodule.task_specs`"
+        )
+    return [TaskSpec.coerce(task) for task in tasks]
+
+
+class TaskModule(L.LightningModule):
+    """Base of both model families: task specs, per-stage metrics, validation/test steps around the family's
+    ``_evaluate(batch, stage)``, optimizer and scheduler from the config, self-describing checkpoints."""
+
+    tasks: list[TaskSpec]
+    featurizer: Featurizer
+
+    def init_tasks(self, tasks: Sequence[TaskSpec | Mapping[str, Any]] | None, optimizer, lr_scheduler) -> None:
+        """Task specs (stored as plain data in the hyperparameters), metrics per stage, optimizer factories."""
+        self.tasks = coerce_tasks(tasks, type(self).__name__)
+        self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
+        self.metrics = nn.ModuleDict({stage: task_metrics(self.tasks, self.counts_invalid) for stage in STAGES})
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+
+    #: Whether predictions can be invalid (generated text): adds ``{stage}/{task}_invalid_rate``.
+    counts_invalid = False
+
+    def setup(self, stage: str) -> None:
+        """Hand the featurizer to the DataModule, which featurizes its splits with it when loaders are asked for."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            datamodule.featurizer = self.featurizer
+
+    # ------------------------------------------------------------------ steps
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+        """Update the stage's metrics; return the batch's prediction rows for ``test``."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Updates the test metrics and returns the batch's prediction rows (for prediction tables)."""
+        return self._evaluate(batch, "test")
+
+    def log_metrics(self, stage: str, batch_size: int) -> None:
+        """Log every metric of ``stage`` as ``{stage}/{task}_{metric}`` (the invalid rate off the progress bar)."""
+        for task in self.tasks:
+            for name, metric in self.metrics[stage][task.name].items():
+                self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=name != "invalid_rate", batch_size=batch_size)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sanitize_checkpoint(checkpoint, self.tasks)
+
+    # ---------------------------------------------------------- notebook API
+    @torch.no_grad()
+    def predict_texts(
+        self, texts: Sequence[str], batch_size: int = 16, data: DatasetInfo | None = None
+    ) -> list[dict[str, Any]]:
+        """Predict labels for raw texts, without a Trainer: ``module.predict_texts(["wake me up at five"])``.
+
+        Args:
+            texts: Unlabelled inputs.
+            batch_size: Texts per forward pass.
+            data: The dataset's :class:`~lit_clf.data.base.DatasetInfo` (``datamodule.info``); needed only by
+                few-shot decoder prompts (their examples come from its training split) and to pick the paper's
+                prompt for the dataset. Unset: the last one the featurizer saw, if any.
+
+        Returns:
+            Per text, task name -> predicted label (a list of word labels for token tasks; None for an invalid
+            generated answer).
+        """
+        examples = [Example(id=f"text-{i}", text=text) for i, text in enumerate(texts)]
+        features = self.featurizer.featurize(examples, train=False, info=data)
+        was_training = self.training
+        self.eval()
+        rows: list[dict[str, Any]] = []
+        try:
+            for start in range(0, len(features), batch_size):
+                batch = self.featurizer.collate(features[start : start + batch_size])
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                rows += self.predict_step(batch, start // batch_size)
+        finally:
+            self.train(was_training)
+        rows.sort(key=lambda row: row["index"])
+        return [{name: out["pred"] for name, out in row["tasks"].items()} for row in rows]
