@@ -60,7 +60,7 @@ FORMATS = [
 
 
 #: The paper's prompts as the code loads them, keyed like PAPER_LISTINGS.
-BUILTIN_TEMPLATES = {key: get_template(*key) for key in PAPER_LISTINGS}
+PAPER_TEMPLATES = {key: get_template(*key) for key in PAPER_LISTINGS}
 
 
 def encoder(tokenizer, dataset: str, tasks: tuple[str, ...], shots: int, fmt: str, **kwargs) -> PromptEncoder:
@@ -78,10 +78,10 @@ def answer_segment(answer: str, fmt: str) -> str:
 
 
 def test_every_listing_is_registered():
-    assert sorted(template.source for template in BUILTIN_TEMPLATES.values()) == sorted(
+    assert sorted(template.source for template in PAPER_TEMPLATES.values()) == sorted(
         f"Listing {i}" for i in range(1, 13)
     )
-    assert set(BUILTIN_TEMPLATES) == {
+    assert set(PAPER_TEMPLATES) == {
         (dataset, tasks, shots)
         for dataset, task_sets in {
             "newsgroups": [("topic20",), ("topic7",), ("topic7", "topic20")],
@@ -92,10 +92,10 @@ def test_every_listing_is_registered():
     }
 
 
-@pytest.mark.parametrize("key", list(BUILTIN_TEMPLATES), ids=lambda key: f"{key[0]}-{'+'.join(key[1])}-{key[2]}")
+@pytest.mark.parametrize("key", list(PAPER_TEMPLATES), ids=lambda key: f"{key[0]}-{'+'.join(key[1])}-{key[2]}")
 def test_listing_renders_labels_examples_and_text(key):
     dataset, tasks, shots = key
-    template = BUILTIN_TEMPLATES[key]
+    template = PAPER_TEMPLATES[key]
     pool, make = DATASETS[dataset]
     query = pool[3]
     picked = select_shots(query, pool, shots, seed=0)
