@@ -102,7 +102,8 @@ def _wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
 
 # ------------------------------------------------------------------------------------------ throughput
 class ThroughputLogger(Callback):
-    """Logs training throughput (``train/samples_per_s``, ``train/tokens_per_s``, summed over devices)
+    """Logs training throughput (``train/samples_per_s``, ``train/tokens_per_s``: tokens computed, without padding
+    and counting a shared prompt prefix once; summed over devices)
     and, on CUDA, peak memory (``train/peak_gpu_mem_gib``, the largest over devices)."""
 
     def __init__(self, log_every_n_steps: int = 50) -> None:
@@ -122,9 +123,13 @@ class ThroughputLogger(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.log_every_n_steps:
             return
-        mask = batch["attention_mask"]
-        self._samples += mask.shape[0]
-        self._tokens += int(mask.sum())
+        ids = batch["input_ids"]
+        if "segments" in batch:  # one packed sequence (shared prompt prefix): every token is computed
+            self._samples += batch["rows"]
+            self._tokens += ids.numel()
+        else:
+            self._samples += ids.shape[0]
+            self._tokens += int(batch["attention_mask"].sum())
         if (batch_idx + 1) % self.log_every_n_steps:
             return
         seconds = time.perf_counter() - self._start
@@ -133,8 +138,8 @@ class ThroughputLogger(Callback):
             "train/samples_per_s": world * self._samples / seconds,
             "train/tokens_per_s": world * self._tokens / seconds,
         }
-        if torch.cuda.is_available() and mask.is_cuda:
-            metrics["train/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(mask.device) / 2**30
+        if torch.cuda.is_available() and ids.is_cuda:
+            metrics["train/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(ids.device) / 2**30
         pl_module.log_dict(metrics, rank_zero_only=True)
         self._start, self._samples, self._tokens = time.perf_counter(), 0, 0
 

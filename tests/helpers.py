@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
+import torch
+
 from lit_clf.cli import main
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskKind
@@ -45,6 +47,22 @@ class ToyDataModule(ClassificationDataModule):
         return {split: toy_examples(f"{split}-") for split in ("train", "val", "test")}
 
 
+def toy_specs(names=("intent", "slots")) -> list:
+    """Task specs of the toy data for ``names``."""
+    return ToyDataModule(tasks=list(names)).task_specs
+
+
+def make_decoder(model_dir, tasks, **kwargs):
+    """A seeded DecoderGenerativeModule with random weights from the tiny model in ``model_dir``, built."""
+    from lit_clf.decoder import DecoderGenerativeModule
+
+    torch.manual_seed(0)
+    kwargs.setdefault("max_length", 512)
+    module = DecoderGenerativeModule(backbone=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
+    module.configure_model()
+    return module
+
+
 def run_cli(args: list[str]) -> None:
     """``lit-clf ARGS`` in this process; a non-zero exit fails the test."""
     argv, sys.argv = sys.argv, ["lit-clf"]  # LightningCLI warns when pytest's own argv is there too
@@ -56,4 +74,4 @@ def run_cli(args: list[str]) -> None:
         sys.argv = argv
 
 
-__all__ = ["OTHER", "ToyDataModule", "run_cli", "toy_examples"]
+__all__ = ["OTHER", "ToyDataModule", "make_decoder", "run_cli", "toy_examples", "toy_specs"]

@@ -34,18 +34,27 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def select_shots(query: Example, pool: Sequence[Example], k: int, seed: int) -> list[Example]:
+#: ``per_example``: a seeded draw per query (the paper). ``fixed``: one seeded draw for every query.
+ShotsDraw = Literal["per_example", "fixed"]
+SHOTS_DRAWS: tuple[str, ...] = ("per_example", "fixed")
+
+
+def select_shots(
+    query: Example, pool: Sequence[Example], k: int, seed: int, draw: ShotsDraw = "per_example"
+) -> list[Example]:
     """``k`` examples drawn from ``pool`` for ``query``, never the query itself (same id).
 
-    The draw uses ``random.Random(f"{seed}/{query.id}")``: the same query gets the same examples in every
-    epoch, worker and run with this seed, whatever the order in which queries are encoded.
+    ``per_example``: the draw uses ``random.Random(f"{seed}/{query.id}")``: the same query gets the same examples
+    in every epoch, worker and run with this seed, whatever the order in which queries are encoded. ``fixed``: one
+    draw of ``k + 1`` examples with ``random.Random(f"{seed}/fixed")`` serves every query; each query takes the
+    first ``k`` of them that are not itself, so all queries but those ``k`` share the same examples.
 
     Raises:
         ValueError: The pool has fewer than ``k`` examples besides the query.
     """
     if k <= 0:
         return []
-    rng = random.Random(f"{seed}/{query.id}")
+    rng = random.Random(f"{seed}/{query.id}" if draw == "per_example" else f"{seed}/fixed")
     picked = [pool[i] for i in rng.sample(range(len(pool)), min(k + 1, len(pool)))]
     shots = [example for example in picked if example.id != query.id][:k]
     if len(shots) < k:
@@ -96,6 +105,7 @@ class PromptEncoder:
         max_length: Most tokens of prompt + answer + EOS (16,384 in the paper); texts are cut to fit.
         pool: Training examples the few-shot examples are drawn from (needed when ``template.shots > 0``).
         seed: Seed of the few-shot draw (:func:`select_shots`).
+        shots_draw: ``per_example`` or ``fixed`` (:func:`select_shots`).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -105,6 +115,7 @@ class PromptEncoder:
     max_length: int = 16384
     pool: Sequence[Example] = ()
     seed: int = 0
+    shots_draw: ShotsDraw = "per_example"
     _bos: list[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,7 +173,7 @@ class PromptEncoder:
 
     def shots_for(self, example: Example) -> list[Example]:
         """The few-shot examples of ``example`` (:func:`select_shots`)."""
-        return select_shots(example, self.pool, self.template.shots, self.seed)
+        return select_shots(example, self.pool, self.template.shots, self.seed, self.shots_draw)
 
     def prompt_ids(self, example: Example, reserve: int) -> list[int]:
         """The formatted prompt's ids, texts cut so that ``reserve`` more tokens fit ``max_length``.

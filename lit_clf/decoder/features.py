@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
-from lit_clf.decoder.encoding import PromptEncoder, pad_batch
+from lit_clf.decoder.encoding import SHOTS_DRAWS, PromptEncoder, ShotsDraw, pad_batch
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
 from lit_clf.decoder.templates import PromptTemplate, get_template
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
@@ -43,6 +44,9 @@ class DecoderFeaturizer:
         prompt_file: A user template (see :func:`~lit_clf.decoder.templates.load_template`) instead of the paper's.
         max_length: Most tokens of prompt + answer + EOS; texts are cut to fit.
         max_new_tokens: Generation budget per example; unset: :meth:`answer_budget`.
+        shots_draw: ``per_example`` or ``fixed`` few-shot draws (:func:`~lit_clf.decoder.encoding.select_shots`).
+        share_prefix: Collate training batches as one packed sequence (:mod:`lit_clf.decoder.packing`): ``True``,
+            ``False`` (right-padded rows) or ``auto`` (when it saves ``share_prefix_min_saving`` of the tokens).
 
     The dataset (its name, few-shot pool and seed) comes with each :meth:`featurize` call, from the DataModule.
     """
@@ -56,6 +60,9 @@ class DecoderFeaturizer:
         prompt_file: str | Path | None = None,
         max_length: int = 16384,
         max_new_tokens: int | None = None,
+        shots_draw: ShotsDraw = "per_example",
+        share_prefix: bool | Literal["auto"] = False,
+        share_prefix_min_saving: float = 0.2,
     ) -> None:
         if shots < 0:
             raise ValueError(f"shots must be >= 0, got {shots}")
@@ -69,6 +76,15 @@ class DecoderFeaturizer:
             )
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r}: no EOS token; answers need one")
+        if shots_draw not in SHOTS_DRAWS:
+            raise ValueError(f"shots_draw: expected one of {', '.join(SHOTS_DRAWS)}, got {shots_draw!r}")
+        if share_prefix not in (True, False, "auto"):
+            raise ValueError(f"share_prefix: expected true, false or auto, got {share_prefix!r}")
+        if not 0.0 <= share_prefix_min_saving <= 1.0:
+            raise ValueError(f"share_prefix_min_saving: expected a fraction in [0, 1], got {share_prefix_min_saving}")
+        self.shots_draw = shots_draw
+        self.share_prefix = share_prefix
+        self.share_prefix_min_saving = share_prefix_min_saving
         self.tokenizer = tokenizer
         self.tasks = list(tasks)
         self.prompt_format = prompt_format
@@ -105,7 +121,14 @@ class DecoderFeaturizer:
                 )
             template = self.template(info.name or None)
             self._encoder = PromptEncoder(
-                self.tokenizer, template, self.tasks, self.prompt_format, self.max_length, info.train, info.seed
+                self.tokenizer,
+                template,
+                self.tasks,
+                self.prompt_format,
+                self.max_length,
+                info.train,
+                info.seed,
+                self.shots_draw,
             )
             self.info, self._budgets = info, {}
         return self._encoder
@@ -154,7 +177,11 @@ class DecoderFeaturizer:
         self.use(info)
         if train:
             return [{"index": i, **self.encoder.encode_for_training(ex)} for i, ex in enumerate(examples)]
-        return [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
+        features = [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
+        prefix = shared_prompt_length([f["input_ids"] for f in features]) if self.share_prefix is not False else 0
+        for feature in features:
+            feature["prefix_length"] = prefix
+        return features
 
     def generation_feature(self, index: int, example: Example) -> dict[str, Any]:
         """Prompt ids, the gold label ids per task (metrics), the word count and the generation budget."""
@@ -176,6 +203,11 @@ class DecoderFeaturizer:
             feature["gold"][task.name] = ids[0] if task.kind == "sequence" else ids
         return feature
 
+    def _packs(self, features: list[dict[str, Any]]) -> bool:
+        if self.share_prefix == "auto":
+            return packed_saving(features) >= self.share_prefix_min_saving
+        return bool(self.share_prefix)
+
     def length(self, feature: dict[str, Any]) -> int:
         return len(feature["input_ids"])
 
@@ -196,14 +228,26 @@ class DecoderFeaturizer:
         return self.describe(self.featurize([example], train=train, info=info)[0])
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        """Right-padded ``input_ids``/``attention_mask``/``labels`` for training features; left-padded prompts
-        with ``gold``, ``num_words`` and the batch's ``max_new_tokens`` for generation features."""
+        """Training features: right-padded ``input_ids``/``attention_mask``/``labels``, or one packed sequence
+        (``share_prefix``). Generation features: the evaluation split's shared prompt prefix (``prefix_length``
+        tokens, the same in every batch of the split, so its KV cache is computed once per evaluation pass), then
+        the rest of each prompt left-padded; with ``gold``, ``num_words`` and the batch's ``max_new_tokens``."""
         index = torch.tensor([f["index"] for f in features])
         if "labels" in features[0]:
+            if self._packs(features):
+                return {"index": index, **pack(features)}
             keys = ("input_ids", "attention_mask", "labels")
             batch = pad_batch([{k: f[k] for k in keys} for f in features], self.pad_id, side="right")
             return {"index": index, **batch}
-        batch = pad_batch([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features], self.pad_id, "left")
+        prefix = min(f.get("prefix_length", 0) for f in features)
+        rows = [
+            {"input_ids": f["input_ids"][prefix:], "attention_mask": f["attention_mask"][prefix:]} for f in features
+        ]
+        batch = pad_batch(rows, self.pad_id, "left")
+        if prefix:  # [shared prompt prefix | left-padded rest]: positions and masked pads as plain left padding
+            shared = torch.tensor(features[0]["input_ids"][:prefix]).expand(len(features), prefix)
+            batch["input_ids"] = torch.cat([shared, batch["input_ids"]], dim=1)
+            batch["attention_mask"] = torch.cat([torch.ones_like(shared), batch["attention_mask"]], dim=1)
         gold = {}
         for task in self.tasks:
             values = [f["gold"][task.name] for f in features]
@@ -214,6 +258,7 @@ class DecoderFeaturizer:
             "gold": gold,
             "num_words": [f["num_words"] for f in features],
             "max_new_tokens": max(f["max_new_tokens"] for f in features),
+            "prefix_length": prefix,
         }
 
 

@@ -24,6 +24,7 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     lora: dict[str, Any] | None = None,
     gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
     trainer=None,
 ) -> nn.Module:
     """An ``AutoModelForCausalLM`` ready to train, in training mode.
@@ -36,21 +37,24 @@ def load_causal_lm(
         load_in_4bit: QLoRA: NF4 base weights through bitsandbytes (a CUDA GPU and ``lora``).
         lora: ``peft.LoraConfig`` arguments: train LoRA adapters instead of every weight.
         gradient_checkpointing: transformers' own activation checkpointing (under FSDP use the strategy's policy).
+        attn_implementation: transformers' attention kernel (``sdpa``, ``eager``, ``flex_attention``...); unset:
+            transformers' default for the model.
         trainer: The Lightning Trainer, if any: its precision, device and strategy. Under FSDP on several devices
             only rank 0 reads the weights; the other ranks build the model on the meta device and FSDP broadcasts
             rank 0's weights while it shards (``sync_module_states``), saving (world size - 1) host copies.
     """
     dtype = _weights_dtype(torch_dtype, trainer)
+    kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if load_in_4bit:
-        model = AutoModelForCausalLM.from_pretrained(name, **_4bit_kwargs(dtype, trainer))
+        model = AutoModelForCausalLM.from_pretrained(name, **_4bit_kwargs(dtype, trainer), **kernel)
     else:
         empty = pretrained and _rank0_loads_for_fsdp(trainer) and trainer.global_rank > 0
         if pretrained and not empty:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kernel)
         else:
             with torch.device("meta") if empty else nullcontext():
                 model = AutoModelForCausalLM.from_config(
-                    AutoConfig.from_pretrained(name), dtype=None if dtype == "auto" else dtype
+                    AutoConfig.from_pretrained(name), dtype=None if dtype == "auto" else dtype, **kernel
                 )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -11,6 +11,7 @@ The transformers model is built in :meth:`DecoderGenerativeModule.configure_mode
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, Literal
 
@@ -24,9 +25,11 @@ from transformers import AutoTokenizer
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
 from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
+from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.decoder.features import DecoderFeaturizer
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
 from lit_clf.decoder.loading import TorchDtype, load_causal_lm
+from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
 from lit_clf.module import TaskModule, default_optimizer
 
@@ -48,6 +51,7 @@ class DecoderGenerativeModule(TaskModule):
         pretrained: bool = True,
         prompt_format: PromptFormat = "llama2",
         shots: int = 0,
+        shots_draw: ShotsDraw = "per_example",
         prompt_file: str | None = None,
         max_length: int = 16384,
         max_new_tokens: int | None = None,
@@ -58,6 +62,9 @@ class DecoderGenerativeModule(TaskModule):
         load_in_4bit: bool = False,
         torch_dtype: TorchDtype | None = None,
         gradient_checkpointing: bool = False,
+        attn_implementation: str | None = None,
+        share_prefix: bool | Literal["auto"] = "auto",
+        share_prefix_min_saving: float = 0.2,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -74,6 +81,9 @@ class DecoderGenerativeModule(TaskModule):
                 template; instruct models) or ``raw`` (the prompt text, then the answer).
             shots: Few-shot examples per prompt, drawn from the DataModule's training split (0 or 5 with the
                 paper's prompts).
+            shots_draw: ``per_example``: each query gets its own seeded draw of few-shot examples (the paper);
+                ``fixed``: one seeded draw for the whole run (a query that is itself among them gets the next
+                example instead), so the examples become part of the prompt every row shares (``share_prefix``).
             prompt_file: A prompt template file (text, or YAML/JSON with ``prompt``, ``system``, ``shot``,
                 ``keys``; see ``lit_clf.decoder.prompts``) instead of the paper's prompt for the dataset and tasks.
             max_length: Most tokens of prompt + answer (16,384 in the paper); long texts are cut to fit.
@@ -97,6 +107,16 @@ class DecoderGenerativeModule(TaskModule):
                 float32 (mixed precision keeps float32 master weights).
             gradient_checkpointing: Recompute activations in the backward pass (transformers' own checkpointing).
                 Under FSDP use the strategy's ``activation_checkpointing_policy`` instead.
+            attn_implementation: transformers' attention kernel: ``sdpa``, ``eager``, ``flex_attention`` (CUDA; the
+                shared prefix then never builds a dense mask), ``flash_attention_2``...; unset: transformers'
+                default (``sdpa``).
+            share_prefix: Training batches as one packed sequence: the token prefix every row shares (the paper's
+                instructions and label lists) computed once, then each row's remainder (equal loss and gradients;
+                :mod:`lit_clf.decoder.packing`). ``auto``: when it saves at least ``share_prefix_min_saving`` of
+                the padded batch's tokens; ``true``: always (with no common prefix: padding-free packing);
+                ``false``: padded rows. Needs ``sdpa``, ``eager`` or ``flex_attention`` attention. Each device
+                shares within its own batch: one example per device shares nothing.
+            share_prefix_min_saving: ``share_prefix: auto``: the least fraction of tokens sharing must save.
             optimizer: Optimizer class and arguments (default AdamW, lr 1e-5; the paper: AdamW, lr 1e-6, in
                 configs/decoder/base.yaml); ``bitsandbytes.optim.AdamW8bit`` or ``PagedAdamW`` save memory.
             lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step (the paper: none).
@@ -109,12 +129,22 @@ class DecoderGenerativeModule(TaskModule):
         )
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or backbone)
         self.featurizer = DecoderFeaturizer(
-            self.tokenizer, self.tasks, prompt_format, shots, prompt_file, max_length, max_new_tokens
+            self.tokenizer,
+            self.tasks,
+            prompt_format,
+            shots,
+            prompt_file,
+            max_length,
+            max_new_tokens,
+            shots_draw=shots_draw,
+            share_prefix=share_prefix,
+            share_prefix_min_saving=share_prefix_min_saving,
         )
         self.backbone: nn.Module | None = None  # built in configure_model
         #: The decoding mode of validation/test/predict; may be changed between runs (``model.decoding = "score"``).
         self.decoding: DecodingName = decoding
         self._decodings: dict[tuple[str, int], Decoding] = {}
+        self._shared_kv: tuple[tuple[int, ...], Any] | None = None
 
     def configure_model(self) -> None:
         """Build the transformers model once (Lightning calls this before sharding, and on checkpoint load)."""
@@ -128,6 +158,7 @@ class DecoderGenerativeModule(TaskModule):
             load_in_4bit=hp.load_in_4bit,
             lora=hp.lora,
             gradient_checkpointing=hp.gradient_checkpointing,
+            attn_implementation=hp.attn_implementation,
             trainer=self._trainer,
         )
 
@@ -142,28 +173,35 @@ class DecoderGenerativeModule(TaskModule):
         return self._causal_lm()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def answer_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean cross-entropy over the answer tokens (and EOS) of a right-padded training batch.
+        """Mean cross-entropy over the answer tokens (and EOS) of a training batch: right-padded rows, or one packed
+        sequence with the rows' shared prefix computed once (:mod:`lit_clf.decoder.packing`); the two are equal.
 
         Logits are computed only where an answer token is predicted (``logits_to_keep``): with 16k-token prompts
         and a 128k vocabulary, logits at every position would take tens of GB.
         """
         targets = batch["labels"][:, 1:]  # the token at t + 1 is predicted at position t
-        answer = targets != IGNORE_INDEX  # (B, T - 1)
+        answer = targets != IGNORE_INDEX  # (B, T - 1); B = 1 for a packed batch
         if _masked_logits_supported():  # exactly the answer positions of each row: logits (N, V)
             keep, gold = F.pad(answer, (0, 1)), targets[answer]
         else:  # older transformers: the union of the rows' answer positions, logits (B, K, V)
             keep = answer.any(dim=0).nonzero().squeeze(-1)
             gold = targets[:, keep]
-        out = self._causal_lm()(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep
-        )
+        model = self._causal_lm()
+        if "segments" in batch:  # one packed sequence: the shared prefix once, then each row's remainder
+            inputs = {"attention_mask": attention_mask(model, batch["segments"]), "position_ids": batch["position_ids"]}
+        else:
+            inputs = {"attention_mask": batch["attention_mask"]}
+        out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **inputs)
         logits = out.logits.float()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.flatten(), ignore_index=IGNORE_INDEX)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._shared_kv = None  # the weights change: an evaluation prefix cache would be stale
         loss = self.answer_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        rows = batch["rows"] if "segments" in batch else batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        self.log("train/shared_prefix_frac", float(batch.get("shared_prefix_frac", 0.0)), batch_size=rows)
         return loss
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
@@ -207,7 +245,33 @@ class DecoderGenerativeModule(TaskModule):
                 length_normalization=self.hparams.length_normalization,
                 candidates_per_pass=self.hparams.candidates_per_pass,
             )
-        return self._decodings[key](self._causal_lm(), batch, synced_gpus=self._synced_gpus())
+        model = self._causal_lm()
+        cache = self._prefix_cache(model, batch)
+        return self._decodings[key](model, batch, synced_gpus=self._synced_gpus(), past_key_values=cache)
+
+    def _prefix_cache(self, model: nn.Module, batch: dict[str, Any]):
+        """One copy per row of the KV cache of the evaluation split's shared prompt prefix, computed once per
+        evaluation pass (the weights do not change during one); None when the prompts share nothing."""
+        length = int(batch.get("prefix_length", 0))
+        if not length:
+            return None
+        prefix = batch["input_ids"][:1, :length]
+        key = tuple(prefix[0].tolist())
+        if self._shared_kv is None or self._shared_kv[0] != key:
+            out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
+            self._shared_kv = (key, out.past_key_values)
+        cache = copy.deepcopy(self._shared_kv[1])
+        cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+        return cache
+
+    def on_validation_epoch_start(self) -> None:
+        self._shared_kv = None  # new weights since the last pass
+
+    def on_test_epoch_start(self) -> None:
+        self._shared_kv = None
+
+    def on_predict_epoch_start(self) -> None:
+        self._shared_kv = None
 
     def predict_texts(self, texts, batch_size: int = 16, data=None) -> list[dict[str, Any]]:
         self.configure_model()

@@ -20,7 +20,7 @@ from lit_clf.decoder import DecoderGenerativeModule
 from lit_clf.decoder.answers import render_answer
 from lit_clf.decoder.decoding.base import read_answer
 from lit_clf.decoder.features import DecoderFeaturizer
-from tests.helpers import ToyDataModule, run_cli, toy_examples
+from tests.helpers import ToyDataModule, make_decoder, run_cli, toy_examples, toy_specs
 
 REPO = Path(__file__).resolve().parents[2]
 DECODER_CONFIGS = REPO / "configs" / "decoder"
@@ -30,33 +30,6 @@ CPU_CONFIGS = sorted((REPO / "configs").rglob("smollm2-*.yaml"))
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tiny models
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Ops of a 64-wide model are too small to split: one thread is as fast as two, and does not stall at
-    OpenMP barriers when another process keeps the second core busy (30x slower generation seen here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def model_dirs(request):
-    return {"chat": request.getfixturevalue("tiny_smollm_dir"), "llama2": request.getfixturevalue("tiny_llama2_dir")}
-
-
-def toy_specs(names=("intent", "slots")):
-    return ToyDataModule(tasks=list(names)).task_specs
-
-
-def make_module(model_dir, tasks, **kwargs) -> DecoderGenerativeModule:
-    torch.manual_seed(0)
-    kwargs.setdefault("max_length", 512)
-    module = DecoderGenerativeModule(backbone=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
-    module.configure_model()
-    return module
 
 
 def batch_for(module: DecoderGenerativeModule, examples, split: str) -> dict:
@@ -121,7 +94,16 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
     examples = toy_examples("test-")[:3]
     training = featurizer.featurize(examples, train=True)
     batch = featurizer.collate(featurizer.featurize(examples, train=False))
-    assert set(batch) == {"index", "input_ids", "attention_mask", "gold", "num_words", "max_new_tokens"}
+    assert set(batch) == {
+        "index",
+        "input_ids",
+        "attention_mask",
+        "gold",
+        "num_words",
+        "max_new_tokens",
+        "prefix_length",
+    }
+    assert batch["prefix_length"] == 0  # a featurizer without share_prefix pads every prompt whole
     B, T = batch["input_ids"].shape
     for row, train in enumerate(training):
         n = int(batch["attention_mask"][row].sum())
@@ -159,7 +141,7 @@ def test_dataset_names_pick_the_paper_prompt(tiny_llama2_dir):
 
 def test_five_shots_come_from_the_train_split_never_the_query(tiny_llama2_dir):
     data = ToyDataModule(tasks=["intent"], batch_size=8)
-    module = make_module(tiny_llama2_dir, data.task_specs, prompt_format="llama2", shots=5, max_new_tokens=1)
+    module = make_decoder(tiny_llama2_dir, data.task_specs, prompt_format="llama2", shots=5, max_new_tokens=1)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     trainer.validate(module, datamodule=data, verbose=False)
     encoder = module.featurizer.encoder
@@ -176,9 +158,12 @@ def test_five_shots_come_from_the_train_split_never_the_query(tiny_llama2_dir):
 
 
 def test_golden_loss_on_seeded_tiny_model(tiny_smollm_dir, monkeypatch):
-    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat").eval()
+    module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat", share_prefix=False).eval()
     batch = batch_for(module, toy_examples(), "train")
+    module.featurizer.share_prefix = True
+    shared_batch = batch_for(module, toy_examples(), "train")
     with torch.no_grad():
+        shared = module.answer_loss(shared_batch)
         loss = module.answer_loss(batch)
         logits = module(batch["input_ids"], batch["attention_mask"])  # every position, the reference
         reference = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
@@ -187,6 +172,7 @@ def test_golden_loss_on_seeded_tiny_model(tiny_smollm_dir, monkeypatch):
     torch.testing.assert_close(loss, reference)
     torch.testing.assert_close(union, reference)
     torch.testing.assert_close(loss, torch.tensor(GOLDEN_LOSS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(shared, torch.tensor(GOLDEN_LOSS), atol=1e-4, rtol=0)
 
 
 GOLDEN_LOSS = 10.790324
@@ -200,7 +186,7 @@ def test_overfits_toy_examples_and_generates_the_gold_answers(tiny_llama2_dir, t
     template = tmp_path / "short.yaml"  # a short prompt keeps 100 CPU steps fast; the paper's work the same way
     template.write_text('prompt: "Classify: {text}"\n')
     examples = toy_examples()[:4]
-    module = make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2", prompt_file=str(template))
+    module = make_decoder(tiny_llama2_dir, toy_specs(), prompt_format="llama2", prompt_file=str(template))
     batch, generation = batch_for(module, examples, "train"), batch_for(module, examples, "test")
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.0)
     module.train()
@@ -229,7 +215,7 @@ def validate(module, tasks=("intent", "slots")) -> dict[str, float]:
 
 
 def test_untrained_model_validation_logs_invalid_rate_and_counts_invalid_as_wrong(tiny_smollm_dir):
-    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat", max_new_tokens=6)
+    module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat", max_new_tokens=6)
     metrics = validate(module)
     assert set(metrics) == {
         "val/intent_acc",
@@ -244,7 +230,7 @@ def test_untrained_model_validation_logs_invalid_rate_and_counts_invalid_as_wron
 
 def test_metrics_of_parsed_answers(tiny_llama2_dir):
     """Invalid sequence answers are wrong even when a label is readable; slots are scored best effort."""
-    module = make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2")
+    module = make_decoder(tiny_llama2_dir, toy_specs(), prompt_format="llama2")
     examples = toy_examples()[:4]  # alarm_set (8 words), weather_query (7), play_music (7), qa_currency (7)
     gold = [{"task1": ex.labels["intent"], "task2": gold_value(ex, "slots")} for ex in examples]
     texts = [
@@ -264,7 +250,7 @@ def test_metrics_of_parsed_answers(tiny_llama2_dir):
 
 
 def test_constrained_decoding_has_no_invalid_output(tiny_smollm_dir):
-    module = make_module(tiny_smollm_dir, toy_specs(), prompt_format="chat", decoding="constrained")
+    module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat", decoding="constrained")
     metrics = validate(module)
     assert metrics["val/intent_invalid_rate"] == metrics["val/slots_invalid_rate"] == 0.0
 
@@ -272,7 +258,7 @@ def test_constrained_decoding_has_no_invalid_output(tiny_smollm_dir):
 @pytest.mark.parametrize("normalization", ["none", "mean"])
 def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, normalization):
     (spec,) = specs = toy_specs(("intent",))
-    module = make_module(
+    module = make_decoder(
         tiny_llama2_dir,
         specs,
         prompt_format="llama2",
@@ -286,7 +272,9 @@ def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, no
     hook = module.backbone.register_forward_hook(lambda *_: passes.append(1))
     predicted = [row.answers["intent"].value for row in module.decode(batch)]
     hook.remove()
-    assert len(passes) == 1 + -(-len(spec.labels) // 2)  # the prompts, then 2 candidates per pass
+    assert batch["prefix_length"] > 0
+    # the prompts' shared prefix once, the rest of the prompts, then 2 candidates per pass
+    assert len(passes) == 2 + -(-len(spec.labels) // 2)
     encoder, eos = module.featurizer.encoder, module.tokenizer.eos_token_id
     candidates = [encoder.answer_ids(Example("", "", {"intent": label})) + [eos] for label in spec.labels]
     reference = torch.zeros(len(examples), len(candidates))
@@ -306,7 +294,7 @@ def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, no
 
 def test_score_decoding_refuses_token_tasks(tiny_llama2_dir):
     with pytest.raises(ValueError, match="'slots' is a token task; use decoding 'free' or 'constrained'"):
-        make_module(tiny_llama2_dir, toy_specs(), prompt_format="llama2", decoding="score")
+        make_decoder(tiny_llama2_dir, toy_specs(), prompt_format="llama2", decoding="score")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -315,7 +303,7 @@ def test_score_decoding_refuses_token_tasks(tiny_llama2_dir):
 
 def test_checkpoint_round_trip_identical_logits(tmp_path, tiny_llama2_dir):
     data = ToyDataModule(tasks=["intent", "slots"], batch_size=4)
-    module = make_module(tiny_llama2_dir, data.task_specs, prompt_format="llama2")
+    module = make_decoder(tiny_llama2_dir, data.task_specs, prompt_format="llama2")
     trainer = L.Trainer(
         default_root_dir=tmp_path,
         max_steps=2,
@@ -335,7 +323,7 @@ def test_checkpoint_round_trip_identical_logits(tmp_path, tiny_llama2_dir):
     assert "optimizer" not in checkpoint["hyper_parameters"]  # a callable given in code: dropped
     restored = DecoderGenerativeModule.load_from_checkpoint(path, weights_only=True).eval()
     module.eval()
-    batch = batch_for(module, toy_examples(), "train")
+    batch = batch_for(module, toy_examples(), "test")
     with torch.no_grad():
         before = module(batch["input_ids"], batch["attention_mask"])
         after = restored(batch["input_ids"], batch["attention_mask"])
@@ -344,7 +332,7 @@ def test_checkpoint_round_trip_identical_logits(tmp_path, tiny_llama2_dir):
 
 def test_lora_trains_only_the_adapters(tiny_llama2_dir):
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    module = make_module(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2", lora=lora)
+    module = make_decoder(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2", lora=lora)
     trainable = [name for name, p in module.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     module.answer_loss(batch_for(module, toy_examples()[:2], "train")).backward()
@@ -355,13 +343,13 @@ def test_lora_trains_only_the_adapters(tiny_llama2_dir):
 def test_option_errors_are_one_line(tiny_llama2_dir):
     specs = toy_specs(("intent",))
     with pytest.raises(ValueError, match="prompt_format='chat': tokenizer .* has no chat template"):
-        make_module(tiny_llama2_dir, specs, prompt_format="chat")
+        make_decoder(tiny_llama2_dir, specs, prompt_format="chat")
     with pytest.raises(ValueError, match="no paper prompt for intent 3-shot"):
-        make_module(tiny_llama2_dir, specs, prompt_format="llama2", shots=3)
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", shots=3)
     with pytest.raises(ValueError, match="load_in_4bit .* set lora and pretrained"):
-        make_module(tiny_llama2_dir, specs, prompt_format="llama2", load_in_4bit=True)
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", load_in_4bit=True)
     with pytest.raises(ValueError, match="candidates_per_pass: expected a positive number, got 0"):
-        make_module(tiny_llama2_dir, specs, prompt_format="llama2", decoding="score", candidates_per_pass=0)
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", decoding="score", candidates_per_pass=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")

@@ -27,9 +27,12 @@ class Decoded:
 class Decoding(Protocol):
     """A way to read answers: called with the causal LM and a left-padded generation batch."""
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False) -> list[Decoded]:
+    def __call__(
+        self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False, past_key_values=None
+    ) -> list[Decoded]:
         """One :class:`Decoded` per row. ``synced_gpus``: every rank runs each forward pass until all are done
-        (sharded weights under FSDP)."""
+        (sharded weights under FSDP). ``past_key_values``: the KV cache of the batch's first
+        ``batch["prefix_length"]`` tokens (the prompt prefix every row shares), one copy per row."""
 
 
 def read_answer(encoder: PromptEncoder, text: str, num_words: int) -> Decoded:

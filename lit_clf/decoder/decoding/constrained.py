@@ -522,7 +522,7 @@ class ConstrainedDecoding:
         self.encoder = encoder
         self.max_new_tokens = max_new_tokens
 
-    def __call__(self, model, batch: dict, synced_gpus: bool = False) -> list[Decoded]:
+    def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
         keys = self.encoder.template.keys or None
         constraints = [AnswerConstraint(tuple(self.encoder.tasks), keys, n) for n in batch["num_words"]]
         texts = constrained_generate(
@@ -534,5 +534,6 @@ class ConstrainedDecoding:
             fmt=self.encoder.fmt,
             max_new_tokens=self.max_new_tokens,
             synced_gpus=synced_gpus,
+            past_key_values=past_key_values,
         )
         return [read_answer(self.encoder, text, n) for text, n in zip(texts, batch["num_words"])]

@@ -17,7 +17,9 @@ class FreeDecoding:
     def __init__(self, encoder: PromptEncoder) -> None:
         self.encoder = encoder
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False) -> list[Decoded]:
+    def __call__(
+        self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False, past_key_values=None
+    ) -> list[Decoded]:
         tokenizer, prompt = self.encoder.tokenizer, batch["input_ids"]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         config = GenerationConfig(
@@ -27,7 +29,11 @@ class FreeDecoding:
             pad_token_id=pad,
         )
         out = model.generate(
-            input_ids=prompt, attention_mask=batch["attention_mask"], generation_config=config, synced_gpus=synced_gpus
+            input_ids=prompt,
+            attention_mask=batch["attention_mask"],
+            generation_config=config,
+            synced_gpus=synced_gpus,
+            past_key_values=past_key_values,
         )
         texts = tokenizer.batch_decode(out[:, prompt.shape[1] :], skip_special_tokens=True)
         return [read_answer(self.encoder, text, n) for text, n in zip(texts, batch["num_words"])]

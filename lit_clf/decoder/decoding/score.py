@@ -62,6 +62,7 @@ def score_labels(
     label_token_ids: Sequence[Sequence[int]],
     length_normalization: LengthNormalization = "none",
     candidates_per_pass: int = 64,
+    past_key_values=None,
 ) -> torch.Tensor:
     """Log-likelihood of every candidate answer after every prompt: rank classification.
 
@@ -83,6 +84,8 @@ def score_labels(
         length_normalization: ``none``: sum of the token log-probs; ``mean``: divided by the number of tokens.
         candidates_per_pass: Candidates per tree pass; memory grows with ``B`` times their distinct prefixes
             times the vocabulary size (the logits).
+        past_key_values: KV cache of the prompts' first tokens (their shared prefix), one copy per row; only the
+            rest of ``prompt_ids`` is then run.
 
     Returns:
         ``(B, N)`` float32 scores; the prediction is their argmax over candidates.
@@ -104,8 +107,14 @@ def score_labels(
             "attn_implementation='sdpa' or 'eager'"
         )
     positions = position_ids(attention_mask)
+    cached = past_key_values.get_seq_length() if past_key_values is not None else 0
     out = model(
-        input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        input_ids=prompt_ids[:, cached:],
+        attention_mask=attention_mask,
+        position_ids=positions[:, cached:],
+        past_key_values=past_key_values,
+        use_cache=True,
+        logits_to_keep=1,
     )
     first = out.logits[:, -1].float().log_softmax(-1)
     cache, step = out.past_key_values, max(1, candidates_per_pass)
@@ -221,7 +230,7 @@ class ScoreDecoding:
         keys = encoder.template.keys or None
         self.texts = [render_answer(Example("", "", labels), encoder.tasks, keys) for labels in self.candidates]
 
-    def __call__(self, model, batch: dict, synced_gpus: bool = False) -> list[Decoded]:
+    def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
         scores = score_labels(
             model,
             batch["input_ids"],
@@ -229,6 +238,7 @@ class ScoreDecoding:
             self.ids,
             self.length_normalization,
             self.candidates_per_pass,
+            past_key_values=past_key_values,
         )
         best = scores.argmax(-1).tolist()
         return [
