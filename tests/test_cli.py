@@ -22,6 +22,8 @@ def test_help_documents_options_from_docstrings(capsys):
     run_cli(["fit", "--help"])
     out = capsys.readouterr().out
     assert "--test_after_fit" in out and "--predictions.output_path" in out
+    words = " ".join(out.split())  # the help wraps to the terminal's width
+    assert "--checkpoint.monitor" in out and "Unset: the first task's main validation metric" in words
 
 
 def test_model_and_data_help_show_docstrings(capsys):

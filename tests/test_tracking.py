@@ -53,9 +53,9 @@ def test_run_facts_from_config():
         "data": {"init_args": {"tasks": ["topic20"]}},
         "ckpt_path": None,
     }
-    facts = run_facts(config, "20newsgroups", "test")
-    assert facts == RunFacts("20newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
-    assert facts.name == "20newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
+    facts = run_facts(config, "newsgroups", "test")
+    assert facts == RunFacts("newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
+    assert facts.name == "newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
     assert facts.tags[-2:] == ["dual", "5-shot"]
 
 

@@ -9,7 +9,7 @@ The prompt itself (template, format, few-shot draw, token budgets, answer mask) 
 
 Which prompt: the paper's (:data:`~lit_clf.data.prompts.BUILTIN_TEMPLATES`, keyed ``20ng``/``massive``) for the
 DataModule's dataset, task set and number of shots, or a user file. DataModules name themselves
-``20newsgroups``/``massive`` (``dataset_name``); :data:`PROMPT_DATASETS` maps those names to the prompt keys, and a
+``newsgroups``/``massive`` (``dataset_name``); :data:`PROMPT_DATASETS` maps those names to the prompt keys, and a
 dataset without prompts of its own (a test DataModule) uses the one prompt key whose templates cover its tasks.
 
 Few-shot examples come from the DataModule's training split (after ``max_examples``), never the query itself.
@@ -36,7 +36,7 @@ from lit_clf.data.prompts import (
 from lit_clf.data.tasks import Example, TaskSpec
 
 #: DataModule ``dataset_name`` -> dataset key of the paper's prompts in :mod:`lit_clf.data.prompts`.
-PROMPT_DATASETS = {"20newsgroups": "20ng", "massive": "massive"}
+PROMPT_DATASETS = {"newsgroups": "20ng", "massive": "massive"}
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
 #: label in another context can take a token more or less.

@@ -225,7 +225,7 @@ class NewsgroupsDataModule(ClassificationDataModule):
     """
 
     available_tasks: ClassVar[dict[str, TaskKind]] = NEWSGROUPS_TASKS
-    dataset_name: ClassVar[str] = "20newsgroups"
+    dataset_name: ClassVar[str] = "newsgroups"
 
     def __init__(
         self,

@@ -147,7 +147,7 @@ def test_answer_budget_covers_every_gold_answer(tiny_llama2_dir):
 
 
 def test_dataset_names_map_to_prompt_keys():
-    assert prompt_dataset("20newsgroups", ["topic20"]) == "20ng"
+    assert prompt_dataset("newsgroups", ["topic20"]) == "20ng"
     assert prompt_dataset("massive", ["slots"]) == "massive"
     assert prompt_dataset("toy", ["slots", "intent"]) == "massive"  # no prompts of its own: found by tasks
     with pytest.raises(ValueError, match="give the model a prompt_file"):
