@@ -4,11 +4,58 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+
+from lit_clf.data.tasks import TaskSpec
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the checkpoint with the best validation score, ``checkpoints/best.ckpt`` in the run's folder.
+
+    The score is the first task's main metric unless ``monitor`` names another: ``val/{task}_acc`` for a sequence
+    task, ``val/{task}_f1`` for a token task (``val/intent_acc`` for MASSIVE intent + slots, ``val/slots_f1`` for
+    slots alone). ``lit-clf`` adds one to every run (options ``--checkpoint.*``), as Lightning adds its default
+    checkpoint: none when ``trainer.enable_checkpointing`` is false or ``trainer.callbacks`` lists a checkpoint.
+    """
+
+    def __init__(
+        self,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "max",
+        filename: str | None = "best",
+        save_top_k: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            monitor: Logged metric to rank checkpoints by. Unset: the first task's main validation metric.
+            mode: ``max`` keeps the highest score (accuracy, F1); ``min`` the lowest (give it with a loss).
+            filename: Checkpoint file name, without ``.ckpt``.
+            save_top_k: How many of the best checkpoints to keep (``-1``: all of them).
+            **kwargs: Any other ``ModelCheckpoint`` option (``save_last``, ``save_weights_only``, ``dirpath``, ...).
+        """
+        # Lightning refuses top-k > 1 without a monitor at construction; the monitor is known in ``setup``.
+        super().__init__(monitor=monitor, mode=mode, filename=filename, save_top_k=min(save_top_k, 1), **kwargs)
+        self.save_top_k = save_top_k
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        tasks = getattr(pl_module, "tasks", None)
+        if self.monitor is None and tasks:
+            self.monitor = main_val_metric(TaskSpec.coerce(tasks[0]))
+        if self.monitor is None and self.save_top_k > 1:
+            raise ValueError(
+                f"checkpoint.save_top_k={self.save_top_k}: give checkpoint.monitor (the model has no tasks)"
+            )
+        super().setup(trainer, pl_module, stage)
+
+
+def main_val_metric(task: TaskSpec) -> str:
+    """The validation metric a task is selected by: ``val/{name}_acc`` (sequence) or ``val/{name}_f1`` (token)."""
+    return f"val/{task.name}_{'acc' if task.kind == 'sequence' else 'f1'}"
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -1,7 +1,9 @@
 """The ``lit-clf`` command: LightningCLI with ``fit``, ``validate``, ``test`` and ``predict``.
 
-Only argument links live here: the task specs (names, kinds, label lists) flow from the DataModule to
-the model, so no config states a label count.
+Argument links and defaults derived from the tasks live here, so no config states them: the task specs (names,
+kinds, label lists) flow from the DataModule to the model; the checkpoint kept is the best on the first task's
+main validation metric (:class:`~lit_clf.callbacks.BestCheckpoint`); loggers left unnamed are named after the
+run (:func:`~lit_clf.tracking.name_loggers`).
 """
 
 from __future__ import annotations
@@ -10,20 +12,23 @@ import os
 import sys
 from pathlib import Path
 
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
-from lit_clf.callbacks import PredictionWriter, ShowTrainingExamples
+from lit_clf.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
-from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable
+from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
 
 
 class LitClfCLI(LightningCLI):
-    """LightningCLI with the data -> model links every lit_clf config relies on."""
+    """LightningCLI with the data -> model links and the task-derived defaults every lit_clf config relies on."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data", "model.init_args.tasks", compute_fn=_task_dicts, apply_on="instantiate")
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
         parser.add_lightning_class_args(ThroughputLogger, "throughput")
@@ -34,6 +39,19 @@ class LitClfCLI(LightningCLI):
             default=False,
             help="After `fit`, run `test` with the best checkpoint (the final weights if none was kept).",
         )
+
+    def before_instantiate_classes(self) -> None:
+        name_loggers(self.config[self.subcommand], self.subcommand)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """LightningCLI's, less the ``checkpoint`` callback where Lightning would add no default checkpoint
+        either: checkpointing switched off, or a checkpoint callback of the config's own in ``trainer.callbacks``."""
+        trainer = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        listed = trainer.get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        keep = trainer.get("enable_checkpointing") is not False and not any(isinstance(c, Checkpoint) for c in listed)
+        keys = [key for key in self._parser(self.subcommand).callback_keys if keep or key != "checkpoint"]
+        return self._instantiate_trainer(trainer, [self._get(self.config_init, key) for key in keys])
 
     def instantiate_classes(self) -> None:
         # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.

@@ -6,6 +6,7 @@ Everything here also works without W&B: the callbacks do nothing for loggers oth
 
 from __future__ import annotations
 
+import importlib
 import json
 import struct
 import time
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -58,6 +60,33 @@ def run_facts(config: dict[str, Any], dataset: str, stage: str) -> RunFacts:
     tasks = tuple(config.get("data", {}).get("init_args", {}).get("tasks") or ())
     fine_tuned = stage == "fit" or bool(config.get("ckpt_path"))
     return RunFacts(dataset, Path(model_id.rstrip("/")).name, tasks, model_args.get("shots"), fine_tuned)
+
+
+#: The ``name`` Lightning gives a ``CSVLogger`` or ``TensorBoardLogger`` when none is set.
+_DEFAULT_NAME = "lightning_logs"
+
+
+def name_loggers(config: Namespace, stage: str) -> None:
+    """Name the loggers of a parsed CLI config (one subcommand's) whose ``name`` is left at Lightning's default
+    ``lightning_logs`` (``CSVLogger``, ``TensorBoardLogger``) after the run, as W&B runs are named
+    (:attr:`RunFacts.name`): a CSV log goes to ``<save_dir>/massive-roberta-base-intent-ft/version_<n>/``.
+    A name given in the config wins. The config is changed in place, so the saved ``config.yaml`` shows it."""
+    logger = config.get("trainer.logger")
+    loggers = logger if isinstance(logger, list) else [logger]
+    unnamed = [lg for lg in loggers if isinstance(lg, Namespace) and lg.get("init_args.name") == _DEFAULT_NAME]
+    if not unnamed:
+        return
+    facts = run_facts(config.as_dict(), _dataset_name(config.get("data.class_path")), stage)
+    for lg in unnamed:
+        lg.init_args.name = facts.name
+
+
+def _dataset_name(class_path: str | None) -> str:
+    """``dataset_name`` of a DataModule class path (``massive``, ``newsgroups``); ``data`` when it has none."""
+    if not class_path:
+        return "data"
+    module, _, name = class_path.rpartition(".")
+    return getattr(getattr(importlib.import_module(module), name), "dataset_name", "") or "data"
 
 
 class LitClfSaveConfigCallback(SaveConfigCallback):

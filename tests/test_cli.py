@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-FRAGMENTS = ("decoder", "trainer")  # composed with -c a.yaml -c b.yaml ...; tested in tests/decoder/test_module.py
+# Composed with -c a.yaml -c b.yaml ...: encoder rows tested here, decoder rows in tests/decoder/test_module.py.
+FRAGMENTS = ("decoder", "encoder", "task", "trainer")
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
+
+
+def compose_encoder(model: str, task: str) -> list[str]:
+    """The documented encoder composition (configs/README.md): base, model, the dataset's epochs, task."""
+    dataset = task.split("-")[0]
+    files = ["encoder/base.yaml", f"encoder/model/{model}.yaml", f"encoder/epochs/{dataset}.yaml", f"task/{task}.yaml"]
+    return [arg for name in files for arg in ("--config", str(CONFIG_DIR / name))]
+
+
+# The paper's encoder rows x Table 3 columns, with the values of the whole files they were until composition
+# (configs/{massive,newsgroups}/roberta-{base,large}-<task>.yaml): (model, task file) -> data class, tasks,
+# max_epochs, checkpoint monitor.
+MASSIVE, NEWSGROUPS = "lit_clf.data.MassiveDataModule", "lit_clf.data.NewsgroupsDataModule"
+ENCODER_TASKS = {
+    "massive-intent": (MASSIVE, ["intent"], 20, "val/intent_acc"),
+    "massive-slots": (MASSIVE, ["slots"], 20, "val/slots_f1"),
+    "massive-joint": (MASSIVE, ["intent", "slots"], 20, "val/intent_acc"),
+    "newsgroups-topic20": (NEWSGROUPS, ["topic20"], 10, "val/topic20_acc"),
+    "newsgroups-topic7": (NEWSGROUPS, ["topic7"], 10, "val/topic7_acc"),
+    "newsgroups-joint": (NEWSGROUPS, ["topic20", "topic7"], 10, "val/topic20_acc"),
+}
+ENCODER_ROWS = [(model, task) for model in ("roberta-base", "roberta-large") for task in ENCODER_TASKS]
 
 
 def test_help_documents_options_from_docstrings(capsys):
     run_cli(["fit", "--help"])
     out = capsys.readouterr().out
     assert "--test_after_fit" in out and "--predictions.output_path" in out
+    words = " ".join(out.split())  # the help wraps to the terminal's width
+    assert "--checkpoint.monitor" in out and "Unset: the first task's main validation metric" in words
 
 
 def test_model_and_data_help_show_docstrings(capsys):
@@ -45,6 +72,43 @@ def test_print_config(config, capsys):
     assert printed["seed_everything"] == 42
     assert printed["model"]["class_path"].startswith(("lit_clf.encoder.", "lit_clf.decoder."))
     assert "tasks" not in printed["model"]["init_args"]  # linked from the data, never in YAML
+
+
+@pytest.mark.parametrize(("model", "task"), ENCODER_ROWS, ids="/".join)
+def test_composed_encoder_rows_resolve_to_the_paper_hyperparameters(model, task, capsys):
+    run_cli(["fit", *compose_encoder(model, task), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    data_class, tasks, epochs, _ = ENCODER_TASKS[task]
+    init = printed["model"]["init_args"]
+    assert printed["seed_everything"] == 42 and printed["test_after_fit"] is True
+    assert printed["model"]["class_path"] == "lit_clf.encoder.EncoderSeqTokenModule"
+    assert init["backbone"] == model and init["max_length"] == 512
+    assert init["optimizer"]["class_path"] == "torch.optim.Adam" and init["optimizer"]["init_args"]["lr"] == 1e-5
+    assert init["lr_scheduler"] is None and "tasks" not in init  # tasks: linked from the data, never in YAML
+    data = printed["data"]
+    assert data["class_path"] == data_class and data["init_args"]["tasks"] == tasks
+    assert (data["init_args"]["batch_size"], data["init_args"]["eval_batch_size"]) == (32, 64)
+    assert data["init_args"]["num_workers"] == 4
+    trainer = printed["trainer"]
+    assert trainer["max_epochs"] == epochs and trainer["precision"] == "bf16-mixed"
+    assert [(lg["class_path"].rsplit(".", 1)[1], lg["init_args"]["save_dir"]) for lg in trainer["logger"]] == [
+        ("CSVLogger", "runs"),
+        ("WandbLogger", "runs"),
+    ]
+    assert trainer["logger"][1]["init_args"]["project"] == "lit_clf"
+    assert trainer["callbacks"] is None  # the checkpoint is lit-clf's own: best on the first task's metric
+    checkpoint = printed["checkpoint"]
+    assert checkpoint["monitor"] is None and checkpoint["mode"] == "max" and checkpoint["filename"] == "best"
+    assert checkpoint["save_last"] is True and checkpoint["save_top_k"] == 1
+
+
+def test_config_paths_named_in_docs_and_comments_exist():
+    """Moved or renamed configs leave no stale command behind (placeholders such as ``<TASK>`` are skipped)."""
+    texts = [REPO / "README.md", REPO / "Makefile", *(REPO / "docs").glob("*.md"), *(REPO / "sweeps").iterdir()]
+    texts += [*CONFIG_DIR.rglob("*.md"), *CONFIG_DIR.rglob("*.yaml"), *(REPO / "notebooks").glob("*.ipynb")]
+    named = {(text.name, path) for text in texts for path in re.findall(r"configs/[\w./+-]*?\.yaml", text.read_text())}
+    assert len(named) > 20
+    assert [(name, path) for name, path in sorted(named) if not (REPO / path).is_file()] == []
 
 
 def tiny_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[str]:
@@ -71,6 +135,24 @@ def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny
     first_task = yaml.safe_load(config.read_text())["data"]["init_args"]["tasks"][0]
     assert f"test/{first_task}_" in header  # test_after_fit ran on the best checkpoint
     assert list(tmp_path.rglob("best.ckpt"))
+
+
+@pytest.mark.parametrize(("model", "task"), ENCODER_ROWS, ids="/".join)
+def test_composed_encoder_rows_train_with_a_tiny_backbone(
+    model, task, tmp_path, tiny_roberta_dir, shared_data, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the configs log to ./runs
+    run_cli(["fit", *compose_encoder(model, task), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)])
+    _, tasks, _, monitor = ENCODER_TASKS[task]
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    assert f"test/{tasks[0]}_" in metrics.read_text().splitlines()[0]  # test_after_fit ran on the best checkpoint
+    # the CSV log is named after the run, as W&B names it: runs/<dataset>-<model>-<tasks>-ft/version_0
+    assert metrics.parents[1].name == f"{task.split('-')[0]}-{tiny_roberta_dir.name}-{'+'.join(tasks)}-ft"
+    (best,) = tmp_path.rglob("best.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=False)["callbacks"]
+    (key,) = [key for key in state if key.startswith("BestCheckpoint")]
+    assert state[key]["monitor"] == monitor  # derived from the first task, as the whole files stated it
+    assert (best.parent / "last.ckpt").is_file()
 
 
 def test_test_and_predict_from_checkpoint(tmp_path, tiny_roberta_dir, shared_data, monkeypatch):

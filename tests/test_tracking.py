@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import wandb
+import yaml
 
 from lit_clf.tracking import RunFacts, read_wandb_run, run_facts
-from tests.test_cli import REPO, run_cli, tiny_overrides
+from tests.test_cli import compose_encoder, run_cli, tiny_overrides
 
 
 @pytest.fixture
@@ -22,8 +23,8 @@ def offline_wandb(monkeypatch, tmp_path):
 
 
 def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_roberta_dir, shared_data):
-    config = REPO / "configs/massive/roberta-base-joint.yaml"
-    args = ["fit", "--config", str(config), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)]
+    config = compose_encoder("roberta-base", "massive-joint")  # the paper row: logs to W&B and CSV
+    args = ["fit", *config, *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)]
     run_cli([*args, "--throughput.log_every_n_steps=1", "--trainer.log_every_n_steps=1"])
     wandb.finish()  # what process exit does for `lit-clf`: flush the run log
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
@@ -34,6 +35,10 @@ def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_r
     assert log.config["data"]["init_args"]["tasks"] == ["intent", "slots"]
     assert log.config["trainer"]["max_epochs"] == 1
     assert log.name == f"massive-{tiny_roberta_dir.name}-intent+slots-ft"
+    csv_run = tmp_path / "runs" / log.name / "version_0"  # the CSV copy carries the same name
+    assert (csv_run / "metrics.csv").is_file()
+    saved = yaml.safe_load((csv_run / "config.yaml").read_text())
+    assert saved["trainer"]["logger"][0]["init_args"]["name"] == log.name
     assert {"massive", "intent", "slots", "FT", "consolidated"} <= set(log.tags)
 
     keys = {key for row in log.history for key in row}

@@ -24,6 +24,7 @@ from tests.helpers import ToyDataModule, make_decoder, run_cli, toy_examples, to
 
 REPO = Path(__file__).resolve().parents[2]
 DECODER_CONFIGS = REPO / "configs" / "decoder"
+TASK_CONFIGS = REPO / "configs" / "task"  # shared with the encoder rows
 FSDP_CONFIG = REPO / "configs" / "trainer" / "fsdp-8xa100.yaml"
 CPU_CONFIGS = sorted((REPO / "configs").rglob("smollm2-*.yaml"))
 
@@ -408,8 +409,8 @@ SHOTS = ["zero", "five"]
 
 def compose(model: str, shots: str, task: str, fsdp: bool = False) -> list[str]:
     """The documented composition order: base, model, shots, task, then the trainer (configs/decoder/README.md)."""
-    files = ["base.yaml", f"model/{model}.yaml", f"shots/{shots}.yaml", f"task/{task}.yaml"]
-    args = [arg for name in files for arg in ("--config", str(DECODER_CONFIGS / name))]
+    files = [DECODER_CONFIGS / name for name in ("base.yaml", f"model/{model}.yaml", f"shots/{shots}.yaml")]
+    args = [arg for path in [*files, TASK_CONFIGS / f"{task}.yaml"] for arg in ("--config", str(path))]
     return args + (["--config", str(FSDP_CONFIG)] if fsdp else [])
 
 
@@ -424,9 +425,9 @@ ROWS = [(model, shots, TASKS[i % len(TASKS)]) for i, (model, shots) in enumerate
 
 
 def test_every_config_file_is_in_a_tested_row():
-    used = {f"model/{m}.yaml" for m, _, _ in ROWS} | {f"task/{t}.yaml" for _, _, t in ROWS}
-    used |= {f"shots/{s}.yaml" for _, s, _ in ROWS} | {"base.yaml"}
+    used = {f"model/{m}.yaml" for m, _, _ in ROWS} | {f"shots/{s}.yaml" for _, s, _ in ROWS} | {"base.yaml"}
     assert {str(p.relative_to(DECODER_CONFIGS)) for p in DECODER_CONFIGS.rglob("*.yaml")} == used
+    assert {p.stem for p in TASK_CONFIGS.glob("*.yaml")} == {t for _, _, t in ROWS}
 
 
 @pytest.mark.parametrize(("model", "shots", "task"), ROWS, ids=lambda v: str(v))
@@ -486,9 +487,14 @@ def test_composed_rows_run_with_a_tiny_model(model, shots, task, extra, tmp_path
     run_cli([subcommand(model), *compose(model, shots, task), *tiny_overrides(tmp_path, tiny, shared_data), *extra])
     (metrics,) = tmp_path.rglob("metrics.csv")
     header = metrics.read_text().splitlines()[0]
-    task_file = yaml.safe_load((DECODER_CONFIGS / "task" / f"{task}.yaml").read_text())
-    first_task = task_file["data"]["init_args"]["tasks"][0]
+    task_file = yaml.safe_load((TASK_CONFIGS / f"{task}.yaml").read_text())
+    tasks = task_file["data"]["init_args"]["tasks"]
+    first_task = tasks[0]
     assert f"test/{first_task}_invalid_rate" in header
+    # the CSV log is named after the run: runs/<dataset>-<model>-<tasks>-<shots>shot-<ft|noft>/version_0
+    shot_count = 5 if shots == "five" else 0
+    ft = "ft" if subcommand(model) == "fit" else "noft"
+    assert metrics.parents[1].name == f"{task.split('-')[0]}-{tiny.name}-{'+'.join(tasks)}-{shot_count}shot-{ft}"
     if subcommand(model) == "fit":
         assert "train/loss" in header and f"val/{first_task}_invalid_rate" in header
         assert list(tmp_path.rglob("best.ckpt"))
