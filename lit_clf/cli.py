@@ -83,10 +83,17 @@ class LitClfCLI(LightningCLI):
 
 
 def _root_cause(err: BaseException) -> BaseException:
-    """The innermost exception: jsonargparse wraps errors raised inside argument links."""
-    while (inner := err.__cause__ or err.__context__) is not None:
+    """The error lit_clf raised, without jsonargparse's wrappers around errors raised inside argument links.
+
+    Only wrappers are unwrapped: a lit_clf error raised ``from`` a lower-level one (a reader's
+    ``en-US.jsonl:11: malformed JSON`` over a ``JSONDecodeError``) is reported itself, not its cause."""
+    while _is_wrapper(err) and (inner := err.__cause__ or (None if err.__suppress_context__ else err.__context__)):
         err = inner
     return err
+
+
+def _is_wrapper(err: BaseException) -> bool:
+    return type(err).__module__.startswith("jsonargparse") or str(err).startswith("Call to compute_fn of link")
 
 
 def _task_dicts(data: ClassificationDataModule) -> list[dict]:

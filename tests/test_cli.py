@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from lit_clf.cli import main
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,3 +199,26 @@ def test_missing_data_is_one_line_error(tmp_path):
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("lit-clf: error:")]
     assert "MASSIVE en-US not found" in line and str(tmp_path) in line and "LIT_CLF_DATA" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_readers_own_message_is_the_one_printed(tmp_path, minilm_dir, shared_data, capsys, monkeypatch):
+    """The reader's ``file:line: what`` reaches the user, not the innermost exception it was raised over."""
+    folder = tmp_path / "massive"
+    folder.mkdir()
+    lines = (shared_data / "massive" / "en-US.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[10] = '{"id": broken\n'
+    (folder / "en-US.jsonl").write_text("".join(lines[:50]), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["lit-clf"])
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "fit",
+                f"--config={CONFIG_DIR / 'massive' / 'minilm-intent.yaml'}",
+                f"--model.init_args.backbone={minilm_dir}",
+                f"--data.init_args.data_dir={tmp_path}",
+            ]
+        )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    where = folder / "en-US.jsonl"
+    assert err == f"lit-clf: error: {where}:11: malformed JSON (Expecting value: line 1 column 8 (char 7))"
