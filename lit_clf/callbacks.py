@@ -65,14 +65,31 @@ class PredictionWriter(BasePredictionWriter):
     sequence tasks of the encoder, the ``top`` labels with their probabilities.
     """
 
-    def __init__(self, output_path: str | None = None) -> None:
+    def __init__(self, output_path: str | None = None, overwrite: bool = False) -> None:
         """
         Args:
             output_path: JSONL file to write. Unset: ``predictions.jsonl`` in the run's log directory.
                 Under several processes each rank writes ``<name>.rank<N>.jsonl``.
+            overwrite: Replace an existing file; otherwise an existing file stops the run before inference.
         """
         super().__init__(write_interval="epoch")
         self.output_path = output_path
+        self.overwrite = overwrite
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Check the output file before any inference: not there yet (or ``overwrite``), and writable."""
+        path = self.resolve_path(trainer)
+        if path.exists() and not self.overwrite:
+            raise ValueError(
+                f"predictions.output_path: {path} exists; give another path or --predictions.overwrite true"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            probe = path.with_name(path.name + ".tmp")
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"predictions.output_path: cannot write {path} ({err.strerror or err})") from None
 
     def resolve_path(self, trainer: L.Trainer) -> Path:
         path = Path(self.output_path or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl")

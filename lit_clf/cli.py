@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -55,13 +56,14 @@ class LitClfCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.
-        try:
+        with _one_line_errors():
             super().instantiate_classes()
-        except (DataNotFoundError, ValueError) as err:
-            if os.environ.get("LIT_CLF_TRACEBACK"):
-                raise
-            print(f"lit-clf: error: {_root_cause(err)}", file=sys.stderr)
-            raise SystemExit(2) from None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Errors found once the run starts (a prompt longer than max_length, a few-shot pool too small, an output
+        # file that exists): the same one line. LIT_CLF_TRACEBACK=1 shows the traceback.
+        with _one_line_errors(hint=True):
+            super()._run_subcommand(subcommand)
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
@@ -82,18 +84,35 @@ class LitClfCLI(LightningCLI):
         self.trainer.test(self._get(fresh, "model"), datamodule=self._get(fresh, "data"), ckpt_path=best)
 
 
+@contextmanager
+def _one_line_errors(hint: bool = False):
+    """Bad data or options (``ValueError``, missing data) -> ``lit-clf: error: <message>`` on stderr, exit 2."""
+    try:
+        yield
+    except (DataNotFoundError, ValueError) as err:
+        if os.environ.get("LIT_CLF_TRACEBACK"):
+            raise
+        more = " (LIT_CLF_TRACEBACK=1 shows where)" if hint else ""
+        print(f"lit-clf: error: {_root_cause(err)}{more}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _root_cause(err: BaseException) -> BaseException:
     """The error lit_clf raised, without jsonargparse's wrappers around errors raised inside argument links.
 
     Only wrappers are unwrapped: a lit_clf error raised ``from`` a lower-level one (a reader's
     ``en-US.jsonl:11: malformed JSON`` over a ``JSONDecodeError``) is reported itself, not its cause."""
-    while _is_wrapper(err) and (inner := err.__cause__ or (None if err.__suppress_context__ else err.__context__)):
+    while _is_wrapper(err) and (inner := err.__cause__ or err.__context__) is not None:
         err = inner
     return err
 
 
+#: How jsonargparse's messages start when it wraps an error raised while instantiating a class or running a link.
+_WRAPPERS = ("Call to compute_fn of link", "Does not validate against any of the Union subtypes", "Problem with given")
+
+
 def _is_wrapper(err: BaseException) -> bool:
-    return type(err).__module__.startswith("jsonargparse") or str(err).startswith("Call to compute_fn of link")
+    return type(err).__module__.startswith("jsonargparse") or str(err).startswith(_WRAPPERS)
 
 
 def _task_dicts(data: ClassificationDataModule) -> list[dict]:

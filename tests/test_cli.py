@@ -222,3 +222,66 @@ def test_a_readers_own_message_is_the_one_printed(tmp_path, minilm_dir, shared_d
     err = capsys.readouterr().err.strip().splitlines()[-1]
     where = folder / "en-US.jsonl"
     assert err == f"lit-clf: error: {where}:11: malformed JSON (Expecting value: line 1 column 8 (char 7))"
+
+
+def run_cli_error(args: list[str], capsys, monkeypatch) -> str:
+    """``lit-clf ARGS`` that must stop with exit code 2 and one ``lit-clf: error:`` line; returns the line."""
+    monkeypatch.setattr(sys, "argv", ["lit-clf"])
+    monkeypatch.delenv("LIT_CLF_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("lit-clf: error:")]
+    return line
+
+
+def tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data) -> list[str]:
+    return [
+        f"--config={CONFIG_DIR / 'massive' / 'minilm-intent.yaml'}",
+        f"--model.init_args.backbone={tiny_roberta_dir}",
+        "--model.init_args.pretrained=false",
+        f"--data.init_args.data_dir={shared_data}",
+        "--data.init_args.max_examples=16",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=false",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--data.init_args.eval_batch_size=-1", "lit-clf: error: eval_batch_size must be >= 1 or unset, got -1"),
+        (
+            "--model.init_args.max_length=2",
+            "lit-clf: error: max_length=2 leaves no room for text: the tokenizer adds 2 special tokens; "
+            "give at least 3",
+        ),
+    ],
+)
+def test_values_the_model_cannot_use_are_refused(
+    option, message, tmp_path, tiny_roberta_dir, shared_data, capsys, monkeypatch
+):
+    args = ["fit", *tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data), option]
+    assert run_cli_error(args, capsys, monkeypatch) == message
+
+
+def test_predict_refuses_to_overwrite_and_checks_the_path_first(
+    tmp_path, tiny_roberta_dir, shared_data, capsys, monkeypatch
+):
+    out = tmp_path / "predictions.jsonl"
+    out.write_text("earlier results\n")
+    args = ["predict", *tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data), f"--predictions.output_path={out}"]
+    line = run_cli_error(args, capsys, monkeypatch)
+    assert line == (
+        f"lit-clf: error: predictions.output_path: {out} exists; give another path or --predictions.overwrite true"
+        " (LIT_CLF_TRACEBACK=1 shows where)"
+    )
+    assert out.read_text() == "earlier results\n"  # nothing lost
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    args[-1] = f"--predictions.output_path={blocked / 'predictions.jsonl'}"
+    assert "predictions.output_path: cannot write" in run_cli_error(args, capsys, monkeypatch)
+    run_cli([*args[:-1], f"--predictions.output_path={out}", "--predictions.overwrite=true"])
+    assert len(out.read_text().splitlines()) == 16

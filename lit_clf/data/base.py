@@ -165,6 +165,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.tasks = select_tasks(tasks, self.available_tasks)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1 or unset, got {eval_batch_size}")
         if predict_split not in SPLITS:
             raise ValueError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
         if max_examples is not None and max_examples < 1:

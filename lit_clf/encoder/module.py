@@ -98,6 +98,12 @@ class EncoderSeqTokenModule(TaskModule):
         )
         by_words = any(task.kind == "token" for task in self.tasks)
         self.tokenizer = load_tokenizer(tokenizer or backbone, by_words)
+        specials = self.tokenizer.num_special_tokens_to_add()
+        if max_length <= specials:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for text: the tokenizer adds {specials} special tokens; "
+                f"give at least {specials + 1}"
+            )
         self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length)
         if compile:
             self.backbone.compile(dynamic=True)
