@@ -10,7 +10,7 @@ import wandb
 import yaml
 
 from lit_clf.tracking import RunFacts, read_wandb_run, run_facts
-from tests.test_cli import compose_encoder, run_cli, tiny_overrides
+from tests.helpers import compose_encoder, encoder_overrides, run_cli
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def offline_wandb(monkeypatch, tmp_path):
 
 def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_roberta_dir, shared_data):
     config = compose_encoder("roberta-base", "massive-joint")  # the paper row: logs to W&B and CSV
-    args = ["fit", *config, *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)]
+    args = ["fit", *config, *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)]
     run_cli([*args, "--throughput.log_every_n_steps=1", "--trainer.log_every_n_steps=1"])
     wandb.finish()  # what process exit does for `lit-clf`: flush the run log
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
