@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from lit_clf.data.tasks import OTHER
 from lit_clf.metrics import align_prediction, to_bio
-from lit_clf.report import COLUMNS, SHOT_NAMES, ReportError, Table
+from lit_clf.report.paper import COLUMNS, SHOT_NAMES
+from lit_clf.report.runs import ReportError
+from lit_clf.report.table import Table
 
 #: Stands in for a prediction that names no label (an invalid decoder answer) in confusion matrices.
 INVALID = "(invalid)"

@@ -40,6 +40,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def paper_text() -> Path:
+    """The arXiv text of Zhao et al. (2024), whose Table 3 the report reproduces."""
+    return shared_path("paper", "zhao2024-advancing-text-classification-llm-finetuning.txt")
+
+
+@pytest.fixture(scope="session")
 def roberta_tokenizer_dir() -> Path:
     return shared_path("models", "roberta-base-tokenizer")
 

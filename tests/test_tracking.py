@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import wandb
 import yaml
 
-from lit_clf.tracking import RunFacts, read_wandb_run, run_facts
+from lit_clf.report.wandb_files import read_wandb_run
+from lit_clf.tracking import RunFacts, run_facts
 from tests.helpers import compose_encoder, encoder_overrides, run_cli
 
 
@@ -62,8 +62,3 @@ def test_run_facts_from_config():
     assert facts == RunFacts("newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
     assert facts.name == "newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
     assert facts.tags[-2:] == ["dual", "5-shot"]
-
-
-def test_read_wandb_run_needs_a_run_file(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no run-\\*.wandb file"):
-        read_wandb_run(tmp_path)
