@@ -219,7 +219,8 @@ def invalid_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table_records(table: Table) -> list[dict[str, Any]]:
     """One record per filled cell of a :class:`lit_clf.report.Table`: the row's fields, the column's dataset,
-    setup and task, ``value`` in percent and the ``run`` that filled it."""
+    setup and task (as the table titles them: ``MASSIVE``, ``Intent``), ``value`` in percent and the ``run`` that
+    filled it."""
     records = []
     for row in table.rows:
         for i, column in enumerate(COLUMNS):
@@ -234,7 +235,7 @@ def table_records(table: Table) -> list[dict[str, Any]]:
                     "shots": row.shots,
                     "fine_tuned": row.fine_tuned,
                     "variant": row.variant,
-                    "dataset": column.dataset,
+                    "dataset": column.dataset_title,
                     "setup": column.setup,
                     "task": column.title,
                     "column": column.name,

@@ -70,7 +70,7 @@ def other_runs(tmp_path) -> Path:
     for shots in (0, 5):
         decoder = {
             "class_path": "lit_clf.decoder.DecoderGenerativeModule",
-            "init_args": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": shots},
+            "init_args": {"backbone": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": shots},
         }
         _write_run(tmp_path / f"dec{shots}", decoder, ["intent"], {"test/intent_acc": 0.6 + shots / 100})
     return tmp_path

@@ -14,10 +14,10 @@ A run is
     `run-<id>.wandb` log;
   * a row of a W&B runs-table export (`--wandb-export`; its columns are described below).
 
-A run is fine-tuned ("w/ FT") when it logged `train/` or `val/` metrics or trained steps, or was tested
-from a checkpoint (`ckpt_path`); a `lit-clf test` of a released model is "w/o FT". Decoder rows carry
-their shots (`model.init_args.shots`: 0 Zero-shot, 5 Five-shot), and, when not the paper's setting,
-their decoding and LoRA/QLoRA in parentheses.
+The model is `model.init_args.backbone` in both families. A run is fine-tuned ("w/ FT") when it logged `train/`
+or `val/` metrics or trained steps, or was tested from a checkpoint (`ckpt_path`); a `lit-clf test` of a released
+model is "w/o FT". Decoder rows carry their shots (`model.init_args.shots`: 0 Zero-shot, 5 Five-shot), and, when
+not the paper's setting, their decoding and LoRA/QLoRA in parentheses.
 
 Examples:
   python -m lit_clf.report runs --paper

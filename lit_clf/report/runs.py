@@ -28,6 +28,8 @@ __all__ = [
     "Run",
     "config_get",
     "find_runs",
+    "model_id",
+    "model_section",
     "read_run",
     "read_wandb_export",
     "read_yaml",
@@ -103,21 +105,44 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
     return any(metrics.get(key, 0) > 0 for key in ("step", "trainer/global_step"))
 
 
-_MODEL_ARGS = ("backbone", "model", "shots", "decoding", "lora", "load_in_4bit")
+#: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
+_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit")
+_DECODER = "lit_clf.decoder.DecoderGenerativeModule"
 
 
-def _model_section(config: Mapping) -> Mapping:
-    """``{"class_path": ..., "init_args": {...}}`` of the model, also from a W&B config where Lightning's
-    hyperparameter logging (after the CLI config) replaced ``model`` by the decoder's ``model`` argument: the
-    module's arguments are then top-level keys."""
-    model = config_get(config, "model")
-    if isinstance(model, str):
-        init_args = {key: config[key] for key in _MODEL_ARGS if key in config}
-        return {"class_path": "lit_clf.decoder.DecoderGenerativeModule", "init_args": init_args}
-    return {
+def model_section(config: Mapping) -> dict[str, Any]:
+    """The model's ``{"class_path": ..., "init_args": {...}}`` with the arguments the report reads (None where
+    unset), from a resolved config in any form a run is read from (nested, or flattened by a W&B export)."""
+    section = {
         "class_path": config_get(config, "model.class_path"),
         "init_args": {name: config_get(config, f"model.init_args.{name}") for name in _MODEL_ARGS},
     }
+    return _legacy_decoder_section(config, section) or section
+
+
+def _legacy_decoder_section(config: Mapping, section: dict[str, Any]) -> dict[str, Any] | None:
+    """Legacy: ``section`` of a decoder run made before the decoder's ``model`` argument was renamed ``backbone``;
+    None for any other run.
+
+    Such a config names the model ``model.init_args.model``. In its W&B config, Lightning's hyperparameter logging
+    (after the CLI config) could even replace the whole ``model`` section by that argument, leaving the module's
+    other arguments as top-level keys. Only the decoder ever had a ``model`` argument.
+    """
+    replaced = config_get(config, "model")
+    if isinstance(replaced, str):
+        init_args = {name: config.get(name) for name in _MODEL_ARGS}
+        return {"class_path": _DECODER, "init_args": {**init_args, "backbone": replaced}}
+    old_id = config_get(config, "model.init_args.model")
+    if not _is_set(old_id) or _is_set(section["init_args"]["backbone"]):
+        return None
+    class_path = section["class_path"] if _is_set(section["class_path"]) else _DECODER
+    return {"class_path": class_path, "init_args": {**section["init_args"], "backbone": old_id}}
+
+
+def model_id(config: Mapping) -> str | None:
+    """The model's hub id or folder (``model.init_args.backbone``), or None if the config names none."""
+    backbone = model_section(config)["init_args"]["backbone"]
+    return str(backbone) if _is_set(backbone) else None
 
 
 def _variant(init_args: Mapping) -> str:
@@ -145,16 +170,15 @@ def run_from_config(config: Mapping, metrics: Mapping[str, float], source: str, 
     tasks = _task_list(config_get(config, "data.init_args.tasks"))
     if not tasks:
         raise ReportError(f"{where}: no data.init_args.tasks (expected a resolved lit-clf config)")
-    model = _model_section(config)
-    args = model["init_args"]
-    class_path = model["class_path"]
-    decoder = "Decoder" in str(class_path) if _is_set(class_path) else not _is_set(args.get("backbone"))
-    name = "model" if decoder else "backbone"
-    if not _is_set(args.get(name)):
-        raise ReportError(f"{where}: no model.init_args.{name} (expected a resolved lit-clf config)")
-    shots = (_as_int(args.get("shots"), "model.init_args.shots", where) or 0) if decoder else None
+    model = model_section(config)
+    args, class_path = model["init_args"], model["class_path"]
+    # Without a class path (an export that left it out) only a decoder has shots.
+    decoder = "Decoder" in str(class_path) if _is_set(class_path) else _is_set(args["shots"])
+    if not _is_set(args["backbone"]):
+        raise ReportError(f"{where}: no model.init_args.backbone (expected a resolved lit-clf config)")
+    shots = (_as_int(args["shots"], "model.init_args.shots", where) or 0) if decoder else None
     variant = _variant(args) if decoder else ""
-    row = Row(display_name(str(args[name])), decoder, shots, _fine_tuned(config, metrics), variant)
+    row = Row(display_name(str(args["backbone"])), decoder, shots, _fine_tuned(config, metrics), variant)
     subset = _as_int(config_get(config, "data.init_args.max_examples"), "data.init_args.max_examples", where)
     return Run(source, row, tasks, dict(metrics), time, subset, config)
 
@@ -314,11 +338,11 @@ def read_wandb_export(path: str | os.PathLike) -> list[Run]:
     """Runs from a W&B runs-table export (the web UI's "Export as CSV"), one run per row.
 
     Expected columns (others are ignored):
-      * config, one column per key flattened with dots: ``model.class_path``, ``model.init_args.backbone``
-        (encoders) or ``model.init_args.model`` (decoders), ``model.init_args.shots``, ``data.init_args.tasks``
-        (``["intent","slots"]``), optionally ``ckpt_path``, ``model.init_args.decoding``,
-        ``data.init_args.max_examples``; a top-level key exported as one JSON object (a ``model`` column holding
-        ``{"class_path": ..., "init_args": {...}}``) works too;
+      * config, one column per key flattened with dots: ``model.class_path`` (without it, a run with
+        ``model.init_args.shots`` is a decoder), ``model.init_args.backbone`` (the model, in both families),
+        ``model.init_args.shots``, ``data.init_args.tasks`` (``["intent","slots"]``), optionally ``ckpt_path``,
+        ``model.init_args.decoding``, ``data.init_args.max_examples``; a top-level key exported as one JSON object
+        (a ``model`` column holding ``{"class_path": ..., "init_args": {...}}``) works too;
       * summary metrics, named as logged: ``test/intent_acc``, ``test/slots_f1``, ``test/topic20_acc``,
         ``test/topic7_acc``, and ``train/loss`` or ``trainer/global_step`` if the run trained;
       * ``Name`` (shown in messages) and ``Created`` (ISO time; the newest run wins a cell; without it a

@@ -26,6 +26,7 @@ from lit_clf.report import (
     build_table,
     find_runs,
     main,
+    model_id,
     read_wandb_export,
     to_csv,
     to_markdown,
@@ -55,8 +56,8 @@ def encoder_config(backbone: str, tasks: list[str], **top) -> dict:
     return {"seed_everything": 42, "model": model, "data": _data(tasks), "ckpt_path": None, **top}
 
 
-def decoder_config(model: str, shots: int, tasks: list[str], decoding: str = "free", **top) -> dict:
-    init_args = {"model": model, "shots": shots, "decoding": decoding, "prompt_format": "llama2", "lora": None}
+def decoder_config(backbone: str, shots: int, tasks: list[str], decoding: str = "free", **top) -> dict:
+    init_args = {"backbone": backbone, "shots": shots, "decoding": decoding, "prompt_format": "llama2", "lora": None}
     return {
         "seed_everything": 42,
         "model": {"class_path": DECODER, "init_args": init_args},
@@ -163,8 +164,9 @@ def runs_root(tmp_path) -> Path:
     wandb = root / "wandb"
     smol = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"], trainer={"max_steps": 150})
     write_wandb_run(wandb / "run-20240601_120000-abc123", smol, {"train/loss": 0.5, "test/intent_acc": 0.4219}, 1000)
-    # Lightning logs the module's hyperparameters after the CLI config: a decoder's `model` argument replaces the
-    # config's `model` section and its other arguments become top-level keys.
+    # Legacy: a decoder run from before its `model` argument was renamed `backbone`, as its W&B config kept it.
+    # Lightning logged the module's hyperparameters after the CLI config, so that argument replaced the config's
+    # `model` section and the module's other arguments became top-level keys.
     clobbered = {"model": "meta-llama/Llama-2-7b-chat-hf", "shots": 5, "decoding": "free", "data": _data(["topic20"])}
     write_wandb_run(
         wandb / "run-20240601_121000-def456", {**clobbered, "ckpt_path": None}, {"test/topic20_acc": 0.012}, 1000
@@ -300,17 +302,17 @@ def test_paper_values_in_csv_are_extra_columns(tmp_path):
 def test_wandb_export_csv(tmp_path, capsys):
     export = tmp_path / "wandb_export.csv"
     columns = [
-        "Name", "State", "Created", "model.class_path", "model.init_args.backbone", "model.init_args.model",
+        "Name", "State", "Created", "model.class_path", "model.init_args.backbone",
         "model.init_args.shots", "data.init_args.tasks", "ckpt_path", "model", "train/loss", "test/intent_acc",
         "test/slots_f1", "test/topic20_acc",
     ]  # fmt: skip
-    llama70 = {"class_path": DECODER, "init_args": {"model": "meta-llama/Llama-2-70b-chat-hf", "shots": 0}}
+    llama70 = {"class_path": DECODER, "init_args": {"backbone": "meta-llama/Llama-2-70b-chat-hf", "shots": 0}}
     rows = [
-        ["rb-old", "finished", "2024-06-01T10:00:00.000Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.3, 0.881, "", ""],
-        ["rb-new", "finished", "2024-06-02T10:00:00Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.2, 0.8894, "", ""],
-        ["l3-5shot", "finished", "2024-06-03T10:00:00Z", DECODER, "", "meta-llama/Meta-Llama-3-8B", 5,
+        ["rb-old", "finished", "2024-06-01T10:00:00.000Z", ENCODER, "roberta-base", "", '["intent"]', "", "", 0.3, 0.881, "", ""],
+        ["rb-new", "finished", "2024-06-02T10:00:00Z", ENCODER, "roberta-base", "", '["intent"]', "", "", 0.2, 0.8894, "", ""],
+        ["l3-5shot", "finished", "2024-06-03T10:00:00Z", DECODER, "meta-llama/Meta-Llama-3-8B", 5,
          '["intent", "slots"]', "runs/x/best.ckpt", "", "", 0.9062, 0.8617, ""],
-        ["l2-70-chat", "finished", "2024-06-04T10:00:00Z", "", "", "", "", "[topic20]", "", json.dumps(llama70), "", "", "", 0.641],
+        ["l2-70-chat", "finished", "2024-06-04T10:00:00Z", "", "", "", "[topic20]", "", json.dumps(llama70), "", "", "", 0.641],
     ]  # fmt: skip
     with export.open("w", newline="") as file:
         csv.writer(file).writerows([columns, *rows])
@@ -338,6 +340,23 @@ def test_export_rows_without_created_later_row_wins(tmp_path):
     table = build_table(read_wandb_export(export))
     (row,) = table.rows
     assert row == Row("RoBERTa-base", fine_tuned=False) and table.value(row, 4) == pytest.approx(60.0)
+
+
+def test_decoder_runs_from_before_the_backbone_rename(tmp_path):
+    """Legacy: a decoder config that names the model ``model.init_args.model`` (its name before ``backbone``)."""
+    old = decoder_config("meta-llama/Meta-Llama-3-8B-Instruct", 0, ["intent"])
+    old["model"]["init_args"]["model"] = old["model"]["init_args"].pop("backbone")
+    assert model_id(old) == "meta-llama/Meta-Llama-3-8B-Instruct" and model_id({}) is None
+    write_csv_run(tmp_path / "runs/old/version_0", old, eval_rows(**{"test/intent_acc": 0.617}), 1000)
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Name,model.init_args.model,model.init_args.shots,data.init_args.tasks,test/slots_f1\n"
+        'old,meta-llama/Meta-Llama-3-8B-Instruct,0,"[""slots""]",0.016\n'
+    )
+    table = build_table(find_runs([tmp_path / "runs"]) + read_wandb_export(export))
+    (row,) = table.rows
+    assert row == Row("Llama3-8B-Instruct", decoder=True, shots=0, fine_tuned=False)
+    assert table.value(row, 4) == pytest.approx(61.7) and table.value(row, 5) == pytest.approx(1.6)
 
 
 def test_offline_wandb_run_is_read_from_its_log(tmp_path, monkeypatch):
@@ -413,7 +432,7 @@ def test_malformed_config(tmp_path, capsys):
     )
     (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("", 0, ["intent"])))
     assert _error([str(tmp_path)], capsys) == (
-        f"lit-clf-report: error: {run / 'config.yaml'}: no model.init_args.model (expected a resolved lit-clf config)"
+        f"lit-clf-report: error: {run / 'config.yaml'}: no model.init_args.backbone (expected a resolved lit-clf config)"
     )
     (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("m", "five", ["intent"])))
     assert _error([str(tmp_path)], capsys) == (
