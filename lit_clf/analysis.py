@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from lit_clf.data.tasks import OTHER
 from lit_clf.metrics import align_prediction, to_bio
-from lit_clf.report import COLUMNS, SHOT_NAMES, ReportError, Table
+from lit_clf.report.paper import COLUMNS, SHOT_NAMES
+from lit_clf.report.runs import ReportError
+from lit_clf.report.table import Table
 
 #: Stands in for a prediction that names no label (an invalid decoder answer) in confusion matrices.
 INVALID = "(invalid)"
@@ -217,7 +219,8 @@ def invalid_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table_records(table: Table) -> list[dict[str, Any]]:
     """One record per filled cell of a :class:`lit_clf.report.Table`: the row's fields, the column's dataset,
-    setup and task, ``value`` in percent and the ``run`` that filled it."""
+    setup and task (as the table titles them: ``MASSIVE``, ``Intent``), ``value`` in percent and the ``run`` that
+    filled it."""
     records = []
     for row in table.rows:
         for i, column in enumerate(COLUMNS):
@@ -232,7 +235,7 @@ def table_records(table: Table) -> list[dict[str, Any]]:
                     "shots": row.shots,
                     "fine_tuned": row.fine_tuned,
                     "variant": row.variant,
-                    "dataset": column.dataset,
+                    "dataset": column.dataset_title,
                     "setup": column.setup,
                     "task": column.title,
                     "column": column.name,

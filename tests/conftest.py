@@ -40,6 +40,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def paper_text() -> Path:
+    """The arXiv text of Zhao et al. (2024), whose Table 3 the report reproduces."""
+    return shared_path("paper", "zhao2024-advancing-text-classification-llm-finetuning.txt")
+
+
+@pytest.fixture(scope="session")
 def roberta_tokenizer_dir() -> Path:
     return shared_path("models", "roberta-base-tokenizer")
 
@@ -87,7 +93,7 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
     return _tiny_encoder_dir(tmp_path_factory.mktemp("tiny-bert"), minilm_dir, config)
 
 
-def tiny_llama_config(tokenizer):
+def _tiny_llama_config(tokenizer):
     """A tiny ``LlamaConfig`` (2 layers, hidden 64, GQA 4/2 heads) sized to ``tokenizer``'s vocabulary."""
     from transformers import LlamaConfig
 
@@ -106,13 +112,19 @@ def tiny_llama_config(tokenizer):
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_config():
+    """``tiny_llama_config(tokenizer)``: the tiny ``LlamaConfig`` of the tiny Llama folders, sized to ``tokenizer``."""
+    return _tiny_llama_config
+
+
 def _tiny_llama_dir(root: Path, tokenizer_dir: Path) -> Path:
     """A folder with a tiny Llama config and a real tokenizer: ``model=<dir>, pretrained=False``."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     root.mkdir(parents=True, exist_ok=True)
-    tiny_llama_config(tokenizer).save_pretrained(root)
+    _tiny_llama_config(tokenizer).save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root
 

@@ -1,8 +1,10 @@
-"""Small in-memory datasets for model tests (the real readers are tested in tests/data)."""
+"""Shared test helpers: small in-memory datasets for model tests (the real readers are tested in tests/data),
+the composed configs and tiny-model overrides for runs of the real configs, and running ``lit-clf`` in-process."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -10,6 +12,8 @@ import torch
 from lit_clf.cli import main
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskKind
+
+REPO = Path(__file__).resolve().parents[1]
 
 UTTERANCES = [
     ("wake me up at five am this week", "alarm_set", "Other Other Other Other time time date date"),
@@ -74,4 +78,60 @@ def run_cli(args: list[str]) -> None:
         sys.argv = argv
 
 
-__all__ = ["OTHER", "ToyDataModule", "make_decoder", "run_cli", "toy_examples", "toy_specs"]
+def compose_encoder(model: str, task: str) -> list[str]:
+    """The documented encoder composition (configs/README.md): base, model, the dataset's epochs, task."""
+    dataset = task.split("-")[0]
+    files = ["encoder/base.yaml", f"encoder/model/{model}.yaml", f"encoder/epochs/{dataset}.yaml", f"task/{task}.yaml"]
+    return [arg for name in files for arg in ("--config", str(REPO / "configs" / name))]
+
+
+def encoder_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[str]:
+    """Options that shrink an encoder config to a tiny ``backbone`` folder, 8 examples and one epoch."""
+    return [
+        f"--model.init_args.backbone={backbone}",
+        "--model.init_args.pretrained=false",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.max_examples=8",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+
+
+def decoder_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[str]:
+    """Options that shrink a decoder config to a tiny model folder, 6 examples and one step of each stage."""
+    return [
+        f"--model.init_args.backbone={model_dir}",
+        "--model.init_args.pretrained=false",
+        "--model.init_args.max_length=2048",
+        "--model.init_args.max_new_tokens=4",
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.max_examples=6",
+        "--data.init_args.eval_batch_size=3",
+        "--data.init_args.num_workers=0",
+        "--trainer.max_steps=1",
+        "--trainer.val_check_interval=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+
+
+__all__ = [
+    "OTHER",
+    "REPO",
+    "ToyDataModule",
+    "compose_encoder",
+    "decoder_overrides",
+    "encoder_overrides",
+    "make_decoder",
+    "run_cli",
+    "toy_examples",
+    "toy_specs",
+]

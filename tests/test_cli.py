@@ -5,28 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from lit_clf.cli import main
-from tests.helpers import run_cli
+from tests.helpers import REPO, compose_encoder, encoder_overrides, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 # Composed with -c a.yaml -c b.yaml ...: encoder rows tested here, decoder rows in tests/decoder/test_module.py.
 FRAGMENTS = ("decoder", "encoder", "task", "trainer")
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
-
-
-def compose_encoder(model: str, task: str) -> list[str]:
-    """The documented encoder composition (configs/README.md): base, model, the dataset's epochs, task."""
-    dataset = task.split("-")[0]
-    files = ["encoder/base.yaml", f"encoder/model/{model}.yaml", f"encoder/epochs/{dataset}.yaml", f"task/{task}.yaml"]
-    return [arg for name in files for arg in ("--config", str(CONFIG_DIR / name))]
 
 
 # The paper's encoder rows x Table 3 columns, with the values of the whole files they were until composition
@@ -112,24 +103,10 @@ def test_config_paths_named_in_docs_and_comments_exist():
     assert [(name, path) for name, path in sorted(named) if not (REPO / path).is_file()] == []
 
 
-def tiny_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[str]:
-    return [
-        f"--model.init_args.backbone={backbone}",
-        "--model.init_args.pretrained=false",
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.max_examples=8",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.num_workers=0",
-        "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
-
-
 @pytest.mark.parametrize("config", ENCODER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny_roberta_dir, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # configs log to ./runs
-    run_cli(["fit", "--config", str(config), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)])
+    run_cli(["fit", "--config", str(config), *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)])
     metrics = list(tmp_path.rglob("metrics.csv"))
     assert metrics, "the CSV logger wrote no metrics"
     header = metrics[0].read_text().splitlines()[0]
@@ -143,7 +120,7 @@ def test_composed_encoder_rows_train_with_a_tiny_backbone(
     model, task, tmp_path, tiny_roberta_dir, shared_data, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # the configs log to ./runs
-    run_cli(["fit", *compose_encoder(model, task), *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)])
+    run_cli(["fit", *compose_encoder(model, task), *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)])
     _, tasks, _, monitor = ENCODER_TASKS[task]
     (metrics,) = tmp_path.rglob("metrics.csv")
     assert f"test/{tasks[0]}_" in metrics.read_text().splitlines()[0]  # test_after_fit ran on the best checkpoint
@@ -161,7 +138,7 @@ def test_test_and_predict_from_checkpoint(tmp_path, tiny_roberta_dir, shared_dat
 
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs/massive/minilm-intent.yaml")
-    overrides = tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)
+    overrides = encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)
     run_cli(["fit", "--config", config, *overrides, "--data.init_args.tasks=[intent, slots]"])
     (ckpt,) = tmp_path.rglob("best.ckpt")
     out = tmp_path / "preds.jsonl"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli import REPO, run_cli, tiny_overrides
+from tests.helpers import REPO, encoder_overrides, run_cli
 
 NOTEBOOKS = REPO / "notebooks"
 CONFIG = str(REPO / "configs/massive/minilm-joint.yaml")
@@ -31,7 +31,7 @@ def test_stored_without_outputs_and_parameterized_by_env(path):
 def tiny_run(tmp_path_factory, tiny_roberta_dir, shared_data) -> Path:
     """fit (with test) then predict a tiny RoBERTa on 8 MASSIVE examples; the run folder holds predictions.jsonl."""
     tmp = tmp_path_factory.mktemp("notebook-run")
-    overrides = [*tiny_overrides(tmp, tiny_roberta_dir, shared_data), f"--trainer.logger.init_args.save_dir={tmp}"]
+    overrides = [*encoder_overrides(tmp, tiny_roberta_dir, shared_data), f"--trainer.logger.init_args.save_dir={tmp}"]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)  # nothing relative lands in the checkout
         run_cli(["fit", "--config", CONFIG, *overrides])
@@ -70,7 +70,7 @@ def other_runs(tmp_path) -> Path:
     for shots in (0, 5):
         decoder = {
             "class_path": "lit_clf.decoder.DecoderGenerativeModule",
-            "init_args": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": shots},
+            "init_args": {"backbone": "meta-llama/Meta-Llama-3-8B-Instruct", "shots": shots},
         }
         _write_run(tmp_path / f"dec{shots}", decoder, ["intent"], {"test/intent_acc": 0.6 + shots / 100})
     return tmp_path

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from tests.test_cli import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 METHODS = {"grid", "random", "bayes"}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import wandb
 import yaml
 
-from lit_clf.tracking import RunFacts, read_wandb_run, run_facts
-from tests.test_cli import compose_encoder, run_cli, tiny_overrides
+from lit_clf.report.wandb_files import read_wandb_run
+from lit_clf.tracking import RunFacts, run_facts
+from tests.helpers import compose_encoder, encoder_overrides, run_cli
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def offline_wandb(monkeypatch, tmp_path):
 
 def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_roberta_dir, shared_data):
     config = compose_encoder("roberta-base", "massive-joint")  # the paper row: logs to W&B and CSV
-    args = ["fit", *config, *tiny_overrides(tmp_path, tiny_roberta_dir, shared_data)]
+    args = ["fit", *config, *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)]
     run_cli([*args, "--throughput.log_every_n_steps=1", "--trainer.log_every_n_steps=1"])
     wandb.finish()  # what process exit does for `lit-clf`: flush the run log
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
@@ -62,8 +62,3 @@ def test_run_facts_from_config():
     assert facts == RunFacts("newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
     assert facts.name == "newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
     assert facts.tags[-2:] == ["dual", "5-shot"]
-
-
-def test_read_wandb_run_needs_a_run_file(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no run-\\*.wandb file"):
-        read_wandb_run(tmp_path)

@@ -1,10 +1,14 @@
-"""Every data test runs with the network switched off: downloads are simulated with file:// URLs."""
+"""Every data test runs with the network switched off: downloads are simulated with file:// URLs of archives the
+tests write (``write_tar``)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import socket
+import tarfile
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,30 @@ def serve_upstream(monkeypatch):
         return opened
 
     return serve
+
+
+def _write_tar(
+    path: Path, files: Mapping[str, bytes], dirs: Iterable[str] = (), symlinks: Mapping[str, str] | None = None
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return path
+
+
+@pytest.fixture
+def write_tar():
+    """``write_tar(path, files, dirs=(), symlinks=None)``: a tar.gz at ``path`` (its folder made) holding a folder
+    entry per name in ``dirs``, then ``files`` (member name -> bytes), then ``symlinks`` (name -> target)."""
+    return _write_tar

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 import urllib.error
 from pathlib import Path
 
@@ -17,15 +15,6 @@ PAYLOAD = b"hello dataset\n" * 1000
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def make_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture
@@ -115,34 +104,30 @@ def test_fetch_names_every_place(tmp_path, source):
     assert (tmp_path / "b.tar.gz").read_bytes() == PAYLOAD
 
 
-def test_extract_tar(tmp_path):
-    archive = make_tar(tmp_path / "a.tar.gz", {"top/data/x.txt": b"x", "top/y.txt": b"y"})
+def test_extract_tar(tmp_path, write_tar):
+    archive = write_tar(tmp_path / "a.tar.gz", {"top/data/x.txt": b"x", "top/y.txt": b"y"})
     extract_tar(archive, tmp_path / "out")
     assert (tmp_path / "out" / "top" / "data" / "x.txt").read_bytes() == b"x"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["top"]  # staging folder removed
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "top/../../evil.txt"])
-def test_extract_tar_rejects_escaping_members(tmp_path, name):
-    archive = make_tar(tmp_path / "a.tar.gz", {"top/ok.txt": b"ok", name: b"evil"})
+def test_extract_tar_rejects_escaping_members(tmp_path, name, write_tar):
+    archive = write_tar(tmp_path / "a.tar.gz", {"top/ok.txt": b"ok", name: b"evil"})
     with pytest.raises(ValueError, match=r"refusing to extract member .*evil\.txt.* \(absolute path or '\.\.'\)"):
         extract_tar(archive, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
     assert not (tmp_path / "evil.txt").exists()
 
 
-def test_extract_tar_rejects_link_out_of_tree(tmp_path):
-    archive = tmp_path / "a.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        link = tarfile.TarInfo("top/link")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
+def test_extract_tar_rejects_link_out_of_tree(tmp_path, write_tar):
+    archive = write_tar(tmp_path / "a.tar.gz", {}, symlinks={"top/link": "/etc/passwd"})
     with pytest.raises(ValueError, match="refusing to extract"):
         extract_tar(archive, tmp_path / "out")
 
 
-def test_extract_tar_truncated(tmp_path):
-    archive = make_tar(tmp_path / "a.tar.gz", {f"top/{i}.bin": bytes(range(256)) * 64 * (i + 1) for i in range(4)})
+def test_extract_tar_truncated(tmp_path, write_tar):
+    archive = write_tar(tmp_path / "a.tar.gz", {f"top/{i}.bin": bytes(range(256)) * 64 * (i + 1) for i in range(4)})
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"a\.tar\.gz is truncated or corrupt \(.*\); delete it to download it again"):

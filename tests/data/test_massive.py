@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -69,16 +67,16 @@ def write_jsonl(path: Path, rows: list[dict] = ROWS) -> Path:
     return path
 
 
-def make_release(path: Path, top: str = "1.1", locales: tuple[str, ...] = ("en-US",)) -> Path:
-    """A tarball laid out like the 1.1 release: ``<top>/data/<locale>.jsonl`` plus a LICENSE."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files = {f"{top}/data/{locale}.jsonl": jsonl(ROWS) for locale in locales} | {f"{top}/LICENSE": b"CC BY 4.0\n"}
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+@pytest.fixture
+def make_release(write_tar):
+    """``make_release(path, top="1.1", locales=("en-US",))``: a tarball laid out like the 1.1 release,
+    ``<top>/data/<locale>.jsonl`` plus a LICENSE."""
+
+    def make(path: Path, top: str = "1.1", locales: tuple[str, ...] = ("en-US",)) -> Path:
+        files = {f"{top}/data/{locale}.jsonl": jsonl(ROWS) for locale in locales}
+        return write_tar(path, files | {f"{top}/LICENSE": b"CC BY 4.0\n"})
+
+    return make
 
 
 @pytest.mark.parametrize(
@@ -206,7 +204,7 @@ def test_locate_missing_names_places(tmp_path):
 
 
 @pytest.fixture
-def upstream(tmp_path, serve_upstream) -> list[str]:
+def upstream(tmp_path, serve_upstream, make_release) -> list[str]:
     """Point the module's URL at a local release tarball; returns the URLs urlopen was called with."""
     return serve_upstream(
         massive,
@@ -229,7 +227,7 @@ def test_locate_downloads_and_extracts(tmp_path, upstream):
     assert len(upstream) == 1
 
 
-def test_locate_extracts_local_tarball_offline(tmp_path):
+def test_locate_extracts_local_tarball_offline(tmp_path, make_release):
     make_release(tmp_path / "massive" / "amazon-massive-dataset-1.1.tar.gz", top="amazon-massive-dataset-1.1")
     path = locate_massive("en-US", tmp_path, download=False)
     assert path == tmp_path / "massive" / "amazon-massive-dataset-1.1" / "data" / "en-US.jsonl"

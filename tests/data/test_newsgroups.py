@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -63,20 +61,15 @@ TRAIN_IDS = [
 ]
 
 
-def make_tarball(path: Path, files: dict[str, bytes] = FILES) -> Path:
-    """A bydate-style tar.gz with directory entries, like the real archive."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dirs = sorted({str(Path(name).parent) for name in files} | {str(Path(name).parents[1]) for name in files})
-    with tarfile.open(path, "w:gz") as tar:
-        for name in dirs:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+@pytest.fixture
+def make_tarball(write_tar):
+    """``make_tarball(path, files=FILES)``: a bydate-style tar.gz with directory entries, like the real archive."""
+
+    def make(path: Path, files: dict[str, bytes] = FILES) -> Path:
+        dirs = sorted({str(Path(name).parent) for name in files} | {str(Path(name).parents[1]) for name in files})
+        return write_tar(path, files, dirs)
+
+    return make
 
 
 def make_folders(root: Path, files: dict[str, bytes] = FILES) -> Path:
@@ -87,7 +80,7 @@ def make_folders(root: Path, files: dict[str, bytes] = FILES) -> Path:
 
 
 @pytest.fixture
-def tarball(tmp_path) -> Path:
+def tarball(tmp_path, make_tarball) -> Path:
     return make_tarball(tmp_path / "root" / "20newsgroups" / "20news-bydate.tar.gz")
 
 
@@ -199,7 +192,7 @@ def test_truncated_tarball(tarball):
         read_newsgroups(tarball)
 
 
-def test_archive_without_split_folders(tmp_path):
+def test_archive_without_split_folders(tmp_path, make_tarball):
     archive = make_tarball(tmp_path / "other.tar.gz", {"news/rec.autos/1": b"x"})
     with pytest.raises(ValueError, match=r"other\.tar\.gz: no 20news-bydate-train folder; expected the 20news-bydate"):
         read_newsgroups(archive)
@@ -207,27 +200,19 @@ def test_archive_without_split_folders(tmp_path):
         read_newsgroups(make_folders(tmp_path / "folders", {"news/rec.autos/1": b"x"}))
 
 
-def test_empty_split(tmp_path):
+def test_empty_split(tmp_path, write_tar):
     train_only = {name: data for name, data in FILES.items() if "train" in name}
     folder = make_folders(tmp_path / "folders", train_only)
     (folder / "20news-bydate-test" / "rec.autos").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"split 'test' is empty \(no 20news-bydate-test/<group>/<id> files\)"):
         read_newsgroups(folder)
-    archive = make_tarball(tmp_path / "a.tar.gz", train_only)
-    with tarfile.open(archive, "w:gz") as tar:  # rewrite with an empty test folder entry
-        info = tarfile.TarInfo("20news-bydate-test")
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-        for name, data in train_only.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            tar.addfile(member, io.BytesIO(data))
+    archive = write_tar(tmp_path / "a.tar.gz", train_only, dirs=["20news-bydate-test"])  # an empty test folder
     with pytest.raises(ValueError, match="split 'test' is empty"):
         read_newsgroups(archive)
 
 
 @pytest.fixture
-def upstream(tmp_path, serve_upstream) -> list[str]:
+def upstream(tmp_path, serve_upstream, make_tarball) -> list[str]:
     """Point the module's URL at a local tarball; returns the URLs urlopen was called with."""
     return serve_upstream(
         newsgroups, "NEWSGROUPS_URL", "NEWSGROUPS_SHA256", make_tarball(tmp_path / "upstream" / "20news-bydate.tar.gz")

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import LlamaForCausalLM
 
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
@@ -64,7 +63,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def models(tokenizers):
+def models(tokenizers, tiny_llama_config):
     cache = {}
 
     def load(name: str) -> LlamaForCausalLM:

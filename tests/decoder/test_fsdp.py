@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy
 
-from tests.decoder.test_module import REPO, tiny_overrides
+from tests.helpers import REPO, decoder_overrides
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
@@ -89,7 +89,7 @@ def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smoll
     config = ["--config", str(REPO / "configs" / "massive" / f"smollm2-135m-{recipe}.yaml")]
     common = [
         *config,
-        *tiny_overrides(tmp_path, tiny_smollm_dir, shared_data),
+        *decoder_overrides(tmp_path, tiny_smollm_dir, shared_data),
         "--data.init_args.max_examples=4",  # 2 + 2 examples: the ranks get different longest utterances
         "--model.init_args.max_new_tokens=null",
         f"--model.init_args.decoding={decoding}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -20,9 +19,8 @@ from lit_clf.decoder import DecoderGenerativeModule
 from lit_clf.decoder.answers import render_answer
 from lit_clf.decoder.decoding.base import read_answer
 from lit_clf.decoder.features import DecoderFeaturizer
-from tests.helpers import ToyDataModule, make_decoder, run_cli, toy_examples, toy_specs
+from tests.helpers import REPO, ToyDataModule, decoder_overrides, make_decoder, run_cli, toy_examples, toy_specs
 
-REPO = Path(__file__).resolve().parents[2]
 DECODER_CONFIGS = REPO / "configs" / "decoder"
 TASK_CONFIGS = REPO / "configs" / "task"  # shared with the encoder rows
 FSDP_CONFIG = REPO / "configs" / "trainer" / "fsdp-8xa100.yaml"
@@ -446,28 +444,6 @@ def test_composed_rows_parse(model, shots, task, capsys):
     assert printed["data"]["init_args"]["batch_size"] == (1 if model.endswith(("70b", "70b-chat")) else 8)
 
 
-def tiny_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[str]:
-    return [
-        f"--model.init_args.backbone={model_dir}",
-        "--model.init_args.pretrained=false",
-        "--model.init_args.max_length=2048",
-        "--model.init_args.max_new_tokens=4",
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.max_examples=6",
-        "--data.init_args.eval_batch_size=3",
-        "--data.init_args.num_workers=0",
-        "--trainer.max_steps=1",
-        "--trainer.val_check_interval=1",
-        "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
-
-
 # One run per model family x prompt format, both shot settings, both datasets, every task kind, fit and test;
 # one swaps in the 8-bit AdamW of bitsandbytes (its optimizer states step on CPU too).
 ADAMW_8BIT = "--model.init_args.optimizer={class_path: bitsandbytes.optim.AdamW8bit, init_args: {lr: 1.0e-6}}"
@@ -484,7 +460,7 @@ def test_composed_rows_run_with_a_tiny_model(model, shots, task, extra, tmp_path
     monkeypatch.chdir(tmp_path)  # the configs log (CSV and offline W&B) to ./runs
     fmt = yaml.safe_load((DECODER_CONFIGS / "model" / f"{model}.yaml").read_text())["model"]["init_args"]
     tiny = model_dirs[fmt["prompt_format"]]
-    run_cli([subcommand(model), *compose(model, shots, task), *tiny_overrides(tmp_path, tiny, shared_data), *extra])
+    run_cli([subcommand(model), *compose(model, shots, task), *decoder_overrides(tmp_path, tiny, shared_data), *extra])
     (metrics,) = tmp_path.rglob("metrics.csv")
     header = metrics.read_text().splitlines()[0]
     task_file = yaml.safe_load((TASK_CONFIGS / f"{task}.yaml").read_text())
@@ -527,7 +503,7 @@ def test_cpu_recipes_parse(config, capsys):
 def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recipe logs to ./runs
     config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml")]
-    overrides = tiny_overrides(tmp_path, tiny_smollm_dir, shared_data)
+    overrides = decoder_overrides(tmp_path, tiny_smollm_dir, shared_data)
     run_cli(["fit", *config, *overrides])
     (ckpt,) = tmp_path.rglob("best.ckpt")
     out = tmp_path / "predictions.jsonl"

@@ -1,12 +1,20 @@
-"""lit_clf.report: run folders (CSV, W&B files, W&B offline log, W&B export) -> the exact Table 3 text."""
+"""lit_clf.report end to end: run folders (CSV, W&B files, W&B offline log, W&B export) -> the exact Table 3 text.
+
+Reading runs (report.runs), filling the table (report.table) and the command line (report.cli) are tested together
+here because they share the synthetic runs below, written the way LightningCLI, the CSVLogger and W&B write them.
+"""
 
 # ruff: noqa: E501 (the golden tables are one line per row)
 
 from __future__ import annotations
 
+import configparser
 import csv
+import importlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +22,18 @@ import yaml
 
 from lit_clf.report import (
     COLUMNS,
-    PAPER_TABLE3,
     Row,
     build_table,
-    display_name,
     find_runs,
     main,
-    paper_table,
+    model_id,
     read_wandb_export,
-    row_sort_key,
     to_csv,
     to_markdown,
 )
 
 ENCODER = "lit_clf.encoder.EncoderSeqTokenModule"
 DECODER = "lit_clf.decoder.DecoderGenerativeModule"
-PAPER_TEXT = (
-    Path(__file__).resolve().parents[2] / "shared/paper/zhao2024-advancing-text-classification-llm-finetuning.txt"
-)
 HEADER = (
     "| Model | 20NG Dual 20-class | 20NG Dual 7-class | 20NG Consolidated 20-class | 20NG Consolidated 7-class | "
     "MASSIVE Dual Intent | MASSIVE Dual Slot Filling | MASSIVE Consolidated Intent | MASSIVE Consolidated Slot Filling |\n"
@@ -54,8 +56,8 @@ def encoder_config(backbone: str, tasks: list[str], **top) -> dict:
     return {"seed_everything": 42, "model": model, "data": _data(tasks), "ckpt_path": None, **top}
 
 
-def decoder_config(model: str, shots: int, tasks: list[str], decoding: str = "free", **top) -> dict:
-    init_args = {"model": model, "shots": shots, "decoding": decoding, "prompt_format": "llama2", "lora": None}
+def decoder_config(backbone: str, shots: int, tasks: list[str], decoding: str = "free", **top) -> dict:
+    init_args = {"backbone": backbone, "shots": shots, "decoding": decoding, "prompt_format": "llama2", "lora": None}
     return {
         "seed_everything": 42,
         "model": {"class_path": DECODER, "init_args": init_args},
@@ -162,8 +164,9 @@ def runs_root(tmp_path) -> Path:
     wandb = root / "wandb"
     smol = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"], trainer={"max_steps": 150})
     write_wandb_run(wandb / "run-20240601_120000-abc123", smol, {"train/loss": 0.5, "test/intent_acc": 0.4219}, 1000)
-    # Lightning logs the module's hyperparameters after the CLI config: a decoder's `model` argument replaces the
-    # config's `model` section and its other arguments become top-level keys.
+    # Legacy: a decoder run from before its `model` argument was renamed `backbone`, as its W&B config kept it.
+    # Lightning logged the module's hyperparameters after the CLI config, so that argument replaced the config's
+    # `model` section and the module's other arguments became top-level keys.
     clobbered = {"model": "meta-llama/Llama-2-7b-chat-hf", "shots": 5, "decoding": "free", "data": _data(["topic20"])}
     write_wandb_run(
         wandb / "run-20240601_121000-def456", {**clobbered, "ckpt_path": None}, {"test/topic20_acc": 0.012}, 1000
@@ -299,17 +302,17 @@ def test_paper_values_in_csv_are_extra_columns(tmp_path):
 def test_wandb_export_csv(tmp_path, capsys):
     export = tmp_path / "wandb_export.csv"
     columns = [
-        "Name", "State", "Created", "model.class_path", "model.init_args.backbone", "model.init_args.model",
+        "Name", "State", "Created", "model.class_path", "model.init_args.backbone",
         "model.init_args.shots", "data.init_args.tasks", "ckpt_path", "model", "train/loss", "test/intent_acc",
         "test/slots_f1", "test/topic20_acc",
     ]  # fmt: skip
-    llama70 = {"class_path": DECODER, "init_args": {"model": "meta-llama/Llama-2-70b-chat-hf", "shots": 0}}
+    llama70 = {"class_path": DECODER, "init_args": {"backbone": "meta-llama/Llama-2-70b-chat-hf", "shots": 0}}
     rows = [
-        ["rb-old", "finished", "2024-06-01T10:00:00.000Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.3, 0.881, "", ""],
-        ["rb-new", "finished", "2024-06-02T10:00:00Z", ENCODER, "roberta-base", "", "", '["intent"]', "", "", 0.2, 0.8894, "", ""],
-        ["l3-5shot", "finished", "2024-06-03T10:00:00Z", DECODER, "", "meta-llama/Meta-Llama-3-8B", 5,
+        ["rb-old", "finished", "2024-06-01T10:00:00.000Z", ENCODER, "roberta-base", "", '["intent"]', "", "", 0.3, 0.881, "", ""],
+        ["rb-new", "finished", "2024-06-02T10:00:00Z", ENCODER, "roberta-base", "", '["intent"]', "", "", 0.2, 0.8894, "", ""],
+        ["l3-5shot", "finished", "2024-06-03T10:00:00Z", DECODER, "meta-llama/Meta-Llama-3-8B", 5,
          '["intent", "slots"]', "runs/x/best.ckpt", "", "", 0.9062, 0.8617, ""],
-        ["l2-70-chat", "finished", "2024-06-04T10:00:00Z", "", "", "", "", "[topic20]", "", json.dumps(llama70), "", "", "", 0.641],
+        ["l2-70-chat", "finished", "2024-06-04T10:00:00Z", "", "", "", "[topic20]", "", json.dumps(llama70), "", "", "", 0.641],
     ]  # fmt: skip
     with export.open("w", newline="") as file:
         csv.writer(file).writerows([columns, *rows])
@@ -327,6 +330,35 @@ def test_wandb_export_csv(tmp_path, capsys):
     )
 
 
+def test_export_rows_without_created_later_row_wins(tmp_path):
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Name,model.init_args.backbone,data.init_args.tasks,test/intent_acc\n"
+        'a,roberta-base,"[""intent""]",0.5\n'
+        'b,roberta-base,"[""intent""]",0.6\n'
+    )
+    table = build_table(read_wandb_export(export))
+    (row,) = table.rows
+    assert row == Row("RoBERTa-base", fine_tuned=False) and table.value(row, 4) == pytest.approx(60.0)
+
+
+def test_decoder_runs_from_before_the_backbone_rename(tmp_path):
+    """Legacy: a decoder config that names the model ``model.init_args.model`` (its name before ``backbone``)."""
+    old = decoder_config("meta-llama/Meta-Llama-3-8B-Instruct", 0, ["intent"])
+    old["model"]["init_args"]["model"] = old["model"]["init_args"].pop("backbone")
+    assert model_id(old) == "meta-llama/Meta-Llama-3-8B-Instruct" and model_id({}) is None
+    write_csv_run(tmp_path / "runs/old/version_0", old, eval_rows(**{"test/intent_acc": 0.617}), 1000)
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Name,model.init_args.model,model.init_args.shots,data.init_args.tasks,test/slots_f1\n"
+        'old,meta-llama/Meta-Llama-3-8B-Instruct,0,"[""slots""]",0.016\n'
+    )
+    table = build_table(find_runs([tmp_path / "runs"]) + read_wandb_export(export))
+    (row,) = table.rows
+    assert row == Row("Llama3-8B-Instruct", decoder=True, shots=0, fine_tuned=False)
+    assert table.value(row, 4) == pytest.approx(61.7) and table.value(row, 5) == pytest.approx(1.6)
+
+
 def test_offline_wandb_run_is_read_from_its_log(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -335,6 +367,7 @@ def test_offline_wandb_run_is_read_from_its_log(tmp_path, monkeypatch):
     run = wandb.init(mode="offline", dir=tmp_path, project="lit_clf", config=config)
     run.log({"test/slots_f1": 0.122, "test/slots_invalid_rate": 0.5})
     run.finish()
+    wandb.teardown()  # what process exit does: the W&B service writes out the run log and stops
     (folder,) = (tmp_path / "wandb").glob("offline-run-*")
     assert not (folder / "files" / "wandb-summary.json").exists()  # offline runs keep everything in the log
     table = build_table(find_runs([tmp_path]))
@@ -399,7 +432,7 @@ def test_malformed_config(tmp_path, capsys):
     )
     (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("", 0, ["intent"])))
     assert _error([str(tmp_path)], capsys) == (
-        f"lit-clf-report: error: {run / 'config.yaml'}: no model.init_args.model (expected a resolved lit-clf config)"
+        f"lit-clf-report: error: {run / 'config.yaml'}: no model.init_args.backbone (expected a resolved lit-clf config)"
     )
     (run / "config.yaml").write_text(yaml.safe_dump(decoder_config("m", "five", ["intent"])))
     assert _error([str(tmp_path)], capsys) == (
@@ -454,61 +487,13 @@ def test_help_documents_the_export_columns(capsys):
     assert "--paper" in out and "--wandb-export CSV" in out
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Names, the paper's numbers and its row order
-
-
-@pytest.mark.parametrize(
-    ("model_id", "name"),
-    [
-        ("roberta-base", "RoBERTa-base"),
-        ("/models/roberta-large/", "RoBERTa-large"),
-        ("meta-llama/Meta-Llama-3-8B", "Llama3-8B"),
-        ("meta-llama/Meta-Llama-3-70B-Instruct", "Llama3-70B-Instruct"),
-        ("meta-llama/Llama-2-7b-hf", "Llama2-7B"),
-        ("meta-llama/Llama-2-70b-chat-hf", "Llama2-70B-Chat"),
-        ("meta-llama/Llama-3.1-8B-Instruct", "Llama3.1-8B-Instruct"),
-        ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
-        ("/shared/models/smollm2-135m-instruct", "SmolLM2-135M-Instruct"),
-        ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
-        ("/tmp/some-model", "some-model"),
-    ],
-)
-def test_display_names(model_id, name):
-    assert display_name(model_id) == name
-
-
-def test_paper_table_is_parsed_and_sorts_in_the_papers_order():
-    table = paper_table()
-    assert len(table) == 24
-    assert table[Row("RoBERTa-base")] == (86.7, 93.6, 86.5, 93.6, 88.9, 83.4, 89.1, 83.6)
-    assert table[Row("Llama3-70B", True, 5, True)] == (91.9, 96.5, 92.1, 96.8, 90.8, 86.0, 90.2, 86.8)
-    assert table[Row("Llama3-70B", True, 0, False)][:4] == (69.5, 67.0, 56.7, 78.0)
-    assert sorted(table, key=row_sort_key) == list(table)
-
-
-def test_paper_rows_are_copied_verbatim():
-    if not PAPER_TEXT.is_file():
-        pytest.skip(f"{PAPER_TEXT} is not present")
-    lines = PAPER_TEXT.read_text(encoding="utf-8").splitlines()
-    assert PAPER_TABLE3.splitlines() == lines[156:180]
-
-
-def test_export_rows_without_created_later_row_wins(tmp_path):
-    export = tmp_path / "export.csv"
-    export.write_text(
-        "Name,model.init_args.backbone,data.init_args.tasks,test/intent_acc\n"
-        'a,roberta-base,"[""intent""]",0.5\n'
-        'b,roberta-base,"[""intent""]",0.6\n'
+def test_console_script_and_module_entry_point():
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines())
+    module, function = scripts["lit-clf-report"].split(":")
+    assert getattr(importlib.import_module(module), function) is main
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_clf.report", "--help"], capture_output=True, text=True, timeout=60
     )
-    table = build_table(read_wandb_export(export))
-    (row,) = table.rows
-    assert row == Row("RoBERTa-base", fine_tuned=False) and table.value(row, 4) == pytest.approx(60.0)
-
-
-def test_results_doc_shows_the_papers_table():
-    text = (Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md").read_text(encoding="utf-8")
-    for line in PAPER_TABLE3.splitlines():
-        words = line.split()
-        assert "| " + " ".join(words[:-8]) + " | " + " | ".join(words[-8:]) + " |" in text
-    assert "python -m lit_clf.report runs --paper" in text and "## Runs made by this project" in text
+    assert result.returncode == 0 and result.stdout.startswith("usage: lit-clf-report")

@@ -1,0 +1,169 @@
+"""Table 3 filled from runs (the newest run per cell), and written out as Markdown or CSV.
+
+A run with one task fills a "Dual" cell, a run with both tasks of a dataset the "Consolidated" cells. If several
+runs fill the same cell the newest wins, and the table's notes say so. Values are in percent with one decimal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lit_clf.report.paper import COLUMNS, DATASET_TASKS, Row, paper_row, paper_table, row_sort_key
+from lit_clf.report.runs import Run
+
+__all__ = ["Table", "build_table", "columns_of", "render", "to_csv", "to_markdown"]
+
+
+@dataclass
+class Table:
+    """Table 3 filled from runs.
+
+    Attributes:
+        rows: Rows in the paper's order (:func:`row_sort_key`).
+        cells: (row, column index) -> the run that fills the cell.
+        paper: Row -> the paper's eight values in percent (only with ``paper=True``).
+        notes: What the reader should know: cells several runs fill, skipped runs, subsets.
+    """
+
+    rows: list[Row]
+    cells: dict[tuple[Row, int], Run]
+    paper: dict[Row, tuple[float, ...]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def value(self, row: Row, column: int) -> float | None:
+        """Our value in percent, or None for an empty cell."""
+        run = self.cells.get((row, column))
+        return None if run is None else 100 * run.metrics[COLUMNS[column].metric]
+
+    def paper_value(self, row: Row, column: int) -> float | None:
+        """The paper's value in percent, or None."""
+        values = self.paper.get(row)
+        return None if values is None else values[column]
+
+
+def columns_of(tasks: Sequence[str]) -> list[int]:
+    """Indices of the columns a run with ``tasks`` fills: one Dual cell, or both Consolidated cells."""
+    for dataset, pair in DATASET_TASKS.items():
+        if len(tasks) == 1 and tasks[0] in pair:
+            setup = "Dual"
+        elif len(tasks) == 2 and set(tasks) == set(pair):
+            setup = "Consolidated"
+        else:
+            continue
+        return [i for i, c in enumerate(COLUMNS) if c.dataset == dataset and c.setup == setup and c.task in tasks]
+    return []
+
+
+_TABLE_METRICS = sorted({column.metric for column in COLUMNS})
+
+
+def _drop_twins(runs: Sequence[Run]) -> list[Run]:
+    """Runs without repeats of one run logged twice (the paper configs log to CSV and W&B): same row, tasks and
+    Table 3 metrics. The first copy is kept (path order puts ``runs/<name>/`` before ``runs/wandb/``)."""
+    kept, seen = [], set()
+    for run in runs:
+        tests = tuple(round(run.metrics[key], 6) if key in run.metrics else None for key in _TABLE_METRICS)
+        if (run.row, run.tasks, tests) not in seen:
+            seen.add((run.row, run.tasks, tests))
+            kept.append(run)
+    return kept
+
+
+def _candidates(runs: Sequence[Run], notes: list[str]) -> dict[tuple[Row, int], list[tuple[int, Run]]]:
+    """(row, column) -> the (input position, run) pairs that have the cell's test metric."""
+    found: dict[tuple[Row, int], list[tuple[int, Run]]] = {}
+    for position, run in enumerate(runs):
+        columns = [i for i in columns_of(run.tasks) if COLUMNS[i].metric in run.metrics]
+        if not columns:
+            wanted = ", ".join(COLUMNS[i].metric for i in columns_of(run.tasks)) or "tasks of one Table 3 dataset"
+            notes.append(f"{run.source}: skipped, no {wanted} (tasks: {', '.join(run.tasks)})")
+            continue
+        if run.subset is not None:
+            notes.append(f"{run.source}: data.init_args.max_examples={run.subset}, scores are on a subset")
+        for column in columns:
+            found.setdefault((run.row, column), []).append((position, run))
+    return found
+
+
+def build_table(runs: Sequence[Run], paper: bool = False) -> Table:
+    """Fill Table 3: the newest run per cell (ties: the later one in ``runs``; a run logged to both CSV and W&B
+    counts once); with ``paper``, also the paper's values, and its rows that no run reproduces."""
+    notes: list[str] = []
+    found = _candidates(_drop_twins(runs), notes)
+    cells = {cell: max(pairs, key=lambda pair: (pair[1].time, pair[0]))[1] for cell, pairs in found.items()}
+    rows = {row for row, _ in cells}
+    values: dict[Row, tuple[float, ...]] = {}
+    if paper:
+        known = paper_table()
+        for row in rows:
+            if paper_row(row) in known:
+                values[row] = known[paper_row(row)]
+        reproduced = {paper_row(row) for row in values}
+        for row, row_values in known.items():
+            if row not in reproduced:
+                rows.add(row)
+                values[row] = row_values
+    ordered = sorted(rows, key=row_sort_key)
+    for row in ordered:
+        for column in range(len(COLUMNS)):
+            pairs = found.get((row, column), [])
+            if len(pairs) > 1:
+                chosen = cells[(row, column)]
+                others = ", ".join(run.source for _, run in pairs if run is not chosen)
+                notes.append(
+                    f"{row.label}, {COLUMNS[column].name}: {len(pairs)} runs; "
+                    f"using the newest, {chosen.source} (not {others})"
+                )
+    return Table(ordered, cells, values, notes)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _cell_text(table: Table, row: Row, column: int) -> str:
+    """``86.7``; with the paper's values ``ours / paper`` (``-`` for a missing side, empty if both are)."""
+    ours = _number(table.value(row, column))
+    if not table.paper:
+        return ours
+    theirs = _number(table.paper_value(row, column))
+    return f"{ours or '-'} / {theirs or '-'}" if ours or theirs else ""
+
+
+def to_markdown(table: Table) -> str:
+    """The table as GitHub Markdown: a ``Model`` column with the paper's row names, then the eight columns."""
+    header = ["Model (ours / paper)" if table.paper else "Model", *(column.name for column in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for row in table.rows:
+        cells = [row.label, *(_cell_text(table, row, i) for i in range(len(COLUMNS)))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV: ``Model, Shots, FT, Variant`` then the eight columns (with ``paper``, each followed by
+    a ``<column> (paper)`` column); numbers in percent with one decimal, empty cells empty."""
+    header = ["Model", "Shots", "FT", "Variant"]
+    for column in COLUMNS:
+        header += [column.name, f"{column.name} (paper)"] if table.paper else [column.name]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        line = [row.model, "" if row.shots is None else row.shots, "w/ FT" if row.fine_tuned else "w/o FT", row.variant]
+        for i in range(len(COLUMNS)):
+            line.append(_number(table.value(row, i)))
+            if table.paper:
+                line.append(_number(table.paper_value(row, i)))
+        writer.writerow(line)
+    return out.getvalue()
+
+
+def render(table: Table, format: str = "markdown") -> str:
+    """The table as ``markdown`` or ``csv`` text."""
+    if format not in ("markdown", "csv"):
+        raise ValueError(f"format must be 'markdown' or 'csv', got {format!r}")
+    return to_markdown(table) if format == "markdown" else to_csv(table)
