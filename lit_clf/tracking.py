@@ -112,8 +112,8 @@ class LitClfSaveConfigCallback(SaveConfigCallback):
         for logger in _wandb_loggers(trainer) if self._resolved is not None else ():
             logger.experiment.config.update(self._resolved, allow_val_change=True)
 
-    # Lightning logs the module's hyperparameters after ``setup``; a top-level name they share with the CLI
-    # config (the decoder's ``model`` argument) would replace its section, so the CLI config is put back.
+    # Lightning logs the module's hyperparameters into the same wandb.config after ``setup``; a name they share
+    # with a top-level CLI key (``optimizer``, ``lr_scheduler``) would replace that section: put the CLI config back.
     def on_fit_start(self, trainer, pl_module) -> None:
         self._log_resolved(trainer)
 
