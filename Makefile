@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= $(if $(wildcard $(SHARED)/models),1,0)
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install quickstart test test-slow lint clean
+.PHONY: install quickstart test test-slow test-gpu lint clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# CUDA-only cases (skipped without a GPU); not part of `make test`.
+test-gpu: install
+	$(PY) -m pytest -q -m gpu
 
 lint: install
 	$(VENV)/bin/ruff check lit_clf tests bench

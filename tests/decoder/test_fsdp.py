@@ -84,7 +84,11 @@ def last_metrics(root: Path, version: str) -> dict[str, str]:
 
 # Constrained slot lists have one label per word: the ranks' utterances give them answers of different lengths.
 # Not covered on CPU: rank-0-only loading of pretrained weights (FSDP's sync_module_states needs GPU tensors).
-@pytest.mark.parametrize(("recipe", "decoding"), [("joint", "constrained"), ("intent", "score")])
+# The consolidated constrained case (uneven generation lengths across ranks: the classic hang) runs by default;
+# label scoring under FSDP (about a minute more) with -m slow.
+@pytest.mark.parametrize(
+    ("recipe", "decoding"), [("joint", "constrained"), pytest.param("intent", "score", marks=pytest.mark.slow)]
+)
 def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smollm_dir, shared_data, recipe, decoding):
     config = ["--config", str(REPO / "configs" / "massive" / f"smollm2-135m-{recipe}.yaml")]
     common = [

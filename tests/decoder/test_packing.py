@@ -90,18 +90,23 @@ def assert_same_loss_and_grads(module, features):
     return batch
 
 
+SLOW = pytest.mark.slow
+# (format, tasks, shots, draw, attention): every format, task kind, shot setting and kernel in the default suite.
 CASES = [
-    ("chat", ("intent",), 0, "per_example"),
-    ("chat", ("slots",), 5, "per_example"),
-    ("chat", ("intent", "slots"), 0, "per_example"),
-    ("llama2", ("intent",), 5, "fixed"),
-    ("llama2", ("intent", "slots"), 5, "per_example"),
-    ("raw", ("slots",), 0, "per_example"),
+    ("chat", ("intent",), 0, "per_example", "sdpa"),
+    ("chat", ("slots",), 5, "per_example", "eager"),
+    ("llama2", ("intent",), 5, "fixed", "sdpa"),
+    ("llama2", ("intent", "slots"), 5, "per_example", "sdpa"),
+    ("raw", ("slots",), 0, "per_example", "eager"),
+    pytest.param("chat", ("intent", "slots"), 0, "per_example", "sdpa", marks=SLOW),
+    pytest.param("chat", ("intent", "slots"), 0, "per_example", "eager", marks=SLOW),
+    pytest.param("chat", ("intent",), 0, "per_example", "eager", marks=SLOW),
+    pytest.param("llama2", ("intent",), 5, "fixed", "eager", marks=SLOW),
+    pytest.param("raw", ("slots",), 0, "per_example", "sdpa", marks=SLOW),
 ]
 
 
-@pytest.mark.parametrize(("fmt", "tasks", "shots", "draw"), CASES, ids=lambda v: str(v))
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(("fmt", "tasks", "shots", "draw", "attention"), CASES, ids=lambda v: str(v))
 def test_shared_prefix_equals_per_row(model_dirs, fmt, tasks, shots, draw, attention):
     model_dir = model_dirs["chat" if fmt == "chat" else "llama2"]
     options = {"shots": shots, "shots_draw": draw, "attn_implementation": attention, "max_length": 2048}

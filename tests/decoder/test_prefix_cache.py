@@ -23,10 +23,10 @@ def answers(module, share: bool, cached: bool = True) -> list:
 
 CASES = [
     ("chat", ("intent",), "score", 0),
-    ("chat", ("intent",), "free", 5),
     ("chat", ("intent", "slots"), "constrained", 0),
     ("llama2", ("intent", "slots"), "free", 0),
-    ("llama2", ("slots",), "constrained", 5),
+    pytest.param("chat", ("intent",), "free", 5, marks=pytest.mark.slow),
+    pytest.param("llama2", ("slots",), "constrained", 5, marks=pytest.mark.slow),
 ]
 
 
