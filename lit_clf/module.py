@@ -134,6 +134,7 @@ class TaskModule(L.LightningModule):
             Per text, task name -> predicted label (a list of word labels for token tasks; None for an invalid
             generated answer).
         """
+        self.configure_model()  # a family that builds its model lazily (the decoder) builds it now, once
         examples = [Example(id=f"text-{i}", text=text) for i, text in enumerate(texts)]
         features = self.featurizer.featurize(examples, train=False, info=data)
         was_training = self.training

@@ -273,12 +273,6 @@ class DecoderGenerativeModule(TaskModule):
     def on_predict_epoch_start(self) -> None:
         self._shared_kv = None
 
-    def predict_texts(self, texts, batch_size: int = 16, data=None) -> list[dict[str, Any]]:
-        self.configure_model()
-        return super().predict_texts(texts, batch_size, data)
-
-    predict_texts.__doc__ = TaskModule.predict_texts.__doc__
-
     def _synced_gpus(self) -> bool:
         """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""
         trainer = self._trainer

@@ -68,8 +68,12 @@ def pack(features: Sequence[dict[str, Any]], share: bool = True) -> dict[str, to
     ids = [list(f["input_ids"]) for f in features]
     labels = [list(f["labels"]) for f in features]
     prefix = common_prefix_length(ids, labels) if share else 0
-    input_ids, packed_labels, positions, segments = ids[0][:prefix], labels[0][:prefix], list(range(prefix)), []
-    segments = [0] * prefix
+    input_ids, packed_labels, positions, segments = (
+        ids[0][:prefix],
+        labels[0][:prefix],
+        list(range(prefix)),
+        [0] * prefix,
+    )
     for row, (row_ids, row_labels) in enumerate(zip(ids, labels)):
         input_ids += row_ids[prefix:]
         packed_labels += row_labels[prefix:]
