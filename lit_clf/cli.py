@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
+from lit_clf.cost import RunCost
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
@@ -33,6 +34,7 @@ class LitClfCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
         parser.add_lightning_class_args(ThroughputLogger, "throughput")
+        parser.add_lightning_class_args(RunCost, "cost")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
         parser.add_argument(
             "--test_after_fit",
