@@ -96,8 +96,10 @@ def _energy_mj(device: torch.device) -> float | None:
 
         pynvml.nvmlInit()
         bus_id = _pci_bus_id(device)
-        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id) if bus_id else pynvml.nvmlDeviceGetHandleByIndex(
-            device.index or 0
+        handle = (
+            pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+            if bus_id
+            else pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
         )
         return float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
     except Exception as err:  # no nvidia-ml-py, an old GPU or driver: the run goes on without energy

@@ -32,6 +32,8 @@ def test_fit_and_test_costs_are_logged_beside_the_scores(tmp_path, tiny_roberta_
 def test_cost_logging_can_be_switched_off(tmp_path, tiny_roberta_dir, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs/massive/minilm-intent.yaml")
-    run_cli(["fit", "--config", config, *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data), "--cost.enabled=false"])
+    run_cli(
+        ["fit", "--config", config, *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data), "--cost.enabled=false"]
+    )
     (metrics_file,) = tmp_path.rglob("metrics.csv")
     assert "cost/" not in metrics_file.read_text()
