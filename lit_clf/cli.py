@@ -8,10 +8,12 @@ run (:func:`~lit_clf.tracking.name_loggers`).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
@@ -19,9 +21,11 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
+from lit_clf.checkpoints import check_label_sets, read_checkpoint
 from lit_clf.cost import RunCost
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
+from lit_clf.data.tasks import TaskSpec
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
 
 
@@ -29,7 +33,7 @@ class LitClfCLI(LightningCLI):
     """LightningCLI with the data -> model links and the task-derived defaults every lit_clf config relies on."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data", "model.init_args.tasks", compute_fn=_task_dicts, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.tasks", compute_fn=self._task_dicts, apply_on="instantiate")
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
@@ -42,6 +46,51 @@ class LitClfCLI(LightningCLI):
             default=False,
             help="After `fit`, run `test` with the best checkpoint (the final weights if none was kept).",
         )
+
+    _checkpoint_tasks: list[TaskSpec] | None = None
+
+    def _parse_ckpt_path(self) -> None:
+        """The model options stored in ``--ckpt_path``'s checkpoint fill the config (LightningCLI's behaviour), with
+        three differences: options that only affect evaluation (the model class's ``evaluation_options``:
+        decoding, ``max_new_tokens``, ``top_k``, ...) keep the values the config or command line gives; a
+        checkpoint of another model class, or one that cannot be read, is a one-line error; and the checkpoint's
+        task specs (label sets and order) are the model's, checked against the data's when it is built."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or ckpt_path in _CKPT_KEYWORDS:
+            return
+        with _one_line_errors():
+            hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            given = self.config[subcommand].get("model")
+            trained_class = hparams.pop("_class_path", None)
+            if trained_class and given is not None and given.get("class_path"):
+                if _import(trained_class) is not _import(given.class_path):
+                    raise ValueError(
+                        f"ckpt_path: {ckpt_path} holds a {trained_class} but the config's model is a "
+                        f"{given.class_path}; give the config the checkpoint was trained with"
+                    )
+            if hparams.get("tasks"):
+                self._checkpoint_tasks = [TaskSpec.coerce(task) for task in hparams["tasks"]]
+            if not hparams:
+                return
+            class_path = trained_class or (given.get("class_path") if given is not None else None)
+            model_class = _import(class_path) if class_path else None
+            keep = {}
+            if given is not None and model_class is not None:
+                keep = {name: given.init_args.get(name) for name in getattr(model_class, "evaluation_options", ())}
+            section = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+            self.config = self.parser.parse_object({subcommand: {"model": section}}, self.config)
+            for name, value in keep.items():
+                self.config[subcommand].model.init_args[name] = value
+
+    def _task_dicts(self, data: ClassificationDataModule) -> list[dict]:
+        """The model's task specs: the data's, or the checkpoint's (``--ckpt_path``) once checked against them."""
+        if self._checkpoint_tasks is None:
+            return specs_to_dicts(data.task_specs)
+        where = f"ckpt_path: {self.config[self.config.subcommand].ckpt_path}"
+        check_label_sets(self._checkpoint_tasks, data.task_specs, where)
+        return specs_to_dicts(self._checkpoint_tasks)
 
     def before_instantiate_classes(self) -> None:
         name_loggers(self.config[self.subcommand], self.subcommand)
@@ -117,8 +166,16 @@ def _is_wrapper(err: BaseException) -> bool:
     return type(err).__module__.startswith("jsonargparse") or str(err).startswith(_WRAPPERS)
 
 
-def _task_dicts(data: ClassificationDataModule) -> list[dict]:
-    return specs_to_dicts(data.task_specs)
+#: ``ckpt_path`` values Lightning resolves itself rather than reading a file.
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def _import(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"model class {class_path!r} cannot be imported") from None
 
 
 def main(args: list[str] | None = None) -> None:

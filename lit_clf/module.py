@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lit_clf.checkpoints import check_finite, check_label_sets
 from lit_clf.data.base import DatasetInfo, Featurizer
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
@@ -81,11 +82,18 @@ class TaskModule(L.LightningModule):
 
     #: Whether predictions can be invalid (generated text): adds ``{stage}/{task}_invalid_rate``.
     counts_invalid = False
+    #: Arguments that only change how the model is evaluated, never what it learns: ``lit-clf test/predict
+    #: --ckpt_path`` takes them from the config and command line, every other argument from the checkpoint.
+    evaluation_options: tuple[str, ...] = ()
 
     def setup(self, stage: str) -> None:
-        """Hand the featurizer to the DataModule, which featurizes its splits with it when loaders are asked for."""
+        """Check that the DataModule's label sets are ones this model can score, then hand it the featurizer
+        (it featurizes its splits with it when loaders are asked for)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
+            specs = getattr(datamodule, "task_specs", None)
+            if specs is not None:
+                check_label_sets(self.tasks, specs, f"{type(self).__name__} vs {type(datamodule).__name__}")
             datamodule.featurizer = self.featurizer
 
     # ------------------------------------------------------------------ steps
@@ -115,6 +123,11 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sanitize_checkpoint(checkpoint, self.tasks)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse weights with NaN or infinite values (a damaged file loads without any other error)."""
+        where = f"ckpt_path: {getattr(self._trainer, 'ckpt_path', None) or 'the checkpoint'}"
+        check_finite(checkpoint.get("state_dict", {}), where)
 
     # ---------------------------------------------------------- notebook API
     @torch.no_grad()

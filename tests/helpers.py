@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
 import torch
 
 from lit_clf.cli import main
@@ -123,6 +124,32 @@ def decoder_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[s
     ]
 
 
+def run_cli_error(args: list[str], capsys, monkeypatch) -> str:
+    """``lit-clf ARGS`` that must stop with exit code 2 and one ``lit-clf: error:`` line; returns the line."""
+    monkeypatch.setattr(sys, "argv", ["lit-clf"])
+    monkeypatch.delenv("LIT_CLF_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("lit-clf: error:")]
+    return line
+
+
+def tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data) -> list[str]:
+    """A tiny encoder run on 16 MASSIVE intent examples, without loggers."""
+    return [
+        f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
+        f"--model.init_args.backbone={tiny_roberta_dir}",
+        "--model.init_args.pretrained=false",
+        f"--data.init_args.data_dir={shared_data}",
+        "--data.init_args.max_examples=16",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=false",
+    ]
+
+
 __all__ = [
     "OTHER",
     "REPO",
@@ -132,6 +159,8 @@ __all__ = [
     "encoder_overrides",
     "make_decoder",
     "run_cli",
+    "run_cli_error",
+    "tiny_encoder_args",
     "toy_examples",
     "toy_specs",
 ]

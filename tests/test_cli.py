@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lit_clf.cli import main
-from tests.helpers import REPO, compose_encoder, encoder_overrides, run_cli
+from tests.helpers import REPO, compose_encoder, encoder_overrides, run_cli, run_cli_error, tiny_encoder_args
 
 CONFIG_DIR = REPO / "configs"
 # Composed with -c a.yaml -c b.yaml ...: encoder rows tested here, decoder rows in tests/decoder/test_module.py.
@@ -199,31 +199,6 @@ def test_a_readers_own_message_is_the_one_printed(tmp_path, minilm_dir, shared_d
     err = capsys.readouterr().err.strip().splitlines()[-1]
     where = folder / "en-US.jsonl"
     assert err == f"lit-clf: error: {where}:11: malformed JSON (Expecting value: line 1 column 8 (char 7))"
-
-
-def run_cli_error(args: list[str], capsys, monkeypatch) -> str:
-    """``lit-clf ARGS`` that must stop with exit code 2 and one ``lit-clf: error:`` line; returns the line."""
-    monkeypatch.setattr(sys, "argv", ["lit-clf"])
-    monkeypatch.delenv("LIT_CLF_TRACEBACK", raising=False)
-    with pytest.raises(SystemExit) as exit_:
-        main(args)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    (line,) = [line for line in err.splitlines() if line.startswith("lit-clf: error:")]
-    return line
-
-
-def tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data) -> list[str]:
-    return [
-        f"--config={CONFIG_DIR / 'massive' / 'minilm-intent.yaml'}",
-        f"--model.init_args.backbone={tiny_roberta_dir}",
-        "--model.init_args.pretrained=false",
-        f"--data.init_args.data_dir={shared_data}",
-        "--data.init_args.max_examples=16",
-        f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.logger=false",
-    ]
 
 
 @pytest.mark.parametrize(

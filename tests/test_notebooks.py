@@ -115,7 +115,7 @@ def test_inspect_predictions_runs(tiny_run, monkeypatch):
 def test_compare_runs_runs(tiny_run, other_runs, monkeypatch):
     outputs = execute("compare_runs.ipynb", monkeypatch, LIT_CLF_RUN_DIRS=f"{tiny_run}:{other_runs}")
     text = _texts(outputs)
-    assert "max_examples=8, scores are on a subset" in text
+    assert "scores are on a subset of 8 test examples" in text
     assert "Llama3-8B-Instruct" in text and "MASSIVE Consolidated Slot Filling" in text
     assert _images(outputs) == 3  # encoder vs decoder, dual vs consolidated, zero- vs five-shot
 

@@ -143,6 +143,8 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         group_by_length: bool = True,
         max_examples: int | None = None,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
         predict_split: str = "test",
         seed: int = 42,
     ) -> None:
@@ -158,6 +160,11 @@ class ClassificationDataModule(L.LightningDataModule):
                 training, longest-first for evaluation) so little compute goes to padding.
             max_examples: Keep at most this many examples per split (a seeded random subset), for smoke
                 runs and CPU budgets. Unset uses every example.
+            max_train_examples: Keep at most this many training examples (a seeded random subset; also the
+                few-shot pool); overrides ``max_examples`` for the training split. A training budget: the
+                validation and test scores stay on the full splits.
+            max_eval_examples: Keep at most this many validation and test examples each (a seeded random
+                subset), overriding ``max_examples`` for them, e.g. a quick dev subset for a learning-rate search.
             predict_split: Split that ``lit-clf predict`` runs on: ``train``, ``val`` or ``test``.
             seed: Seed for subsets, derived splits and the length-grouped order.
         """
@@ -169,14 +176,21 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"eval_batch_size must be >= 1 or unset, got {eval_batch_size}")
         if predict_split not in SPLITS:
             raise ValueError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
-        if max_examples is not None and max_examples < 1:
-            raise ValueError(f"max_examples must be >= 1 or unset, got {max_examples}")
+        for name, value in [
+            ("max_examples", max_examples),
+            ("max_train_examples", max_train_examples),
+            ("max_eval_examples", max_eval_examples),
+        ]:
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or unset, got {value}")
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.group_by_length = group_by_length
         self.max_examples = max_examples
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
         self.predict_split = predict_split
         self.seed = seed
         self.featurizer: Featurizer | None = None
@@ -203,19 +217,27 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def splits(self) -> dict[str, list[Example]]:
-        """Raw examples per split, subsampled to ``max_examples``."""
+        """Raw examples per split, subsampled to ``max_train_examples`` / ``max_eval_examples`` / ``max_examples``."""
         if self._splits is None:
-            self._splits = {name: self._subsample(examples) for name, examples in self.full_splits.items()}
+            self._splits = {
+                name: self._subsample(examples, self.limit(name)) for name, examples in self.full_splits.items()
+            }
         return self._splits
+
+    def limit(self, split: str) -> int | None:
+        """The most examples kept of ``split``: its own option (``max_train_examples`` for ``train``,
+        ``max_eval_examples`` for ``val`` and ``test``), else ``max_examples``; None keeps every example."""
+        own = self.max_train_examples if split == "train" else self.max_eval_examples
+        return own if own is not None else self.max_examples
 
     def examples(self, split: str) -> list[Example]:
         """Raw examples of ``split`` (``train``, ``val``, ``test``)."""
         return self.splits[split]
 
-    def _subsample(self, examples: list[Example]) -> list[Example]:
-        if self.max_examples is None or len(examples) <= self.max_examples:
+    def _subsample(self, examples: list[Example], limit: int | None) -> list[Example]:
+        if limit is None or len(examples) <= limit:
             return examples
-        keep = sorted(random.Random(self.seed).sample(range(len(examples)), self.max_examples))
+        keep = sorted(random.Random(self.seed).sample(range(len(examples)), limit))
         return [examples[i] for i in keep]
 
     @property

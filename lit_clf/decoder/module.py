@@ -42,6 +42,16 @@ class DecoderGenerativeModule(TaskModule):
     """
 
     counts_invalid = True
+    evaluation_options = (
+        "max_length",
+        "max_new_tokens",
+        "decoding",
+        "length_normalization",
+        "candidates_per_pass",
+        "attn_implementation",
+        "share_prefix",
+        "share_prefix_min_saving",
+    )
 
     def __init__(
         self,

@@ -57,6 +57,8 @@ class EncoderSeqTokenModule(TaskModule):
     single-task training and several are multi-task.
     """
 
+    evaluation_options = ("max_length", "top_k", "compile")
+
     def __init__(
         self,
         backbone: str,

@@ -50,7 +50,8 @@ class Run:
         tasks: The run's tasks (``data.init_args.tasks``).
         metrics: Metric key -> last value, e.g. ``test/intent_acc`` -> 0.889 (fractions, as logged).
         time: When the run finished (seconds since the epoch): the newest run wins a cell.
-        subset: ``data.init_args.max_examples`` when set: the scores are on a subset, not the full split.
+        subset: ``data.init_args.max_eval_examples`` (else ``max_examples``) when set: the scores are on a subset
+            of the test split. ``max_train_examples`` alone is a training budget, not a subset of the scores.
         config: The resolved LightningCLI config.
     """
 
@@ -179,7 +180,11 @@ def run_from_config(config: Mapping, metrics: Mapping[str, float], source: str, 
     shots = (_as_int(args["shots"], "model.init_args.shots", where) or 0) if decoder else None
     variant = _variant(args) if decoder else ""
     row = Row(display_name(str(args["backbone"])), decoder, shots, _fine_tuned(config, metrics), variant)
-    subset = _as_int(config_get(config, "data.init_args.max_examples"), "data.init_args.max_examples", where)
+    subset = None
+    for key in ("data.init_args.max_eval_examples", "data.init_args.max_examples"):
+        subset = _as_int(config_get(config, key), key, where)
+        if subset is not None:
+            break
     return Run(source, row, tasks, dict(metrics), time, subset, config)
 
 

@@ -82,7 +82,10 @@ def _candidates(runs: Sequence[Run], notes: list[str]) -> dict[tuple[Row, int], 
             notes.append(f"{run.source}: skipped, no {wanted} (tasks: {', '.join(run.tasks)})")
             continue
         if run.subset is not None:
-            notes.append(f"{run.source}: data.init_args.max_examples={run.subset}, scores are on a subset")
+            notes.append(
+                f"{run.source}: scores are on a subset of {run.subset} test examples "
+                "(data.init_args.max_eval_examples or max_examples)"
+            )
         for column in columns:
             found.setdefault((run.row, column), []).append((position, run))
     return found

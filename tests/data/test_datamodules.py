@@ -39,6 +39,21 @@ def test_max_examples_subsets_but_keeps_full_label_sets(shared_data):
     assert data.task_specs[0].num_labels == 60
 
 
+def test_train_and_eval_limits_override_max_examples_per_split(shared_data):
+    data = MassiveDataModule(
+        tasks=["intent"], data_dir=str(shared_data), max_examples=10, max_train_examples=32, max_eval_examples=5
+    )
+    assert [len(data.examples(s)) for s in ("train", "val", "test")] == [32, 5, 5]
+    assert len(data.info.train) == 32  # the few-shot pool is the training subset
+    full_eval = MassiveDataModule(tasks=["intent"], data_dir=str(shared_data), max_train_examples=32)
+    assert [len(full_eval.examples(s)) for s in ("val", "test")] == [2033, 2974]
+    # seeded: the same subset for the same seed, another for another seed
+    again = MassiveDataModule(tasks=["intent"], data_dir=str(shared_data), max_train_examples=32)
+    assert [e.id for e in again.examples("train")] == [e.id for e in full_eval.examples("train")]
+    other = MassiveDataModule(tasks=["intent"], data_dir=str(shared_data), max_train_examples=32, seed=1)
+    assert [e.id for e in other.examples("train")] != [e.id for e in full_eval.examples("train")]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -46,6 +61,7 @@ def test_max_examples_subsets_but_keeps_full_label_sets(shared_data):
         ({"tasks": []}, "tasks: give at least one task"),
         ({"tasks": ["intent"], "predict_split": "dev"}, "predict_split must be one of train, val, test"),
         ({"tasks": ["intent"], "batch_size": 0}, "batch_size must be >= 1"),
+        ({"tasks": ["intent"], "max_eval_examples": 0}, "max_eval_examples must be >= 1 or unset, got 0"),
         ({"tasks": ["intent"], "locale": "xx-XX"}, "xx-XX"),
     ],
 )

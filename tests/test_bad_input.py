@@ -1,0 +1,164 @@
+"""Bad input, class by class (issue: reliability): each case's exit code, its one-line message naming the
+file/option and what to do, no traceback, and nothing written or deleted that should not be."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from lit_clf.data.tasks import Example
+from tests.helpers import REPO, ToyDataModule, run_cli, run_cli_error, toy_examples
+
+UNZIP = "PytorchStreamReader failed reading zip archive: failed finding central directory"
+ENCODER_CONFIG = str(REPO / "configs" / "massive" / "minilm-intent.yaml")
+
+
+class RenamedIntentData(ToyDataModule):
+    """The toy data with one intent renamed: a label the toy checkpoint's model never saw."""
+
+    def load_splits(self):
+        rename = {"alarm_set": "alarm_create"}
+        return {
+            split: [
+                Example(ex.id, ex.text, {**ex.labels, "intent": rename.get(ex.labels["intent"], ex.labels["intent"])})
+                for ex in toy_examples(f"{split}-")
+            ]
+            for split in ("train", "val", "test")
+        }
+
+
+class FewerIntentsData(ToyDataModule):
+    """The toy data without its alarm utterances: fewer labels than the checkpoint knows (still scoreable)."""
+
+    def load_splits(self):
+        keep = [ex for ex in toy_examples() if ex.labels["intent"] != "alarm_set"]
+        return {split: keep for split in ("train", "val", "test")}
+
+
+def toy_args(tmp_path, tiny_roberta_dir, data="tests.helpers.ToyDataModule") -> list[str]:
+    return [
+        f"--config={ENCODER_CONFIG}",
+        f"--model.init_args.backbone={tiny_roberta_dir}",
+        "--model.init_args.pretrained=false",
+        f"--data={data}",
+        "--data.init_args.tasks=[intent]",
+        "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory, tiny_roberta_dir):
+    """A tiny encoder fitted on the toy intents: (its best checkpoint, the run folder)."""
+    root = tmp_path_factory.mktemp("fit")
+    run_cli(["fit", *toy_args(root, tiny_roberta_dir), "--test_after_fit=false"])
+    (best,) = root.rglob("best.ckpt")
+    return best, root
+
+
+# ------------------------------------------------------------------- 4, 5: checkpoints and their options
+def test_evaluation_options_given_with_a_checkpoint_apply(toy_checkpoint, tiny_roberta_dir, tmp_path):
+    ckpt, _ = toy_checkpoint
+    out = tmp_path / "predictions.jsonl"
+    args = [*toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={ckpt}", f"--predictions.output_path={out}"]
+    run_cli(["predict", *args, "--model.init_args.top_k=1"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {len(row["intent"]["top"]) for row in rows} == {1}  # not the checkpoint's top_k=3
+    (config,) = (tmp_path / "runs").rglob("config.yaml")
+    assert yaml.safe_load(config.read_text())["model"]["init_args"]["top_k"] == 1  # the saved config says so too
+
+
+def test_a_checkpoint_of_another_model_class_is_refused(
+    toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    ckpt, _ = toy_checkpoint
+    args = ["test", *toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={ckpt}"]
+    args[1] = f"--config={REPO / 'configs' / 'massive' / 'smollm2-135m-intent.yaml'}"
+    line = run_cli_error(args, capsys, monkeypatch)
+    assert line == (
+        f"lit-clf: error: ckpt_path: {ckpt} holds a lit_clf.encoder.EncoderSeqTokenModule but the config's "
+        "model is a lit_clf.decoder.DecoderGenerativeModule; give the config the checkpoint was trained with"
+    )
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("missing", "no such file"),
+        ("empty", "empty file (an interrupted save?)"),
+        ("truncated", f"not a readable checkpoint ({UNZIP})"),
+        ("text", "not a readable checkpoint (damaged, or not a PyTorch checkpoint)"),
+        (
+            "pickle",
+            "not a readable checkpoint (it holds Python objects beyond tensors and plain data, refused "
+            "(weights_only=True))",
+        ),
+    ],
+)
+def test_unreadable_checkpoints_are_one_line_errors(
+    damage, reason, toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    ckpt, _ = toy_checkpoint
+    bad = tmp_path / "bad.ckpt"
+    if damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "truncated":
+        bad.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "text":
+        bad.write_text("not a checkpoint\n")
+    elif damage == "pickle":  # a class: code that would be imported on load
+        torch.save({"state_dict": {}, "hook": Example}, bad)
+    args = ["test", *toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={bad}"]
+    assert run_cli_error(args, capsys, monkeypatch) == f"lit-clf: error: ckpt_path: {bad}: {reason}"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(
+    toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    ckpt, _ = toy_checkpoint
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    name = next(key for key in checkpoint["state_dict"] if key.endswith("weight"))
+    checkpoint["state_dict"][name][0] = float("nan")
+    bad = tmp_path / "nan.ckpt"
+    torch.save(checkpoint, bad)
+    args = ["test", *toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={bad}"]
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        f"lit-clf: error: ckpt_path: {bad}: weight {name!r} has NaN or infinite values (a damaged file, or a run that "
+        "diverged before this checkpoint); use another checkpoint (LIT_CLF_TRACEBACK=1 shows where)"
+    )
+
+
+def test_data_with_a_label_the_checkpoint_does_not_know_is_refused(
+    toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    ckpt, _ = toy_checkpoint
+    data = f"{__name__}.RenamedIntentData"
+    args = ["test", *toy_args(tmp_path, tiny_roberta_dir, data), f"--ckpt_path={ckpt}"]
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        f"lit-clf: error: ckpt_path: {ckpt}: task 'intent': the data has 1 label(s) the checkpoint's model does not "
+        "know ('alarm_create'); it was trained on 6 labels. Use data with the checkpoint's label set, or fine-tune on "
+        "this data"
+    )
+
+
+def test_data_with_fewer_labels_is_scored_with_the_checkpoints_label_ids(toy_checkpoint, tiny_roberta_dir, tmp_path):
+    ckpt, _ = toy_checkpoint
+    out = tmp_path / "predictions.jsonl"
+    data = f"{__name__}.FewerIntentsData"
+    args = [*toy_args(tmp_path, tiny_roberta_dir, data), f"--ckpt_path={ckpt}", f"--predictions.output_path={out}"]
+    run_cli(["predict", *args])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    trained = torch.load(ckpt, map_location="cpu", weights_only=True)["id2label"]["intent"]
+    assert len(trained) == 6 and "alarm_set" in trained
+    # the model's labels are the checkpoint's six, in its order: a prediction may still name the missing one
+    assert all(row["intent"]["pred"] in trained for row in rows)
+    assert all(pred in trained for row in rows for pred, _ in row["intent"]["top"])
