@@ -93,6 +93,7 @@ def encoder_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[st
         "--model.init_args.pretrained=false",
         f"--data.init_args.data_dir={data_dir}",
         "--data.init_args.max_examples=8",
+        "--data.init_args.max_train_examples=null",
         "--data.init_args.batch_size=4",
         "--data.init_args.num_workers=0",
         "--trainer.max_epochs=1",
@@ -110,6 +111,7 @@ def decoder_overrides(tmp_path: Path, model_dir: Path, data_dir: Path) -> list[s
         "--model.init_args.max_new_tokens=4",
         f"--data.init_args.data_dir={data_dir}",
         "--data.init_args.max_examples=6",
+        "--data.init_args.max_train_examples=null",
         "--data.init_args.eval_batch_size=3",
         "--data.init_args.num_workers=0",
         "--trainer.max_steps=1",
@@ -145,6 +147,7 @@ def tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data) -> list[str]:
         "--model.init_args.pretrained=false",
         f"--data.init_args.data_dir={shared_data}",
         "--data.init_args.max_examples=16",
+        "--data.init_args.max_train_examples=null",
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.logger=false",
     ]

@@ -497,7 +497,19 @@ def test_cpu_recipes_parse(config, capsys):
     run_cli(["fit", "--config", str(config), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["init_args"]["backbone"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert printed["data"]["init_args"]["max_examples"] and printed["trainer"]["precision"] == "32-true"
+    data = printed["data"]["init_args"]
+    assert data["max_train_examples"] == 4096 and data["max_examples"] is None and data["max_eval_examples"] is None
+    assert printed["trainer"]["precision"] == "32-true" and printed["model"]["init_args"]["decoding"] == "constrained"
+
+
+def test_lr_search_overlay_trains_on_a_subset_and_scores_a_dev_subset(capsys):
+    recipe = REPO / "configs" / "massive" / "smollm2-135m-intent.yaml"
+    run_cli(["fit", "-c", str(recipe), "-c", str(REPO / "configs" / "trainer" / "lr-search.yaml"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    data = printed["data"]["init_args"]
+    assert (data["max_train_examples"], data["max_eval_examples"], data["batch_size"]) == (1024, 256, 16)
+    assert printed["test_after_fit"] is False and printed["trainer"]["enable_checkpointing"] is False
+    assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "runs/lr-search"
 
 
 def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):

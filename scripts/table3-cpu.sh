@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The Table 3 CPU runs of docs/RESULTS.md, in order, each a lit-clf run from a config in configs/. A step whose run
+# folder is already in docs/runs/ (or docs/lr-search/) is skipped, so the script resumes after an interruption.
+# Each finished run's config.yaml, metrics.csv and hparams.yaml (device) are copied to docs/<kind>/<name>/; then
+#   lit-clf-report docs/runs --paper
+# regenerates the table.
+#
+# Usage: scripts/table3-cpu.sh [STEP ...]   (no STEP: all of them; scripts/table3-cpu.sh --list names them)
+# Needs the real weights (../shared/tools/get_models/get-models models all-mpnet-base-v2 smollm2-135m-instruct) in
+# models/, and the data (LIT_CLF_DATA, e.g. ../shared/data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+MODELS=${MODELS:-models}
+SMOL="--model.init_args.backbone $MODELS/smollm2-135m-instruct"
+LR=${LR:-1.0e-4}  # the SmolLM2 fine-tuning rate, from the lr-* steps (docs/RESULTS.md)
+
+# run KIND NAME SUBCOMMAND ARGS...: one lit-clf run logged to runs/[<KIND>/]<NAME>/version_<n> (KIND runs: runs/),
+# copied to docs/<KIND>/<NAME>/ when it ends.
+run() {
+  local kind=$1 name=$2 save=runs; shift 2
+  [[ $kind != runs ]] && save=runs/$kind
+  if [[ -f docs/$kind/$name/metrics.csv ]]; then echo "skip $name (docs/$kind/$name exists)"; return; fi
+  echo "=== $name: lit-clf $* ($(date -u +%FT%TZ))"
+  lit-clf "$@" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
+    --trainer.enable_progress_bar false
+  local folder
+  folder=$(ls -d "$save/$name"/version_* | sort -V | tail -1)
+  mkdir -p "docs/$kind/$name"
+  cp "$folder"/{config.yaml,metrics.csv,hparams.yaml} "docs/$kind/$name/"
+  echo "=== $name done ($(date -u +%FT%TZ))"
+}
+
+# best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
+best_ckpt() { ls -d runs/"$1"/version_* | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
+
+step() {
+  case $1 in
+    mpnet-joint) run runs massive-all-mpnet-base-v2-intent+slots-ft fit -c configs/massive/mpnet-joint.yaml \
+      --model.init_args.backbone "$MODELS/all-mpnet-base-v2" ;;
+    minilm-newsgroups) run runs newsgroups-all-MiniLM-L6-v2-topic20+topic7-ft fit \
+      -c configs/newsgroups/minilm-joint.yaml --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
+    lr-*)  # lr-3.0e-5: the intent recipe on the search budget at that rate
+      run lr-search "massive-smollm2-intent-lr${1#lr-}" fit -c configs/massive/smollm2-135m-intent.yaml \
+        -c configs/trainer/lr-search.yaml $SMOL --model.init_args.optimizer.init_args.lr "${1#lr-}" ;;
+    noft-*)  # noft-intent-0shot-constrained: the released model, tested (w/o FT)
+      IFS=- read -r _ task shots decoding <<< "$1"
+      local five=(); [[ $shots == 5shot ]] && five=(-c configs/decoder/shots/five.yaml)
+      run runs "massive-smollm2-$task-$shots-noft-$decoding" test -c "configs/massive/smollm2-135m-$task.yaml" \
+        "${five[@]}" $SMOL --model.init_args.decoding "$decoding" ;;
+    ft-*-free)  # ft-intent-free: the fine-tuned checkpoint tested again with free decoding
+      local task=${1#ft-}; task=${task%-free}
+      run runs "massive-smollm2-$task-0shot-ft-free" test -c "configs/massive/smollm2-135m-$task.yaml" $SMOL \
+        --ckpt_path "$(best_ckpt "massive-smollm2-$task-0shot-ft")" --model.init_args.decoding free ;;
+    ft-*)  # ft-intent: fine-tune, then test the best checkpoint (constrained)
+      run runs "massive-smollm2-${1#ft-}-0shot-ft" fit -c "configs/massive/smollm2-135m-${1#ft-}.yaml" $SMOL \
+        --model.init_args.optimizer.init_args.lr "$LR" ;;
+    *) echo "unknown step $1" >&2; exit 2 ;;
+  esac
+}
+
+STEPS=(mpnet-joint lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
+  noft-intent-0shot-score ft-intent ft-intent-free noft-slots-0shot-constrained ft-slots ft-slots-free ft-joint
+  ft-joint-free noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained
+  noft-slots-0shot-free noft-intent-5shot-free minilm-newsgroups)
+if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
+for s in "${@:-${STEPS[@]}}"; do step "$s"; done
