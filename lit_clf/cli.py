@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningCLI
@@ -26,6 +27,7 @@ from lit_clf.cost import RunCost
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
+from lit_clf.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
 
 
@@ -41,6 +43,13 @@ class LitClfCLI(LightningCLI):
         parser.add_lightning_class_args(RunCost, "cost")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
         parser.add_argument(
+            "--overwrite_run",
+            type=bool,
+            default=False,
+            help="Let this run write over the config.yaml and metrics.csv a previous run left in its log folder "
+            "(refused otherwise; runs logged with a CSVLogger get a new version folder each and never clash).",
+        )
+        parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=False,
@@ -54,35 +63,38 @@ class LitClfCLI(LightningCLI):
         three differences: options that only affect evaluation (the model class's ``evaluation_options``:
         decoding, ``max_new_tokens``, ``top_k``, ...) keep the values the config or command line gives; a
         checkpoint of another model class, or one that cannot be read, is a one-line error; and the checkpoint's
-        task specs (label sets and order) are the model's, checked against the data's when it is built."""
+        task specs (label sets and order) are the model's, checked against the data's when it is built.
+        ``last`` is resolved once the run is named (:meth:`before_instantiate_classes`)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or ckpt_path in _CKPT_KEYWORDS:
+        if ckpt_path and ckpt_path not in _CKPT_KEYWORDS:
+            with _one_line_errors():
+                self._apply_checkpoint(subcommand, ckpt_path)
+
+    def _apply_checkpoint(self, subcommand: str, ckpt_path: str) -> None:
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        given = self.config[subcommand].get("model")
+        trained_class = hparams.pop("_class_path", None)
+        if trained_class and given is not None and given.get("class_path"):
+            if _import(trained_class) is not _import(given.class_path):
+                raise ValueError(
+                    f"ckpt_path: {ckpt_path} holds a {trained_class} but the config's model is a "
+                    f"{given.class_path}; give the config the checkpoint was trained with"
+                )
+        if hparams.get("tasks"):
+            self._checkpoint_tasks = [TaskSpec.coerce(task) for task in hparams["tasks"]]
+        if not hparams:
             return
-        with _one_line_errors():
-            hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
-            hparams.pop("_instantiator", None)
-            given = self.config[subcommand].get("model")
-            trained_class = hparams.pop("_class_path", None)
-            if trained_class and given is not None and given.get("class_path"):
-                if _import(trained_class) is not _import(given.class_path):
-                    raise ValueError(
-                        f"ckpt_path: {ckpt_path} holds a {trained_class} but the config's model is a "
-                        f"{given.class_path}; give the config the checkpoint was trained with"
-                    )
-            if hparams.get("tasks"):
-                self._checkpoint_tasks = [TaskSpec.coerce(task) for task in hparams["tasks"]]
-            if not hparams:
-                return
-            class_path = trained_class or (given.get("class_path") if given is not None else None)
-            model_class = _import(class_path) if class_path else None
-            keep = {}
-            if given is not None and model_class is not None:
-                keep = {name: given.init_args.get(name) for name in getattr(model_class, "evaluation_options", ())}
-            section = {"class_path": class_path, "init_args": hparams} if class_path else hparams
-            self.config = self.parser.parse_object({subcommand: {"model": section}}, self.config)
-            for name, value in keep.items():
-                self.config[subcommand].model.init_args[name] = value
+        class_path = trained_class or (given.get("class_path") if given is not None else None)
+        model_class = _import(class_path) if class_path else None
+        keep = {}
+        if given is not None and model_class is not None:
+            keep = {name: given.init_args.get(name) for name in getattr(model_class, "evaluation_options", ())}
+        section = {"class_path": class_path, "init_args": hparams} if class_path else hparams
+        self.config = self.parser.parse_object({subcommand: {"model": section}}, self.config)
+        for name, value in keep.items():
+            self.config[subcommand].model.init_args[name] = value
 
     def _task_dicts(self, data: ClassificationDataModule) -> list[dict]:
         """The model's task specs: the data's, or the checkpoint's (``--ckpt_path``) once checked against them."""
@@ -93,7 +105,45 @@ class LitClfCLI(LightningCLI):
         return specs_to_dicts(self._checkpoint_tasks)
 
     def before_instantiate_classes(self) -> None:
-        name_loggers(self.config[self.subcommand], self.subcommand)
+        config = self.config[self.subcommand]
+        name_loggers(config, self.subcommand)
+        if config.get("ckpt_path") == "last":
+            # The newest last.ckpt of the run this config names; fit resumes into that run's log folder.
+            with _one_line_errors():
+                path, version = find_last_checkpoint(config)
+                config.ckpt_path = str(path)
+                if self.subcommand == "fit" and version is not None:
+                    _set_logger_version(config, version)
+                self._apply_checkpoint(self.subcommand, str(path))
+
+    def before_fit(self) -> None:
+        ckpt_path = self.config.fit.get("ckpt_path")
+        if ckpt_path and ckpt_path not in _CKPT_KEYWORDS:
+            keep_metrics_history(self.trainer, read_checkpoint(ckpt_path))
+        else:
+            self._refuse_overwrite()
+
+    def before_validate(self) -> None:
+        self._refuse_overwrite()
+
+    def before_test(self) -> None:
+        self._refuse_overwrite()
+
+    def before_predict(self) -> None:
+        self._refuse_overwrite()
+
+    def _refuse_overwrite(self) -> None:
+        """A new run never writes over a previous run's ``config.yaml`` or ``metrics.csv`` (a reused logger version,
+        ``--trainer.logger false`` twice in one folder): a one-line error before anything is written."""
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        taken = [name for name in ("config.yaml", "metrics.csv") if (folder / name).is_file()]
+        if taken and not self.config[self.subcommand].get("overwrite_run"):
+            with _one_line_errors():
+                raise ValueError(
+                    f"{folder}: holds a previous run ({', '.join(taken)}); give this run another folder "
+                    "(--trainer.default_root_dir, --trainer.logger.init_args.version), resume that run with "
+                    "--ckpt_path last, or replace it with --overwrite_run true"
+                )
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """LightningCLI's, less the ``checkpoint`` callback where Lightning would add no default checkpoint
@@ -103,7 +153,8 @@ class LitClfCLI(LightningCLI):
         listed = listed if isinstance(listed, list) else [listed]
         keep = trainer.get("enable_checkpointing") is not False and not any(isinstance(c, Checkpoint) for c in listed)
         keys = [key for key in self._parser(self.subcommand).callback_keys if keep or key != "checkpoint"]
-        return self._instantiate_trainer(trainer, [self._get(self.config_init, key) for key in keys])
+        callbacks = [self._get(self.config_init, key) for key in keys]
+        return self._instantiate_trainer(trainer, [*callbacks, MetricsHistory()])
 
     def instantiate_classes(self) -> None:
         # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.
@@ -168,6 +219,14 @@ def _is_wrapper(err: BaseException) -> bool:
 
 #: ``ckpt_path`` values Lightning resolves itself rather than reading a file.
 _CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def _set_logger_version(config: Namespace, version: int) -> None:
+    """Log a resumed run into its earlier version folder (every CSV / TensorBoard logger of the config)."""
+    logger = config.get("trainer.logger")
+    for lg in logger if isinstance(logger, list) else [logger]:
+        if isinstance(lg, Namespace) and "version" in (lg.get("init_args") or {}):
+            lg.init_args.version = version
 
 
 def _import(class_path: str) -> Any:

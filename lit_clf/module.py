@@ -10,6 +10,7 @@ the featurizer, never the other way round).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,25 @@ def coerce_tasks(tasks: Sequence[TaskSpec | Mapping[str, Any]] | None, owner: st
             "`tasks=datamodule.task_specs`"
         )
     return [TaskSpec.coerce(task) for task in tasks]
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random number states training draws from (torch CPU and CUDA, Python's ``random``), as tensors
+    and plain data (``weights_only`` checkpoints)."""
+    version, state, gauss = random.getstate()
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(state), gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore :func:`rng_states`."""
+    torch.set_rng_state(states["torch"])
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class TaskModule(L.LightningModule):
@@ -123,11 +143,15 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sanitize_checkpoint(checkpoint, self.tasks)
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse weights with NaN or infinite values (a damaged file loads without any other error)."""
+        """Refuse weights with NaN or infinite values (a damaged file loads without any other error); resuming
+        training, continue the random number streams (dropout) where the checkpoint left them."""
         where = f"ckpt_path: {getattr(self._trainer, 'ckpt_path', None) or 'the checkpoint'}"
         check_finite(checkpoint.get("state_dict", {}), where)
+        if self._trainer is not None and self._trainer.state.fn == "fit" and checkpoint.get("rng_states"):
+            set_rng_states(checkpoint["rng_states"])
 
     # ---------------------------------------------------------- notebook API
     @torch.no_grad()

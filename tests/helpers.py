@@ -3,12 +3,15 @@ the composed configs and tiny-model overrides for runs of the real configs, and 
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lit_clf.cli import main
 from lit_clf.data.base import ClassificationDataModule
@@ -50,6 +53,17 @@ class ToyDataModule(ClassificationDataModule):
 
     def load_splits(self) -> dict[str, list[Example]]:
         return {split: toy_examples(f"{split}-") for split in ("train", "val", "test")}
+
+
+class KillAtStep(Callback):
+    """SIGKILLs its own process once training reaches ``step`` optimizer steps: a crash with no cleanup at all."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def toy_specs(names=("intent", "slots")) -> list:
@@ -156,6 +170,7 @@ def tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data) -> list[str]:
 __all__ = [
     "OTHER",
     "REPO",
+    "KillAtStep",
     "ToyDataModule",
     "compose_encoder",
     "decoder_overrides",

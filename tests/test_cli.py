@@ -233,7 +233,8 @@ def test_predict_refuses_to_overwrite_and_checks_the_path_first(
     assert out.read_text() == "earlier results\n"  # nothing lost
     blocked = tmp_path / "file"
     blocked.write_text("")
-    args[-1] = f"--predictions.output_path={blocked / 'predictions.jsonl'}"
+    args += ["--overwrite_run=true"]  # the refused attempt left its config.yaml in the same folder (no logger)
+    args[-2] = f"--predictions.output_path={blocked / 'predictions.jsonl'}"
     assert "predictions.output_path: cannot write" in run_cli_error(args, capsys, monkeypatch)
-    run_cli([*args[:-1], f"--predictions.output_path={out}", "--predictions.overwrite=true"])
+    run_cli([*args[:-2], f"--predictions.output_path={out}", "--predictions.overwrite=true", "--overwrite_run=true"])
     assert len(out.read_text().splitlines()) == 16

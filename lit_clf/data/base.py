@@ -10,6 +10,7 @@ featurizer -> batches, so the same DataModule feeds an encoder with heads and a 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_clf.data.tasks import Example, TaskKind, TaskSpec, collect_labels, select_tasks
@@ -73,7 +75,47 @@ class FeatureDataset(Dataset):
         return self.features[index]
 
 
-class LengthGroupedSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
+    """Training order: a new permutation each epoch, drawn from ``seed`` and the epoch alone (no global RNG), and
+    resumable mid-epoch: :meth:`resume` makes the next pass an epoch's order less the indices already trained on.
+    Subclasses give the order (:meth:`order`)."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """Make the next pass epoch ``epoch``'s order without its first ``skip`` indices."""
+        self.epoch, self._skip = epoch, skip
+
+    def order(self, rng: random.Random) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(random.Random(self.seed + self.epoch))
+        self.epoch += 1  # a fresh order next epoch even when nobody calls set_epoch
+        skip, self._skip = self._skip, 0
+        return iter(order[skip:])
+
+
+class ShuffledSampler(EpochSampler):
+    """A uniformly shuffled order per epoch."""
+
+    def order(self, rng: random.Random) -> list[int]:
+        order = list(range(self.size))
+        rng.shuffle(order)
+        return order
+
+
+class LengthGroupedSampler(EpochSampler):
     """Shuffled order in which every run of ``batch_size`` indices has similar lengths.
 
     As in Hugging Face's sampler of the same name: shuffle, cut into mega-batches of
@@ -84,21 +126,12 @@ class LengthGroupedSampler(Sampler[int]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
+        super().__init__(len(lengths), seed)
         self.lengths = list(lengths)
         self.batch_size = batch_size
-        self.seed = seed
         self.mega_batch_factor = mega_batch_factor
-        self.epoch = 0
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1  # a fresh order next epoch even when nobody calls set_epoch
+    def order(self, rng: random.Random) -> list[int]:
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         mega = self.mega_batch_factor * self.batch_size
@@ -107,7 +140,7 @@ class LengthGroupedSampler(Sampler[int]):
             chunk = sorted(order[start : start + mega], key=self.lengths.__getitem__, reverse=True)
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
-        return (index for batch in batches for index in batch)
+        return [index for batch in batches for index in batch]
 
 
 class SortedByLengthSampler(Sampler[int]):
@@ -282,21 +315,57 @@ class ClassificationDataModule(L.LightningDataModule):
         dataset = self.dataset(split, train)
         featurizer = self.featurizer
         sampler: Sampler[int] | None = None
-        if self.group_by_length:
-            lengths = [featurizer.length(feature) for feature in dataset.features]
-            if train:
-                sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
-            else:
-                sampler = SortedByLengthSampler(lengths)
+        lengths = [featurizer.length(feature) for feature in dataset.features] if self.group_by_length else []
+        if train:
+            sampler = (
+                LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+                if self.group_by_length
+                else ShuffledSampler(len(dataset), seed=self.seed)
+            )
+            self._resume_sampler(sampler)
+        elif self.group_by_length:
+            sampler = SortedByLengthSampler(lengths)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             collate_fn=featurizer.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # loaders never draw from the global RNG
         )
+
+    # -------------------------------------------------------------- resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands (saved in checkpoints): the epoch and the batches of it already trained on, so a
+        run resumed mid-epoch trains on exactly the batches an uninterrupted run would."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {
+            "epoch": trainer.current_epoch,
+            "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "world_size": trainer.world_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_at = dict(state_dict) or None
+
+    _resume_at: dict[str, Any] | None = None
+
+    def _resume_sampler(self, sampler: EpochSampler) -> None:
+        """After :meth:`load_state_dict`: start the training order where the checkpoint left it (once)."""
+        if not self._resume_at:
+            return
+        epoch, batches, world = (self._resume_at.get(key, 0) for key in ("epoch", "batches", "world_size"))
+        self._resume_at = None
+        if batches >= math.ceil(len(sampler) / self.batch_size):  # saved at the epoch's end: the next starts afresh
+            epoch, batches = epoch + 1, 0
+        if world > 1 and batches:
+            # Lightning hands each rank every world_size-th index of the whole order: skipping is not exact there
+            rank_zero_warn(f"resuming mid-epoch on {world} devices: epoch {epoch} restarts from its first batch")
+            batches = 0
+        sampler.resume(epoch, batches * self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

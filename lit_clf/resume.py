@@ -1,0 +1,127 @@
+"""Resuming a run where it stopped: ``--ckpt_path last`` finds the run's newest checkpoint, and its CSV metrics
+history is kept (Lightning's CSV logger would start ``metrics.csv`` afresh in the same folder).
+
+The training order and random streams are the other half of an exact resume: the DataModule's ``state_dict``
+(epoch and batches trained) and :func:`lit_clf.module.rng_states` travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+__all__ = ["MetricsHistory", "find_last_checkpoint", "keep_metrics_history"]
+
+_VERSION = re.compile(r"version_(\d+)$")
+
+
+def find_last_checkpoint(config: Namespace) -> tuple[Path, int | None]:
+    """The newest ``last.ckpt`` of the run a parsed ``fit`` config names, and the logger version it belongs to.
+
+    Looked for in ``checkpoint.dirpath`` when set, else in ``<save_dir>/<name>/version_<n>/checkpoints/`` of the
+    first CSV or TensorBoard logger (the highest version holding one), else in ``<default_root_dir>/checkpoints/``
+    (no logger). A ``ValueError`` naming where it looked if there is none."""
+    dirpath = config.get("checkpoint.dirpath")
+    if dirpath:
+        candidates = [(Path(dirpath) / "last.ckpt", None)]
+    else:
+        logger = config.get("trainer.logger")
+        loggers = logger if isinstance(logger, list) else [logger]
+        folder = next(
+            (
+                Path(lg.init_args.save_dir) / str(lg.init_args.name)
+                for lg in loggers
+                if isinstance(lg, Namespace) and lg.get("init_args.save_dir") and lg.get("init_args.name") is not None
+            ),
+            None,
+        )
+        if folder is not None:
+            found = [(int(m.group(1)), p) for p in folder.glob("version_*") if (m := _VERSION.match(p.name))]
+            candidates = [(p / "checkpoints" / "last.ckpt", v) for v, p in sorted(found, reverse=True)]
+        else:
+            root = Path(config.get("trainer.default_root_dir") or ".")
+            candidates = [(root / "checkpoints" / "last.ckpt", None)]
+    for path, version in candidates:
+        if path.is_file():
+            return path, version
+    where = candidates[0][0] if len(candidates) == 1 else (folder / "version_*" / "checkpoints" / "last.ckpt")
+    raise ValueError(
+        f"ckpt_path last: no checkpoint of this run at {where} (checkpoint.save_last writes one); give the "
+        "checkpoint file, or start without --ckpt_path"
+    )
+
+
+class MetricsHistory(Callback):
+    """Records in each checkpoint how many rows every CSV log held when it was saved, so that a run resumed from it
+    into the same log folder keeps exactly those rows (:func:`keep_metrics_history`): the rows logged after the
+    checkpoint are logged again as training replays them."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        rows = {}
+        for logger in trainer.loggers if trainer is not None and trainer.is_global_zero else []:
+            if isinstance(logger, CSVLogger):
+                logger.save()  # flush what was logged before this checkpoint
+                path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+                rows[str(Path(logger.log_dir).resolve())] = _count_rows(path)
+        return {"rows": rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = dict(state_dict.get("rows", {}))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+
+def _count_rows(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with path.open(newline="", encoding="utf-8") as file:
+        return sum(1 for _ in csv.DictReader(file))
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, keeping the first ``rows`` rows of an existing ``metrics.csv`` (and its
+    columns) instead of deleting the file."""
+
+    def __init__(self, log_dir: str, rows: int) -> None:
+        self._keep = rows
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            fieldnames = list(reader.fieldnames or [])
+            kept = [row for _, row in zip(range(self._keep), reader)]
+        with path.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.metrics_keys = fieldnames
+
+
+def keep_metrics_history(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
+    """Before ``fit`` resumes from ``checkpoint``: every CSV logger writing into a folder the checkpoint recorded
+    keeps that folder's rows from before the checkpoint. Call it before the trainer starts (its setup opens the
+    loggers)."""
+    states = checkpoint.get("callbacks", {})
+    recorded = next((state["rows"] for key, state in states.items() if key.startswith("MetricsHistory")), {})
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and logger._experiment is None:
+            rows = recorded.get(str(Path(logger.log_dir).resolve()))
+            if rows is not None:
+                logger._experiment = _KeepingWriter(logger.log_dir, rows)

@@ -1,0 +1,63 @@
+"""Resume is exact: a run SIGKILLed mid-epoch and resumed with ``--ckpt_path last`` ends with the metrics of an
+uninterrupted run, bit for bit (CPU), and keeps its whole metrics history in one folder."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO
+
+# Columns that measure time, not training.
+TIMING = ("cost/", "train/samples_per_s", "train/tokens_per_s")
+
+
+def fit(folder: Path, backbone: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        "-m",
+        "lit_clf",
+        "fit",
+        f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
+        f"--model.init_args.backbone={backbone}",
+        "--model.init_args.pretrained=false",
+        "--data=tests.helpers.ToyDataModule",
+        "--data.init_args.tasks=[intent, slots]",
+        "--data.init_args.batch_size=2",  # 4 batches per epoch
+        "--trainer.max_epochs=3",
+        "--trainer.val_check_interval=2",  # a checkpoint (best and last) every 2 steps
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={folder}",
+        f"--trainer.logger.init_args.save_dir={folder / 'runs'}",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIT_CLF_TRACEBACK": "1"}
+    return subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def history(folder: Path) -> list[dict[str, str]]:
+    (metrics,) = folder.rglob("metrics.csv")  # one run folder: the resumed run logged into the killed run's
+    with metrics.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [{k: v for k, v in row.items() if v and not k.startswith(TIMING)} for row in rows]
+
+
+def test_a_killed_run_resumed_from_last_ends_as_an_uninterrupted_one(tmp_path, tiny_roberta_dir):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir(), killed.mkdir()
+    done = fit(whole, tiny_roberta_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kill = killed / "kill.yaml"
+    kill.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.KillAtStep\n      init_args: {step: 7}\n")
+    crashed = fit(killed, tiny_roberta_dir, f"--config={kill}")
+    assert crashed.returncode == -9  # SIGKILL after step 7, mid-epoch 2; the last checkpoint is from step 6
+    resumed = fit(killed, tiny_roberta_dir, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = history(whole), history(killed)
+    assert [row for row in expected if "test/intent_acc" in row]  # test_after_fit ran
+    assert sum("train/loss" in row for row in expected) == 12  # one row per step: the whole history
+    assert got == expected
