@@ -50,7 +50,39 @@ class BestCheckpoint(ModelCheckpoint):
             raise ValueError(
                 f"checkpoint.save_top_k={self.save_top_k}: give checkpoint.monitor (the model has no tasks)"
             )
+        logged = validation_keys(pl_module)
+        if self.monitor and logged and not self.monitor.startswith(("train/", "epoch", "step")):
+            if self.monitor not in logged:
+                raise ValueError(
+                    f"checkpoint.monitor: this run never logs {self.monitor!r}; validation logs "
+                    f"{', '.join(sorted(logged))}"
+                )
         super().setup(trainer, pl_module, stage)
+
+    # Lightning 2.6 refreshes last.ckpt only at steps where it saved a best checkpoint: a run whose score stopped
+    # improving would resume from its last improvement. Here last.ckpt follows every save point.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def validation_keys(pl_module: L.LightningModule) -> set[str]:
+    """The metric keys a lit_clf model logs in validation (``val/loss``, ``val/{task}_{metric}``); empty for
+    another module."""
+    metrics = getattr(pl_module, "metrics", None)
+    if metrics is None or "val" not in metrics:
+        return set()
+    return {"val/loss"} | {f"val/{task}_{name}" for task, group in metrics["val"].items() for name in group}
 
 
 def main_val_metric(task: TaskSpec) -> str:

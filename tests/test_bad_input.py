@@ -162,3 +162,49 @@ def test_data_with_fewer_labels_is_scored_with_the_checkpoints_label_ids(toy_che
     # the model's labels are the checkpoint's six, in its order: a prediction may still name the missing one
     assert all(row["intent"]["pred"] in trained for row in rows)
     assert all(pred in trained for row in rows for pred, _ in row["intent"]["top"])
+
+
+# ------------------------------------------------------------------------- 2, 6, 7: runs and their folders
+def test_a_monitor_the_run_never_logs_is_refused_before_training(tiny_roberta_dir, tmp_path, capsys, monkeypatch):
+    args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--checkpoint.monitor=val/accuracy"]
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        "lit-clf: error: checkpoint.monitor: this run never logs 'val/accuracy'; validation logs val/intent_acc, "
+        "val/loss (LIT_CLF_TRACEBACK=1 shows where)"
+    )
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_last_without_a_checkpoint_of_the_run_is_refused(tiny_roberta_dir, tmp_path, capsys, monkeypatch):
+    args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--ckpt_path=last"]
+    folder = tmp_path / "runs" / f"massive-{tiny_roberta_dir.name}-intent-ft"
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        f"lit-clf: error: ckpt_path last: no checkpoint of this run at {folder}/version_*/checkpoints/last.ckpt "
+        "(checkpoint.save_last writes one); give the checkpoint file, or start without --ckpt_path"
+    )
+
+
+def test_a_second_run_in_the_same_folder_is_refused_and_the_first_kept(tiny_roberta_dir, tmp_path, capsys, monkeypatch):
+    args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--trainer.logger=false", "--test_after_fit=false"]
+    run_cli(args)
+    config = tmp_path / "config.yaml"
+    before = config.read_text()
+    line = run_cli_error([*args, "--trainer.max_epochs=2"], capsys, monkeypatch)
+    assert line == (
+        f"lit-clf: error: {tmp_path}: holds a previous run (config.yaml); give this run another folder "
+        "(--trainer.default_root_dir, --trainer.logger.init_args.version), resume that run with --ckpt_path last, "
+        "or replace it with --overwrite_run true"
+    )
+    assert config.read_text() == before  # the first run's config is intact
+    run_cli([*args, "--trainer.max_epochs=2", "--overwrite_run=true"])
+    assert "max_epochs: 2" in config.read_text()
+
+
+def test_a_reused_csv_version_is_refused_before_its_metrics_are_touched(
+    toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    _, root = toy_checkpoint
+    (metrics,) = root.rglob("metrics.csv")
+    before = metrics.read_text()
+    args = ["fit", *toy_args(root, tiny_roberta_dir), "--trainer.logger.init_args.version=0"]
+    assert "holds a previous run (config.yaml, metrics.csv)" in run_cli_error(args, capsys, monkeypatch)
+    assert metrics.read_text() == before
