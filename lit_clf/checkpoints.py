@@ -27,12 +27,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded with ``weights_only=True`` and memory-mapped (weights are read only when
     used); a one-line :class:`CheckpointError` if it is missing, empty, truncated or not a checkpoint."""
     path = Path(path)
+    if path.is_dir():  # a sharded (FSDP) checkpoint: the weights in shards, the rest in meta.pt
+        if not (path / "meta.pt").is_file():
+            raise CheckpointError(f"ckpt_path: {path}: a folder without meta.pt, not a sharded checkpoint")
+        meta = _load(path / "meta.pt", path)
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"ckpt_path: {path}: meta.pt is not a Lightning checkpoint's metadata")
+        return meta
     if not path.is_file():
         raise CheckpointError(f"ckpt_path: {path}: no such file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"ckpt_path: {path}: empty file (an interrupted save?)")
+    checkpoint = _load(path, path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"ckpt_path: {path}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def _load(file: Path, path: Path) -> Any:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
         if "Unsupported global" in str(err):
@@ -40,9 +54,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         elif "Weights only load failed" in reason:
             reason = "damaged, or not a PyTorch checkpoint"
         raise CheckpointError(f"ckpt_path: {path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"ckpt_path: {path}: not a Lightning checkpoint (no state_dict)")
-    return checkpoint
 
 
 def check_finite(state_dict: Mapping[str, Any], where: str) -> None:

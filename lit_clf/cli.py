@@ -135,6 +135,8 @@ class LitClfCLI(LightningCLI):
     def _refuse_overwrite(self) -> None:
         """A new run never writes over a previous run's ``config.yaml`` or ``metrics.csv`` (a reused logger version,
         ``--trainer.logger false`` twice in one folder): a one-line error before anything is written."""
+        if self.trainer.global_rank != 0:  # the other ranks start once rank 0 has begun writing the run
+            return
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         taken = [name for name in ("config.yaml", "metrics.csv") if (folder / name).is_file()]
         if taken and not self.config[self.subcommand].get("overwrite_run"):

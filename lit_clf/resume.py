@@ -50,7 +50,7 @@ def find_last_checkpoint(config: Namespace) -> tuple[Path, int | None]:
             root = Path(config.get("trainer.default_root_dir") or ".")
             candidates = [(root / "checkpoints" / "last.ckpt", None)]
     for path, version in candidates:
-        if path.is_file():
+        if path.exists():  # a file, or a sharded checkpoint's folder
             return path, version
     where = candidates[0][0] if len(candidates) == 1 else (folder / "version_*" / "checkpoints" / "last.ckpt")
     raise ValueError(

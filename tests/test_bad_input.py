@@ -208,3 +208,84 @@ def test_a_reused_csv_version_is_refused_before_its_metrics_are_touched(
     args = ["fit", *toy_args(root, tiny_roberta_dir), "--trainer.logger.init_args.version=0"]
     assert "holds a previous run (config.yaml, metrics.csv)" in run_cli_error(args, capsys, monkeypatch)
     assert metrics.read_text() == before
+
+
+# ------------------------------------------------------------------- 3: corrupt or incomplete known datasets
+FIX = "repair or download the data again, or set data.init_args.verify false to use it as it is"
+
+
+def _massive_copy(tmp_path, shared_data, edit):
+    folder = tmp_path / "massive"
+    folder.mkdir()
+    lines = (shared_data / "massive" / "en-US.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "en-US.jsonl").write_text("".join(edit(lines)), encoding="utf-8")
+    return folder / "en-US.jsonl"
+
+
+def test_a_partial_massive_copy_is_refused_unless_verify_is_off(tmp_path, shared_data, capsys, monkeypatch):
+    path = _massive_copy(
+        tmp_path, shared_data, lambda lines: [ln for ln in lines if '"partition": "test"' not in ln or hash(ln) % 30]
+    )
+    from lit_clf.data import MassiveDataModule
+
+    data = MassiveDataModule(tasks=["intent"], data_dir=str(tmp_path))
+    with pytest.raises(ValueError) as err:
+        data.examples("test")
+    found = len([ln for ln in path.read_text().splitlines() if '"partition": "test"' in ln])
+    assert str(err.value) == (
+        f"{path}: test has {found:,} examples, a complete copy 2,974 (damaged or partial data); {FIX}"
+    )
+    assert len(MassiveDataModule(tasks=["intent"], data_dir=str(tmp_path), verify=False).examples("test")) == found
+    args = ["fit", f"--config={ENCODER_CONFIG}", f"--data.init_args.data_dir={tmp_path}"]
+    assert run_cli_error(args, capsys, monkeypatch) == f"lit-clf: error: {err.value}"
+
+
+def test_a_massive_copy_missing_an_intent_is_refused(tmp_path, shared_data):
+    path = _massive_copy(
+        tmp_path,
+        shared_data,
+        lambda lines: [ln.replace('"intent": "cooking_query"', '"intent": "cooking_recipe"') for ln in lines],
+    )
+    from lit_clf.data import MassiveDataModule
+
+    with pytest.raises(ValueError) as err:
+        MassiveDataModule(tasks=["intent"], data_dir=str(tmp_path)).examples("train")
+    assert str(err.value) == (
+        f"{path}: train has 59 intent labels, a complete copy 60 (damaged or partial data); {FIX}"
+    )
+
+
+def test_a_newsgroups_archive_missing_a_group_is_refused(tmp_path, shared_data):
+    import tarfile
+
+    folder = tmp_path / "20newsgroups"
+    folder.mkdir()
+    archive = folder / "20news-bydate.tar.gz"
+    with (
+        tarfile.open(shared_data / "20newsgroups" / "20news-bydate.tar.gz", "r|*") as src,
+        tarfile.open(archive, "w") as dst,
+    ):  # uncompressed: quicker to write; the reader detects the compression
+        for member in src:
+            if "20news-bydate-test/sci.space/" not in member.name:
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    from lit_clf.data import NewsgroupsDataModule
+
+    with pytest.raises(ValueError) as err:
+        NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
+    assert str(err.value) == (
+        f"{archive}: test has 7,138 examples, a complete copy 7,532 (damaged or partial data); {FIX}"
+    )
+
+
+def test_damaged_bytes_in_the_newsgroups_archive_are_an_error_naming_it(tmp_path, shared_data):
+    folder = tmp_path / "20newsgroups"
+    folder.mkdir()
+    data = bytearray((shared_data / "20newsgroups" / "20news-bydate.tar.gz").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    (folder / "20news-bydate.tar.gz").write_bytes(bytes(data))
+    from lit_clf.data import NewsgroupsDataModule
+
+    with pytest.raises(ValueError) as err:
+        NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
+    assert str(err.value).startswith(str(folder / "20news-bydate.tar.gz"))

@@ -166,6 +166,10 @@ class ClassificationDataModule(L.LightningDataModule):
     available_tasks: ClassVar[dict[str, TaskKind]] = {}
     #: Short dataset name used in run names, tags and reports.
     dataset_name: ClassVar[str] = ""
+    #: What a complete copy holds, checked after reading unless ``verify`` is off: examples per split (``train+val``
+    #: sums splits made from one upstream split) and distinct labels per task in a split. Empty: nothing known.
+    known_sizes: ClassVar[dict[str, int]] = {}
+    known_labels: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(
         self,
@@ -180,6 +184,7 @@ class ClassificationDataModule(L.LightningDataModule):
         max_eval_examples: int | None = None,
         predict_split: str = "test",
         seed: int = 42,
+        verify: bool = True,
     ) -> None:
         """
         Args:
@@ -200,6 +205,9 @@ class ClassificationDataModule(L.LightningDataModule):
                 subset), overriding ``max_examples`` for them, e.g. a quick dev subset for a learning-rate search.
             predict_split: Split that ``lit-clf predict`` runs on: ``train``, ``val`` or ``test``.
             seed: Seed for subsets, derived splits and the length-grouped order.
+            verify: Check that a known dataset was read whole (its examples per split and labels per task, e.g.
+                MASSIVE: 11,514 / 2,033 / 2,974 utterances, 60 intents): a damaged archive or a partial copy is an
+                error. ``false`` uses the files as they are (a deliberate subset or a patched copy).
         """
         super().__init__()
         self.tasks = select_tasks(tasks, self.available_tasks)
@@ -226,6 +234,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.max_eval_examples = max_eval_examples
         self.predict_split = predict_split
         self.seed = seed
+        self.verify = verify
+        #: Where the data was read from (set by ``load_splits``), for messages.
+        self.source: str | None = None
         self.featurizer: Featurizer | None = None
         self._full_splits: dict[str, list[Example]] | None = None
         self._splits: dict[str, list[Example]] | None = None
@@ -245,8 +256,32 @@ class ClassificationDataModule(L.LightningDataModule):
             for name in SPLITS:
                 if not splits.get(name):
                     raise ValueError(f"{type(self).__name__}: split {name!r} is empty")
+            if self.verify:
+                self._verify(splits)
             self._full_splits = splits
         return self._full_splits
+
+    def _verify(self, splits: dict[str, list[Example]]) -> None:
+        """A ValueError when ``splits`` hold fewer (or more) examples or labels than :attr:`known_sizes` /
+        :attr:`known_labels` say a complete copy has."""
+        where = self.source or self.dataset_name
+        fix = "repair or download the data again, or set data.init_args.verify false to use it as it is"
+        for group, expected in self.known_sizes.items():
+            found = sum(len(splits[name]) for name in group.split("+"))
+            if found != expected:
+                raise ValueError(
+                    f"{where}: {group} has {found:,} examples, a complete copy {expected:,} (damaged or partial "
+                    f"data); {fix}"
+                )
+        for group, tasks in self.known_labels.items():
+            examples = [example for name in group.split("+") for example in splits[name]]
+            for task, expected in tasks.items():
+                labels = {label for example in examples for label in _as_labels(example.labels.get(task))}
+                if len(labels) != expected:
+                    raise ValueError(
+                        f"{where}: {group} has {len(labels)} {task} labels, a complete copy {expected} (damaged or "
+                        f"partial data); {fix}"
+                    )
 
     @property
     def splits(self) -> dict[str, list[Example]]:
@@ -378,6 +413,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split, train=False)
+
+
+def _as_labels(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 def specs_to_dicts(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:

@@ -226,6 +226,11 @@ class NewsgroupsDataModule(ClassificationDataModule):
 
     available_tasks: ClassVar[dict[str, TaskKind]] = NEWSGROUPS_TASKS
     dataset_name: ClassVar[str] = "newsgroups"
+    known_sizes: ClassVar[dict[str, int]] = {"train+val": 11_314, "test": 7_532}
+    known_labels: ClassVar[dict[str, dict[str, int]]] = {
+        "train+val": {"topic20": 20, "topic7": 7},
+        "test": {"topic20": 20, "topic7": 7},
+    }
 
     def __init__(
         self,
@@ -253,6 +258,7 @@ class NewsgroupsDataModule(ClassificationDataModule):
 
     def load_splits(self) -> dict[str, list[Example]]:
         source = locate_newsgroups(self.data_dir, download=self.download)
+        self.source = str(source)
         splits = read_newsgroups(source, remove=self.remove)
         train, val = split_off(splits["train"], self.val_fraction, self.seed)
         return {"train": train, "val": val, "test": splits["test"]}
