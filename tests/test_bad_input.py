@@ -289,3 +289,68 @@ def test_damaged_bytes_in_the_newsgroups_archive_are_an_error_naming_it(tmp_path
     with pytest.raises(ValueError) as err:
         NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
     assert str(err.value).startswith(str(folder / "20news-bydate.tar.gz"))
+
+
+# ------------------------------------------------------------------------------ 1, 2: options found wrong late
+DECODER_CONFIG = str(REPO / "configs" / "massive" / "smollm2-135m-intent.yaml")
+
+
+def decoder_args(tmp_path, tiny_smollm_dir, shared_data) -> list[str]:
+    from tests.helpers import decoder_overrides
+
+    return ["fit", f"--config={DECODER_CONFIG}", *decoder_overrides(tmp_path, tiny_smollm_dir, shared_data)]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--model.init_args.max_length=64"],
+            "max_length=64 cannot hold example '636': the prompt without its texts takes 465 tokens and the answer "
+            "needs 5; raise model.init_args.max_length (to 470 at the very least) (LIT_CLF_TRACEBACK=1 shows where)",
+        ),
+        (
+            ["--model.init_args.shots=5", "--data.init_args.max_examples=3"],
+            "shots=5: the few-shot pool has 3 training examples; it needs more than shots: use fewer shots or more "
+            "training examples (in code, pass the DataModule's `info`) (LIT_CLF_TRACEBACK=1 shows where)",
+        ),
+        (
+            ["--model.init_args.prompt_file=missing.yaml"],
+            "prompt_file: missing.yaml: cannot read the prompt template (No such file or directory)",
+        ),
+        (["--model.init_args.prompt_file=bad.yaml"], "bad.yaml"),
+    ],
+    ids=["max_length", "shots", "prompt_file-missing", "prompt_file-bad"],
+)
+def test_decoder_options_the_data_cannot_meet_are_one_line_errors(
+    options, message, tmp_path, tiny_smollm_dir, shared_data, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("prompt: [unclosed\n")
+    line = run_cli_error([*decoder_args(tmp_path, tiny_smollm_dir, shared_data), *options], capsys, monkeypatch)
+    assert line == f"lit-clf: error: {message}" if message.endswith(")") else message in line
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_local_model_folder_that_does_not_exist_is_named(tmp_path, shared_data, capsys, monkeypatch):
+    args = ["fit", f"--config={ENCODER_CONFIG}", f"--model.init_args.backbone={tmp_path / 'no-such-model'}"]
+    args.append(f"--data.init_args.data_dir={shared_data}")
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        f"lit-clf: error: model.init_args.backbone: {tmp_path / 'no-such-model'}: no such folder; give a local model "
+        "folder (with config.json) or a hub id ('name' or 'namespace/name')"
+    )
+
+
+def test_a_mistyped_data_dir_leaves_no_folders_behind(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    typo = tmp_path / "dtaa"
+    args = ["fit", f"--config={ENCODER_CONFIG}", f"--data.init_args.data_dir={typo}"]
+    line = run_cli_error(args, capsys, monkeypatch)
+    assert line.startswith(f"lit-clf: error: MASSIVE en-US not found (looked for: {typo}/massive/en-US.jsonl")
+    assert "could not download" in line and "--data.init_args.data_dir" in line
+    assert not typo.exists()

@@ -127,6 +127,7 @@ def fetch(url: str, dest: Path, sha256: str, *, what: str, places: Iterable[Path
 
 
 def _download(url: str, dest: Path, sha256: str, opener: Callable[..., Any]) -> Path:
+    created = [folder for folder in [dest.parent, *dest.parent.parents] if not folder.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -139,6 +140,14 @@ def _download(url: str, dest: Path, sha256: str, opener: Callable[..., Any]) -> 
                 f"changed upstream and was not saved; retry, or {LOCAL_COPY_HINT}"
             )
         os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for folder in created:  # a failed download leaves no empty folders behind (a mistyped data_dir)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return dest

@@ -196,7 +196,8 @@ class PromptEncoder:
         if budget < 0:
             raise ValueError(
                 f"max_length={self.max_length} cannot hold example {example_id!r}: the prompt without its texts "
-                f"takes {overhead} tokens and the answer needs {reserve}"
+                f"takes {overhead} tokens and the answer needs {reserve}; raise model.init_args.max_length (to "
+                f"{overhead + reserve} at the very least)"
             )
         text_ids = [self._ids(text) for text in texts]
         query, shots = allocate_budgets(len(text_ids[-1]), [len(ids) for ids in text_ids[:-1]], budget)

@@ -117,7 +117,7 @@ class DecoderFeaturizer:
             if self.shots and len(info.train) <= self.shots:
                 raise ValueError(
                     f"shots={self.shots}: the few-shot pool has {len(info.train)} training examples; it needs more "
-                    "than shots (pass the DataModule's `info`)"
+                    "than shots: use fewer shots or more training examples (in code, pass the DataModule's `info`)"
                 )
             template = self.template(info.name or None)
             self._encoder = PromptEncoder(

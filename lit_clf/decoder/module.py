@@ -31,6 +31,7 @@ from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
 from lit_clf.decoder.loading import TorchDtype, load_causal_lm
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
+from lit_clf.hub import check_model_ref
 from lit_clf.module import TaskModule, default_optimizer
 
 
@@ -132,6 +133,9 @@ class DecoderGenerativeModule(TaskModule):
             lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step (the paper: none).
         """
         super().__init__()
+        check_model_ref(backbone, "model.init_args.backbone")
+        if tokenizer:
+            check_model_ref(tokenizer, "model.init_args.tokenizer")
         self.save_hyperparameters()
         self.init_tasks(tasks, optimizer, lr_scheduler)
         _check_options(
@@ -355,8 +359,8 @@ def _check_options(
         raise ValueError(
             "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
         )
-    if prompt_file is None:  # the paper's prompts exist for 0 and 5 shots of known task sets
-        get_template(None, [task.name for task in tasks], shots)
+    # A prompt file is read now (not once the data are read), the paper's prompt looked up for the task set
+    get_template(None, [task.name for task in tasks], shots, prompt_file)
 
 
 __all__ = ["DECODINGS", "DecoderGenerativeModule"]

@@ -249,7 +249,8 @@ def load_template(path: str | Path, tasks: Sequence[str], shots: int) -> PromptT
     try:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read the prompt template ({err})") from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ValueError(f"prompt_file: {path}: cannot read the prompt template ({reason})") from None
     fields = _template_mapping(raw, path) if path.suffix.lower() in (".yaml", ".yml", ".json") else {"prompt": raw}
     return PromptTemplate(tuple(tasks), shots, source=str(path), **fields)
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
 from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
+from lit_clf.hub import check_model_ref
 from lit_clf.module import TaskModule, default_optimizer
 
 HEADS_FILE = "lit_clf_heads.safetensors"
@@ -90,6 +91,9 @@ class EncoderSeqTokenModule(TaskModule):
             top_k: Number of top labels with probabilities written per sequence task by ``predict``.
         """
         super().__init__()
+        check_model_ref(backbone, "model.init_args.backbone")
+        if tokenizer:
+            check_model_ref(tokenizer, "model.init_args.tokenizer")
         self.save_hyperparameters()
         self.init_tasks(tasks, optimizer, lr_scheduler)
         self.loss_weights = resolve_task_weights(self.tasks, task_weights)
