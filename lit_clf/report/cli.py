@@ -39,6 +39,7 @@ from lit_clf.report.table import build_table, render
 __all__ = ["main"]
 
 PROG = "lit-clf-report"
+BEGIN, END = "<!-- lit-clf-report: begin -->", "<!-- lit-clf-report: end -->"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown", help="output format")
     parser.add_argument("--paper", action="store_true", help="add the paper's Table 3 values (cells: ours / paper)")
     parser.add_argument("--out", metavar="FILE", help="write the table to FILE instead of stdout")
+    parser.add_argument(
+        "--update",
+        metavar="FILE",
+        help=f"replace the part of FILE (e.g. docs/RESULTS.md) between the lines {BEGIN} and {END} with the table",
+    )
     return parser
 
 
@@ -75,7 +81,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     for note in table.notes:
         print(f"{PROG}: {note}", file=sys.stderr)
     text = render(table, args.format)
-    if args.out:
+    if args.update:
+        _update(Path(args.update), text)
+    elif args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+
+
+def _update(path: Path, text: str) -> None:
+    """Put ``text`` between the report markers of ``path``, keeping the rest of the file."""
+    try:
+        document = path.read_text(encoding="utf-8")
+    except OSError as err:
+        print(f"{PROG}: error: {path}: cannot read ({err.strerror or err})", file=sys.stderr)
+        raise SystemExit(2) from None
+    start, end = document.find(BEGIN), document.find(END)
+    if start < 0 or end < start:
+        print(f"{PROG}: error: {path}: no {BEGIN} ... {END} lines to put the table between", file=sys.stderr)
+        raise SystemExit(2)
+    head = document[: start + len(BEGIN)]
+    path.write_text(f"{head}\n{text}{document[end:]}", encoding="utf-8")

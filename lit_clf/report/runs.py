@@ -53,6 +53,7 @@ class Run:
         subset: ``data.init_args.max_eval_examples`` (else ``max_examples``) when set: the scores are on a subset
             of the test split. ``max_train_examples`` alone is a training budget, not a subset of the scores.
         config: The resolved LightningCLI config.
+        device: What the run ran on (``cost/device``, logged by :class:`lit_clf.cost.RunCost`), if recorded.
     """
 
     source: str
@@ -62,6 +63,17 @@ class Run:
     time: float = 0.0
     subset: int | None = None
     config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    device: str | None = None
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """``wall_s``, ``device_hours`` and ``energy_kwh`` summed over the run's stages (``cost/<stage>_*``)."""
+        totals: dict[str, float] = {}
+        for key, value in self.metrics.items():
+            if key.startswith("cost/") and "_" in key:
+                name = key.removeprefix("cost/").split("_", 1)[1]
+                totals[name] = totals.get(name, 0.0) + value
+        return totals
 
 
 _MISSING = object()
@@ -166,7 +178,9 @@ def _as_int(value: Any, what: str, where: str) -> int | None:
         raise ReportError(f"{where}: {what} should be a number, got {value!r}") from None
 
 
-def run_from_config(config: Mapping, metrics: Mapping[str, float], source: str, where: str, time: float) -> Run:
+def run_from_config(
+    config: Mapping, metrics: Mapping[str, float], source: str, where: str, time: float, device: str | None = None
+) -> Run:
     """Build a :class:`Run` from a resolved config and metrics; ``where`` names the config in errors."""
     tasks = _task_list(config_get(config, "data.init_args.tasks"))
     if not tasks:
@@ -185,7 +199,8 @@ def run_from_config(config: Mapping, metrics: Mapping[str, float], source: str, 
         subset = _as_int(config_get(config, key), key, where)
         if subset is not None:
             break
-    return Run(source, row, tasks, dict(metrics), time, subset, config)
+    device = device or (str(config_get(config, "cost/device")) if _is_set(config_get(config, "cost/device")) else None)
+    return Run(source, row, tasks, dict(metrics), time, subset, config, device)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -233,7 +248,16 @@ def read_csv_run(folder: Path) -> Run:
         raise ReportError(f"{metrics_file}: no config.yaml beside it (expected a lit-clf run folder)")
     metrics = read_metrics_csv(metrics_file)
     config = read_yaml(config_file)
-    return run_from_config(config, metrics, str(folder), str(config_file), metrics_file.stat().st_mtime)
+    device = _logged_device(folder / "hparams.yaml")
+    return run_from_config(config, metrics, str(folder), str(config_file), metrics_file.stat().st_mtime, device)
+
+
+def _logged_device(hparams: Path) -> str | None:
+    """``cost/device`` from a CSV log's ``hparams.yaml`` (read by line: the file may hold Python-tagged values)."""
+    if not hparams.is_file():
+        return None
+    found = re.search(r"^cost/device: *(.+)$", hparams.read_text(encoding="utf-8"), re.MULTILINE)
+    return yaml.safe_load(found.group(1)) if found else None
 
 
 def _numeric_items(data: Mapping[str, Any]) -> dict[str, float]:

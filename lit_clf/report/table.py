@@ -10,6 +10,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lit_clf.report.paper import COLUMNS, DATASET_TASKS, Row, paper_row, paper_table, row_sort_key
 from lit_clf.report.runs import Run
@@ -137,12 +138,39 @@ def _cell_text(table: Table, row: Row, column: int) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    """The table as GitHub Markdown: a ``Model`` column with the paper's row names, then the eight columns."""
+    """The table as GitHub Markdown: a ``Model`` column with the paper's row names, then the eight columns; then,
+    when runs recorded it (:class:`lit_clf.cost.RunCost`), what each run in the table cost."""
     header = ["Model (ours / paper)" if table.paper else "Model", *(column.name for column in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for row in table.rows:
         cells = [row.label, *(_cell_text(table, row, i) for i in range(len(COLUMNS)))]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + _cost_markdown(table)
+
+
+def _cost_markdown(table: Table) -> str:
+    """Per run used in the table (in row order): its cells, device, wall hours, device-hours and energy."""
+    used: dict[str, tuple[Run, list[str]]] = {}
+    for row in table.rows:
+        for column in range(len(COLUMNS)):
+            run = table.cells.get((row, column))
+            if run is not None:
+                used.setdefault(run.source, (run, []))[1].append(COLUMNS[column].name)
+    costed = [(run, columns) for run, columns in used.values() if run.cost]
+    if not costed:
+        return ""
+    lines = [
+        "",
+        "| Run | Row | Cells | Device | Wall h | Device-hours | Energy kWh |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for run, columns in costed:
+        cost = run.cost
+        energy = f"{cost['energy_kwh']:.3f}" if "energy_kwh" in cost else ""
+        lines.append(
+            f"| {Path(run.source).name} | {run.row.label} | {', '.join(columns)} | {run.device or ''} | "
+            f"{cost.get('wall_s', 0) / 3600:.2f} | {cost.get('device_hours', 0):.2f} | {energy} |"
+        )
     return "\n".join(lines) + "\n"
 
 

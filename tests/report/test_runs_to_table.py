@@ -497,3 +497,42 @@ def test_console_script_and_module_entry_point():
         [sys.executable, "-m", "lit_clf.report", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout.startswith("usage: lit-clf-report")
+
+
+def test_the_cost_each_run_recorded_is_shown_beside_the_table(tmp_path):
+    rows = fit_rows(**{"test/intent_acc": 0.9})
+    rows[-1].update({"cost/fit_wall_s": 5400.0, "cost/fit_device_hours": 1.5, "cost/test_wall_s": 1800.0})
+    rows[-1].update({"cost/test_device_hours": 0.5, "cost/fit_energy_kwh": 0.25, "cost/test_energy_kwh": 0.05})
+    folder = write_csv_run(tmp_path / "runs" / "a", encoder_config("roberta-base", ["intent"]), rows, 1000)
+    (folder / "hparams.yaml").write_text("backbone: roberta-base\ncost/device: 1x NVIDIA H100 80GB HBM3\n")
+    write_csv_run(
+        tmp_path / "runs" / "b", encoder_config("roberta-base", ["slots"]), fit_rows(**{"test/slots_f1": 0.8}), 1000
+    )
+    text = to_markdown(build_table(find_runs([tmp_path / "runs"])))
+    table, cost = text.split("\n\n")
+    assert cost.splitlines() == [
+        "| Run | Row | Cells | Device | Wall h | Device-hours | Energy kWh |",
+        "|---|---|---|---|---:|---:|---:|",
+        "| a | RoBERTa-base | MASSIVE Dual Intent | 1x NVIDIA H100 80GB HBM3 | 2.00 | 2.00 | 0.300 |",
+    ]  # run b recorded no cost: not listed
+
+
+def test_update_replaces_only_the_marked_part_of_a_document(runs_root, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(
+        "# Results\n\nintro\n<!-- lit-clf-report: begin -->\nold table\n<!-- lit-clf-report: end -->\nafter\n"
+    )
+    from lit_clf.report.cli import main
+
+    main([str(runs_root), "--update", str(doc)])
+    text = doc.read_text()
+    expected = to_markdown(build_table(find_runs([runs_root])))
+    assert (
+        text == f"# Results\n\nintro\n<!-- lit-clf-report: begin -->\n{expected}<!-- lit-clf-report: end -->\nafter\n"
+    )
+    main([str(runs_root), "--update", str(doc)])
+    assert doc.read_text() == text  # regenerating changes nothing
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(runs_root), "--update", str(doc)])
+    assert exit_.value.code == 2 and doc.read_text() == "no markers\n"
