@@ -277,18 +277,28 @@ def test_a_newsgroups_archive_missing_a_group_is_refused(tmp_path, shared_data):
     )
 
 
-def test_damaged_bytes_in_the_newsgroups_archive_are_an_error_naming_it(tmp_path, shared_data):
+@pytest.mark.parametrize("damage", ["zeroed bytes", "truncated"])
+def test_a_damaged_newsgroups_archive_is_an_error_naming_it(damage, tmp_path, shared_data):
     folder = tmp_path / "20newsgroups"
     folder.mkdir()
     data = bytearray((shared_data / "20newsgroups" / "20news-bydate.tar.gz").read_bytes())
     middle = len(data) // 2
-    data[middle : middle + 64] = bytes(64)
+    if damage == "truncated":
+        del data[middle:]
+    else:
+        data[middle : middle + 64] = bytes(64)
     (folder / "20news-bydate.tar.gz").write_bytes(bytes(data))
     from lit_clf.data import NewsgroupsDataModule
 
     with pytest.raises(ValueError) as err:
         NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
-    assert str(err.value).startswith(str(folder / "20news-bydate.tar.gz"))
+    archive = folder / "20news-bydate.tar.gz"
+    if damage == "truncated":
+        assert str(err.value).startswith(f"{archive} is truncated or corrupt (")
+        assert str(err.value).endswith("); delete it to download it again, or replace it")
+    else:  # gzip reads on past the zeroed block: a partial dataset, caught by the known counts
+        assert str(err.value).startswith(f"{archive}: train+val has ")
+        assert str(err.value).endswith(f"a complete copy 11,314 (damaged or partial data); {FIX}")
 
 
 # ------------------------------------------------------------------------------ 1, 2: options found wrong late
