@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
+from lit_clf.data.tasks import IGNORE_INDEX, OTHER, SpanScheme, TaskSpec
 
 __all__ = [
     "Accuracy",
@@ -76,13 +76,18 @@ def _check_same_count(gold: Sequence, pred: Sequence) -> None:
         raise ValueError(f"got {len(gold)} gold utterances but {len(pred)} predictions; expected one per utterance")
 
 
-def slot_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], outside: str = OTHER) -> float:
+def slot_f1(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], outside: str = OTHER, scheme: SpanScheme = "runs"
+) -> float:
     """Micro span F1 (0-1) over all utterances, as MASSIVE's ``eval_preds`` computes ``slot_micro_f1``.
 
     Args:
         gold: One word-label sequence per utterance.
         pred: One predicted word-label sequence per utterance, of any length (aligned to the gold length).
         outside: The label of words outside every slot.
+        scheme: ``runs``: word labels become BIO tags by :func:`to_bio` (MASSIVE). ``bio``: the labels are BIO tags
+            already and are scored as they are: the standard entity-level seqeval (conlleval) micro F1 of CoNLL
+            and WNUT (an ``I-`` tag without its ``B-`` starts an entity, as conlleval counts it).
 
     With no span in gold nor prediction seqeval's F1 is undefined; it returns 0.0 and MASSIVE reports that
     0.0, so we do too, without seqeval's ``UndefinedMetricWarning``.
@@ -90,8 +95,11 @@ def slot_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], outsid
     _check_same_count(gold, pred)
     if not gold:
         return 0.0  # seqeval raises on an empty list (so would MASSIVE); nothing to score is 0.0, as in exact_match
-    gold_bio = [to_bio(g, outside) for g in gold]
-    pred_bio = [to_bio(align_prediction(p, len(g), outside), outside) for g, p in zip(gold, pred)]
+    aligned = [align_prediction(p, len(g), outside) for g, p in zip(gold, pred)]
+    if scheme == "bio":
+        gold_bio, pred_bio = [list(g) for g in gold], aligned
+    else:
+        gold_bio, pred_bio = [to_bio(g, outside) for g in gold], [to_bio(p, outside) for p in aligned]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         return float(f1_score(gold_bio, pred_bio))
@@ -136,6 +144,7 @@ class _WordLabelMetric(Metric):
     Args:
         labels: The word label list; a label's index is its id (``TaskSpec.labels`` of the slot task).
         outside: The label of words outside every slot; must be in ``labels``.
+        scheme: How the labels mark spans (``runs`` or ``bio``; see :func:`slot_f1`).
     """
 
     is_differentiable = False
@@ -147,12 +156,13 @@ class _WordLabelMetric(Metric):
     target_ids: list[Tensor]
     target_lengths: list[Tensor]
 
-    def __init__(self, labels: Sequence[str], outside: str = OTHER, **kwargs) -> None:
+    def __init__(self, labels: Sequence[str], outside: str = OTHER, scheme: SpanScheme = "runs", **kwargs) -> None:
         super().__init__(**kwargs)
         if outside not in labels:
             raise ValueError(f"labels: the outside label {outside!r} is missing from {list(labels)[:5]}...")
         self.labels = tuple(labels)
         self.outside = outside
+        self.scheme = scheme
         # Each update appends the ids of all its utterances concatenated, and their lengths: ids split by
         # lengths give back the sequences, and "cat" keeps ids and lengths in the same rank order.
         for prefix in ("pred", "target"):
@@ -212,7 +222,7 @@ class SlotF1(_WordLabelMetric):
     """MASSIVE slot micro F1 (0-1) over everything seen since the last reset; see :func:`slot_f1`."""
 
     def _score(self, gold: list[list[str]], pred: list[list[str]]) -> float:
-        return slot_f1(gold, pred, self.outside)
+        return slot_f1(gold, pred, self.outside, self.scheme)
 
 
 class SlotExactMatch(_WordLabelMetric):
@@ -307,7 +317,7 @@ class InvalidRate(Metric):
 def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False) -> nn.ModuleDict:
     """One stage's metrics: task name -> metric name -> metric.
 
-    Sequence tasks get ``acc``, token tasks ``f1`` and ``exact_match`` (MASSIVE's slot convention); with
+    Sequence tasks get ``acc``, token tasks ``f1`` (scored by the task's span scheme) and ``exact_match``; with
     ``invalid_rate`` (generated answers) every task also gets ``invalid_rate``.
     """
     metrics = nn.ModuleDict()
@@ -315,7 +325,11 @@ def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False) -> nn.Mo
         if task.kind == "sequence":
             per_task = {"acc": Accuracy()}
         else:
-            per_task = {"f1": SlotF1(list(task.labels)), "exact_match": SlotExactMatch(list(task.labels))}
+            labels = list(task.labels)
+            per_task = {
+                "f1": SlotF1(labels, task.outside, task.scheme),
+                "exact_match": SlotExactMatch(labels, task.outside),
+            }
         if invalid_rate:
             per_task["invalid_rate"] = InvalidRate()
         metrics[task.name] = nn.ModuleDict(per_task)

@@ -327,3 +327,35 @@ def test_invalid_rate():
     rate.update(torch.tensor([True, False, False, True]))
     rate.update(torch.tensor([False]))
     assert rate.compute().item() == pytest.approx(2 / 5)
+
+
+def test_bio_scheme_scores_the_tags_as_conlleval_does():
+    from lit_clf.metrics import slot_f1
+
+    gold = [["B-person", "I-person", "O", "B-location"], ["O", "B-group"]]
+    # one of two entities found in the first sentence, the second sentence's entity found
+    pred = [["B-person", "I-person", "O", "O"], ["O", "B-group"]]
+    assert slot_f1(gold, pred, "O", "bio") == pytest.approx(2 * (2 / 2) * (2 / 3) / (1 + 2 / 3))
+    # an entity opened by I- counts as it does in conlleval: the same entity as B-person I-person
+    assert slot_f1(gold, [["I-person", "I-person", "O", "B-location"], ["O", "B-group"]], "O", "bio") == 1.0
+    # a wrong type is a miss and a false positive; predictions shorter than the sentence are padded with O
+    assert slot_f1([["B-person", "I-person"]], [["B-location"]], "O", "bio") == 0.0
+    # the runs scheme would read B-person and I-person as two labels: two spans, none matching
+    assert slot_f1([["B-person", "I-person"]], [["B-person", "I-person"]], "O", "runs") == 1.0
+    assert slot_f1([["B-person", "I-person"]], [["B-person", "B-person"]], "O", "bio") == 0.0
+
+
+def test_task_specs_carry_their_scheme_and_outside_label():
+    from lit_clf.data.tasks import TaskSpec
+    from lit_clf.metrics import SlotF1, task_metrics
+
+    ner = TaskSpec("ner", "token", ("O", "B-person", "I-person"), "bio")
+    assert ner.outside == "O" and TaskSpec("slots", "token", ("Other", "time")).outside == "Other"
+    assert TaskSpec.coerce(ner.to_dict()) == ner
+    assert TaskSpec.coerce({"name": "slots", "kind": "token", "labels": ["Other"]}).scheme == "runs"  # old checkpoints
+    metric = task_metrics([ner])["ner"]["f1"]
+    assert isinstance(metric, SlotF1) and (metric.outside, metric.scheme) == ("O", "bio")
+    metric.update([[1, 2, 0]], [[1, 2, 0]])
+    assert float(metric.compute()) == 1.0
+    with pytest.raises(ValueError, match="scheme must be 'runs' or 'bio'"):
+        TaskSpec("ner", "token", ("O",), "iob")

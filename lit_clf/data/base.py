@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lit_clf.data.tasks import Example, TaskKind, TaskSpec, collect_labels, select_tasks
+from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec, collect_labels, select_tasks
 
 SPLITS = ("train", "val", "test")
 
@@ -169,6 +169,8 @@ class ClassificationDataModule(L.LightningDataModule):
     #: What a complete copy holds, checked after reading unless ``verify`` is off: examples per split (``train+val``
     #: sums splits made from one upstream split) and distinct labels per task in a split. Empty: nothing known.
     known_sizes: ClassVar[dict[str, int]] = {}
+    #: Span scheme of each token task (``runs`` when not listed; see :data:`lit_clf.data.tasks.SpanScheme`).
+    task_schemes: ClassVar[dict[str, SpanScheme]] = {}
     known_labels: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(
@@ -313,11 +315,18 @@ class ClassificationDataModule(L.LightningDataModule):
         """Specs of the selected tasks (computed once); label sets are collected over every split (before any
         ``max_examples`` subsetting), sorted."""
         if self._task_specs is None:
-            everything = [example for examples in self.full_splits.values() for example in examples]
-            self._task_specs = [
-                TaskSpec(name, kind, collect_labels(everything, name, kind)) for name, kind in self._selected()
-            ]
+            self._task_specs = self.build_task_specs()
         return self._task_specs
+
+    def build_task_specs(self) -> list[TaskSpec]:
+        """The selected tasks' specs, labels collected over every split; a subclass may decide otherwise."""
+        everything = [example for examples in self.full_splits.values() for example in examples]
+        specs = []
+        for name, kind in self._selected():
+            scheme = self.task_schemes.get(name, "runs")
+            outside = TaskSpec(name, kind, (), scheme).outside
+            specs.append(TaskSpec(name, kind, collect_labels(everything, name, kind, outside), scheme))
+        return specs
 
     @property
     def info(self) -> DatasetInfo:

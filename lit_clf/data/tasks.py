@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 TaskKind = Literal["sequence", "token"]
+#: How a token task's word labels mark spans: ``runs`` (a span is a run of equal labels, outside words ``Other``:
+#: MASSIVE's word labels) or ``bio`` (IOB2 tags such as ``B-person``/``I-person``, outside words ``O``: CoNLL).
+SpanScheme = Literal["runs", "bio"]
 
-#: Word label for words outside every slot (MASSIVE's convention).
+#: Word label for words outside every slot (MASSIVE's convention, the ``runs`` scheme).
 OTHER = "Other"
+#: Tag of words outside every entity in the ``bio`` scheme.
+OUTSIDE_TAG = "O"
 
 #: Label id of positions and examples that do not count (loss and metrics), as in PyTorch's cross-entropy.
 IGNORE_INDEX = -100
@@ -44,15 +49,20 @@ class TaskSpec:
         name: Task name, used in metric keys (``val/{name}_acc``) and prediction files.
         kind: ``sequence`` (one label per example) or ``token`` (one label per word).
         labels: The ordered label list; a label's index is its class id.
+        scheme: For token tasks, how word labels mark spans (:data:`SpanScheme`): it sets the outside label and
+            how span F1 is scored.
     """
 
     name: str
     kind: TaskKind
     labels: tuple[str, ...]
+    scheme: SpanScheme = "runs"
 
     def __post_init__(self) -> None:
         if self.kind not in ("sequence", "token"):
             raise ValueError(f"task {self.name!r}: kind must be 'sequence' or 'token', got {self.kind!r}")
+        if self.scheme not in ("runs", "bio"):
+            raise ValueError(f"task {self.name!r}: scheme must be 'runs' or 'bio', got {self.scheme!r}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate labels")
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -60,6 +70,11 @@ class TaskSpec:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def outside(self) -> str:
+        """The word label outside every span: ``Other`` (``runs``) or ``O`` (``bio``)."""
+        return OUTSIDE_TAG if self.scheme == "bio" else OTHER
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -71,18 +86,18 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, safe to store in checkpoints loaded with ``weights_only=True``."""
-        return {"name": self.name, "kind": self.kind, "labels": list(self.labels)}
+        return {"name": self.name, "kind": self.kind, "labels": list(self.labels), "scheme": self.scheme}
 
     @classmethod
     def coerce(cls, spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
         """Accept a ``TaskSpec`` or its ``to_dict()`` form (as stored in checkpoints)."""
         if isinstance(spec, TaskSpec):
             return spec
-        return cls(name=spec["name"], kind=spec["kind"], labels=tuple(spec["labels"]))
+        return cls(spec["name"], spec["kind"], tuple(spec["labels"]), spec.get("scheme", "runs"))
 
 
-def collect_labels(examples: Iterable[Example], task: str, kind: TaskKind) -> tuple[str, ...]:
-    """Sorted label set of ``task`` over ``examples`` (word labels for token tasks, ``Other`` first)."""
+def collect_labels(examples: Iterable[Example], task: str, kind: TaskKind, outside: str = OTHER) -> tuple[str, ...]:
+    """Sorted label set of ``task`` over ``examples`` (word labels for token tasks, ``outside`` first)."""
     seen: set[str] = set()
     for example in examples:
         value = example.labels[task]
@@ -91,8 +106,8 @@ def collect_labels(examples: Iterable[Example], task: str, kind: TaskKind) -> tu
         else:
             seen.add(value)
     if kind == "token":
-        seen.discard(OTHER)
-        return (OTHER, *sorted(seen))
+        seen.discard(outside)
+        return (outside, *sorted(seen))
     return tuple(sorted(seen))
 
 

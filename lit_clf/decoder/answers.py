@@ -133,7 +133,7 @@ def parse_answer(
     task = tasks[0]
     if task.kind == "sequence":
         return {task.name: parse_label(text, task.labels)}
-    return {task.name: parse_word_labels(text, task.labels, num_words)}
+    return {task.name: parse_word_labels(text, task.labels, num_words, task.outside)}
 
 
 def parse_label(text: str, labels: Sequence[str]) -> ParsedAnswer:
@@ -165,7 +165,9 @@ def parse_label(text: str, labels: Sequence[str]) -> ParsedAnswer:
     return ParsedAnswer(None, False, f"unknown label {_preview(line)}")
 
 
-def parse_word_labels(text: str, labels: Sequence[str], num_words: int | None = None) -> ParsedAnswer:
+def parse_word_labels(
+    text: str, labels: Sequence[str], num_words: int | None = None, outside: str = OTHER
+) -> ParsedAnswer:
     """Read a list of word labels (``["Other", "time"]``; single quotes and a trailing comma accepted). Never raises.
 
     Without brackets, or when the list does not parse, the quoted strings (or, with no quotes, the comma- or
@@ -176,6 +178,7 @@ def parse_word_labels(text: str, labels: Sequence[str], num_words: int | None = 
         labels: The task's word-label set (``Other`` included, as :func:`~lit_clf.data.tasks.collect_labels`
             builds it).
         num_words: Number of words the list must have; None skips the check.
+        outside: The task's outside label (``TaskSpec.outside``), read in place of an unknown label.
 
     Returns:
         :class:`ParsedAnswer` with a list value; invalid on a syntax problem, an unknown label or a wrong count.
@@ -183,7 +186,7 @@ def parse_word_labels(text: str, labels: Sequence[str], num_words: int | None = 
     if not isinstance(text, str):
         return ParsedAnswer([], False, f"expected text, got {type(text).__name__}")
     items, problem = _read_list(_CUE.sub("", text[:_MAX_CHARS].strip(), count=1))
-    return _check_word_labels(items, labels, num_words, problem)
+    return _check_word_labels(items, labels, num_words, problem, outside)
 
 
 def parse_json_answer(
@@ -251,8 +254,10 @@ def _preview(value: Any) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
-def _check_word_labels(items: list[Any], labels: Sequence[str], num_words: int | None, problem: str) -> ParsedAnswer:
-    """Map items to canonical labels (unknown -> ``Other``) and decide validity; ``problem`` is a syntax issue."""
+def _check_word_labels(
+    items: list[Any], labels: Sequence[str], num_words: int | None, problem: str, outside: str = OTHER
+) -> ParsedAnswer:
+    """Map items to canonical labels (unknown -> ``outside``) and decide validity; ``problem`` is a syntax issue."""
     canonical = _canonical_labels(labels)
     value, unknown = [], []
     for item in items:
@@ -260,7 +265,7 @@ def _check_word_labels(items: list[Any], labels: Sequence[str], num_words: int |
         label = canonical.get(word.casefold()) if isinstance(word, str) else None
         if label is None:
             unknown.append(word)
-        value.append(OTHER if label is None else label)
+        value.append(outside if label is None else label)
     if not problem and unknown:
         problem = f"unknown label {_preview(unknown[0])}"
     if not problem and num_words is not None and len(value) != num_words:
@@ -279,9 +284,9 @@ def _field_value(raw: Any, task: TaskSpec, num_words: int | None) -> ParsedAnswe
             return parse_label(raw, task.labels)
         return ParsedAnswer(None, False, f"expected a label string, got {_preview(raw)}")
     if isinstance(raw, list | tuple):
-        return _check_word_labels(list(raw), task.labels, num_words, "")
+        return _check_word_labels(list(raw), task.labels, num_words, "", task.outside)
     if isinstance(raw, str):
-        return parse_word_labels(raw, task.labels, num_words)
+        return parse_word_labels(raw, task.labels, num_words, task.outside)
     return ParsedAnswer([], False, f"expected a list of labels, got {_preview(raw)}")
 
 

@@ -22,7 +22,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from transformers import AutoTokenizer
 
-from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
+from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
 from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
 from lit_clf.decoder.encoding import ShotsDraw
@@ -325,9 +325,9 @@ def _label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> torch.Tensor:
 
 
 def _word_label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> list[list[int]]:
-    """Word-label ids per answer, best effort for invalid ones (unknown labels -> ``Other``; the slot metrics
+    """Word-label ids per answer, best effort for invalid ones (unknown labels -> the outside label; the slot metrics
     pad or cut them to the gold length, MASSIVE-style)."""
-    label2id, other = task.label2id, task.label2id[OTHER]
+    label2id, other = task.label2id, task.label2id[task.outside]
     return [[label2id.get(label, other) for label in a.value or []] for a in answers]
 
 

@@ -140,11 +140,12 @@ class PromptTemplate:
         missing = [name for name in self.tasks if name not in by_name]
         if missing:
             raise ValueError(f"{self.source}: no task spec for {missing[0]!r}")
-        values: dict[str, Any] = {"text": text, "other": OTHER}
+        token = next((by_name[name] for name in self.tasks if by_name[name].kind == "token"), None)
+        values: dict[str, Any] = {"text": text, "other": token.outside if token is not None else OTHER}
         values["examples"] = "\n\n".join(self.shot.format(text=t, answer=a) for t, a in examples)
         for name in self.tasks:
             spec = by_name[name]
-            labels = [label for label in spec.labels if spec.kind == "sequence" or label != OTHER]
+            labels = [label for label in spec.labels if spec.kind == "sequence" or label != spec.outside]
             values[f"labels_{name}"] = _LabelList(labels)
         return values
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from lit_clf.data.tasks import IGNORE_INDEX, OTHER, TaskSpec
+from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
 from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
 from lit_clf.hub import check_model_ref
 from lit_clf.module import TaskModule, default_optimizer
@@ -185,7 +185,7 @@ class EncoderSeqTokenModule(TaskModule):
 
     def _word_predictions(self, batch: dict[str, Any], task, token_preds: torch.Tensor) -> list[list[int]]:
         num_words = [len(gold) for gold in batch["word_labels"][task.name]]
-        return word_predictions(token_preds, batch["word_positions"], num_words, task.label2id[OTHER])
+        return word_predictions(token_preds, batch["word_positions"], num_words, task.label2id[task.outside])
 
     # ------------------------------------------------------------------ export
     def export_pretrained(self, directory: str | Path) -> Path:
