@@ -4,5 +4,14 @@ from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.massive import MassiveDataModule
 from lit_clf.data.newsgroups import NewsgroupsDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
+from lit_clf.data.text import TextDataModule
 
-__all__ = ["OTHER", "ClassificationDataModule", "Example", "MassiveDataModule", "NewsgroupsDataModule", "TaskSpec"]
+__all__ = [
+    "OTHER",
+    "ClassificationDataModule",
+    "Example",
+    "MassiveDataModule",
+    "NewsgroupsDataModule",
+    "TaskSpec",
+    "TextDataModule",
+]

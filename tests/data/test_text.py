@@ -1,0 +1,196 @@
+"""TextDataModule: the user's own files and datasets, every layout, and each bad input's one-line message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lit_clf.data import TextDataModule
+from lit_clf.data.tasks import TaskSpec
+
+ROWS = [
+    ("the battery died after a day", "negative", "hardware"),
+    ("great screen and fast", "positive", "hardware"),
+    ("support never answered", "negative", "service"),
+    ("refund arrived quickly", "positive", "service"),
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": s, "topic": c}) + "\n" for t, s, c in rows))
+    return str(path)
+
+
+def test_a_file_per_split_in_each_format(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", ROWS)
+    (tmp_path / "dev.json").write_text(json.dumps([{"text": ROWS[0][0], "label": "negative", "topic": "hardware"}]))
+    (tmp_path / "test.tsv").write_text("great service\tpositive\tservice\nslow laptop\tnegative\thardware\n")
+    data = TextDataModule(
+        label_columns={"sentiment": "label", "topic": "topic"},
+        train=str(tmp_path / "train.jsonl"),
+        val=str(tmp_path / "dev.json"),
+        test=str(tmp_path / "test.tsv"),
+        header=False,
+        column_names=["text", "label", "topic"],
+    )
+    assert data.task_specs == [
+        TaskSpec("sentiment", "sequence", ("negative", "positive")),
+        TaskSpec("topic", "sequence", ("hardware", "service")),
+    ]
+    test = data.examples("test")
+    assert [(e.id, e.text, dict(e.labels)) for e in test] == [
+        ("test/0", "great service", {"sentiment": "positive", "topic": "service"}),
+        ("test/1", "slow laptop", {"sentiment": "negative", "topic": "hardware"}),
+    ]
+    assert len(data.examples("train")) == 4 and len(data.examples("val")) == 1
+
+
+def test_one_csv_with_a_split_column_and_a_seeded_validation_fraction(tmp_path):
+    lines = ["review,label,part"] + [f'"{t}",{s},train' for t, s, _ in ROWS * 5] + ['"works fine",positive,test']
+    (tmp_path / "all.csv").write_text("\n".join(lines) + "\n")
+    data = TextDataModule(
+        label_columns={"sentiment": "label"},
+        path=str(tmp_path / "all.csv"),
+        split_column="part",
+        text_column="review",
+        val_fraction=0.25,
+    )
+    assert [len(data.examples(s)) for s in ("train", "val", "test")] == [15, 5, 1]
+    again = TextDataModule(
+        label_columns={"sentiment": "label"},
+        path=str(tmp_path / "all.csv"),
+        split_column="part",
+        text_column="review",
+        val_fraction=0.25,
+    )
+    assert [e.id for e in again.examples("val")] == [e.id for e in data.examples("val")]
+
+
+def test_a_token_task_from_csv_and_given_labels(tmp_path):
+    (tmp_path / "train.csv").write_text(
+        "words,tags\nJohn lives in Paris,B-person O O B-location\nMary Ann sings,B-person I-person O\n"
+    )
+    (tmp_path / "test.csv").write_text("words,tags\nParis is big,B-location O O\n")
+    data = TextDataModule(
+        label_columns={"ner": "tags"},
+        task_kinds={"ner": "token"},
+        words_column="words",
+        train=str(tmp_path / "train.csv"),
+        test=str(tmp_path / "test.csv"),
+        val_fraction=0.5,
+        labels={"ner": ["O", "B-location", "B-person", "I-person"]},
+    )
+    assert data.task_specs == [TaskSpec("ner", "token", ("O", "B-location", "B-person", "I-person"), "bio")]
+    assert data.examples("test")[0].labels["ner"] == ("B-location", "O", "O")
+
+
+def test_wnut17_conll_real_counts(shared_data):
+    folder = shared_data / "wnut17"
+    data = TextDataModule(
+        train=str(folder / "wnut17train.conll"),
+        val=str(folder / "emerging.dev.conll"),
+        test=str(folder / "emerging.test.annotated"),
+        format="conll",
+    )
+    counts = {
+        split: (len(ex), sum(len(e.words) for e in ex), sum(t.startswith("B-") for e in ex for t in e.labels["ner"]))
+        for split, ex in ((s, data.examples(s)) for s in ("train", "val", "test"))
+    }
+    assert counts == {"train": (3394, 62730, 1975), "val": (1009, 15733, 836), "test": (1287, 23394, 1079)}
+    (spec,) = data.task_specs
+    assert (spec.name, spec.kind, spec.scheme, spec.outside, spec.num_labels) == ("ner", "token", "bio", "O", 13)
+    first = data.examples("train")[0]
+    assert first.words[14:17] == ["Empire", "State", "Building"]
+    assert first.labels["ner"][14:17] == ("B-location", "I-location", "I-location")
+
+
+def test_a_datasets_folder_saved_to_disk_and_a_folder_of_data_files(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
+    part = {"text": [t for t, _, _ in ROWS], "label": [0, 1, 0, 1]}
+    saved = datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict(part, features=features) for name in ("train", "validation", "test")}
+    )
+    saved.save_to_disk(str(tmp_path / "saved"))
+    data = TextDataModule(label_columns={"sentiment": "label"}, hf_dataset=str(tmp_path / "saved"))
+    assert data.task_specs == [TaskSpec("sentiment", "sequence", ("negative", "positive"))]
+    assert data.examples("val")[1].labels == {"sentiment": "positive"}  # ClassLabel ids read as names
+    files = tmp_path / "files"
+    files.mkdir()
+    write_jsonl(files / "train.jsonl", ROWS)
+    write_jsonl(files / "test.jsonl", ROWS[:2])
+    data = TextDataModule(label_columns={"topic": "topic"}, hf_dataset=str(files), val_fraction=0.25)
+    assert [len(data.examples(s)) for s in ("train", "val", "test")] == [3, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+def bad(tmp_path, train_text: str, suffix=".jsonl", test_text: str | None = None, **kwargs) -> str:
+    (tmp_path / f"train{suffix}").write_bytes(
+        train_text.encode("latin-1") if "\xe9" in train_text else train_text.encode()
+    )
+    (tmp_path / f"test{suffix}").write_text(test_text if test_text is not None else train_text)
+    args = {"label_columns": {"sentiment": "label"}, **kwargs}
+    with pytest.raises(ValueError) as err:
+        _ = TextDataModule(
+            train=str(tmp_path / f"train{suffix}"), test=str(tmp_path / f"test{suffix}"), **args
+        ).task_specs
+    return str(err.value)
+
+
+GOOD = '{"text": "fine", "label": "positive"}\n{"text": "bad", "label": "negative"}\n'
+
+
+def test_a_missing_column_names_the_file_and_the_columns(tmp_path):
+    message = bad(tmp_path, GOOD, label_columns={"sentiment": "rating"})
+    assert message == f"{tmp_path / 'train.jsonl'}:1: no column 'rating' (columns: text, label)"
+
+
+def test_an_empty_text_or_label_names_the_line(tmp_path):
+    text = GOOD + '{"text": "  ", "label": "positive"}\n'
+    assert bad(tmp_path, text) == f"{tmp_path / 'train.jsonl'}:3: empty text"
+    text = GOOD + '{"text": "ok", "label": ""}\n'
+    assert bad(tmp_path, text) == f"{tmp_path / 'train.jsonl'}:3: empty sentiment label (column 'label')"
+
+
+def test_words_and_labels_of_different_lengths(tmp_path):
+    text = "words,tags\na b c,O O\n"
+    message = bad(
+        tmp_path, text, ".csv", label_columns={"ner": "tags"}, task_kinds={"ner": "token"}, words_column="words"
+    )
+    assert message == f"{tmp_path / 'train.csv'}:2: 3 words but 2 ner labels"
+
+
+def test_an_empty_split_and_a_label_only_test_has(tmp_path):
+    assert bad(tmp_path, GOOD, test_text="\n") == f"{tmp_path / 'test.jsonl'}: the test split has no examples"
+    test = '{"text": "meh", "label": "neutral"}\n'
+    assert bad(tmp_path, GOOD * 3, test_text=test) == (
+        f"{tmp_path / 'test.jsonl'}:1: sentiment label 'neutral' is not among the training split's labels (2); set "
+        "data.init_args.labels_from all, or list the labels in data.init_args.labels"
+    )
+
+
+def test_a_file_that_is_not_utf8(tmp_path):
+    assert bad(tmp_path, GOOD + '{"text": "caf\xe9", "label": "positive"}\n') == (
+        f"{tmp_path / 'train.jsonl'}:3: not UTF-8 (byte 0xe9); convert the file to UTF-8 (e.g. iconv -f latin1 -t "
+        "utf-8)"
+    )
+
+
+def test_an_unknown_dataset_name(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"^hf_dataset: no-such/dataset-xyz: cannot load it \("):
+        _ = TextDataModule(label_columns={"a": "b"}, hf_dataset="no-such/dataset-xyz").task_specs
+
+
+def test_options_that_cannot_work_are_refused_at_once(tmp_path):
+    with pytest.raises(ValueError, match="give one source"):
+        TextDataModule(label_columns={"a": "b"}, train="x.jsonl", test="y.jsonl", hf_dataset="z")
+    with pytest.raises(ValueError, match="label_columns: give each task's label column"):
+        TextDataModule(train="x.jsonl", test="y.jsonl")
+    with pytest.raises(ValueError, match="task_kinds: 'b' is not a task of label_columns"):
+        TextDataModule(label_columns={"a": "a"}, task_kinds={"b": "token"}, train="x.jsonl", test="y.jsonl")
