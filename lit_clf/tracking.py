@@ -75,7 +75,8 @@ def name_loggers(config: Namespace, stage: str) -> None:
     unnamed = [lg for lg in loggers if isinstance(lg, Namespace) and lg.get("init_args.name") == _DEFAULT_NAME]
     if not unnamed:
         return
-    facts = run_facts(config.as_dict(), _dataset_name(config.get("data.class_path")), stage)
+    dataset = config.get("data.init_args.name") or _dataset_name(config.get("data.class_path"))
+    facts = run_facts(config.as_dict(), str(dataset), stage)
     for lg in unnamed:
         lg.init_args.name = facts.name
 

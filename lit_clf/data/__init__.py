@@ -5,6 +5,7 @@ from lit_clf.data.massive import MassiveDataModule
 from lit_clf.data.newsgroups import NewsgroupsDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 from lit_clf.data.text import TextDataModule
+from lit_clf.data.wnut17 import Wnut17DataModule
 
 __all__ = [
     "OTHER",
@@ -14,4 +15,5 @@ __all__ = [
     "NewsgroupsDataModule",
     "TaskSpec",
     "TextDataModule",
+    "Wnut17DataModule",
 ]

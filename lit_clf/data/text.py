@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lit_clf.data.base import SPLITS, ClassificationDataModule
+from lit_clf.data.download import data_root
 from lit_clf.data.files import FileFormat, file_format, read_rows
 from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec
 
@@ -63,7 +64,9 @@ class TextDataModule(ClassificationDataModule):
             label_columns: Task name -> the column holding its labels, e.g. ``{sentiment: label}``. Unset for
                 CoNLL files: ``{ner: tags}``.
             tasks: The tasks to train and evaluate, among ``label_columns``'s; unset: all of them.
-            train: Training file (jsonl, json, csv, tsv or CoNLL).
+            train: Training file (jsonl, json, csv, tsv or CoNLL). A relative path that does not exist from the
+                working folder is looked for under the data root (``data_dir``, else ``$LIT_CLF_DATA``), as the
+                built-in datasets are; so are ``val``, ``test`` and ``path``.
             val: Validation file; unset: a seeded ``val_fraction`` of the training split.
             test: Test file.
             path: One file holding every split, told apart by ``split_column`` (values ``train``,
@@ -124,10 +127,10 @@ class TextDataModule(ClassificationDataModule):
             task: (schemes or {}).get(task, "bio") for task, kind in self.available_tasks.items() if kind == "token"
         }
         super().__init__(tasks=list(tasks or label_columns), **kwargs)
-        self.dataset_name = name
+        self.dataset_name = name  # run names, tags, reports
         self.label_columns = dict(label_columns)
-        self.files = {"train": train, "val": val, "test": test}
-        self.path, self.split_column = path, split_column
+        self.files = {split: self._resolve(file) for split, file in (("train", train), ("val", val), ("test", test))}
+        self.path, self.split_column = self._resolve(path), split_column
         self.hf_dataset, self.hf_config = hf_dataset, hf_config
         self.format, self.header, self.column_names = format, header, column_names
         self.text_column, self.words_column, self.id_column = text_column, words_column, id_column
@@ -135,6 +138,12 @@ class TextDataModule(ClassificationDataModule):
         self.labels_from = labels_from
         self.val_fraction = val_fraction
         self._where: dict[str, str] = {}
+
+    def _resolve(self, file: str | None) -> str | None:
+        if not file or Path(file).is_absolute() or Path(file).exists():
+            return file
+        under_root = data_root(self.data_dir) / file
+        return str(under_root) if under_root.exists() else file
 
     # ------------------------------------------------------------------ reading
     def load_splits(self) -> dict[str, list[Example]]:

@@ -194,3 +194,45 @@ def test_options_that_cannot_work_are_refused_at_once(tmp_path):
         TextDataModule(train="x.jsonl", test="y.jsonl")
     with pytest.raises(ValueError, match="task_kinds: 'b' is not a task of label_columns"):
         TextDataModule(label_columns={"a": "a"}, task_kinds={"b": "token"}, train="x.jsonl", test="y.jsonl")
+
+
+def test_wnut17_files_are_downloaded_and_checked_when_missing(tmp_path, shared_data, monkeypatch):
+    from lit_clf.data import Wnut17DataModule, wnut17
+
+    monkeypatch.setattr(wnut17, "WNUT17_BASE_URL", (shared_data / "wnut17").as_uri() + "/")  # an offline upstream
+    data = Wnut17DataModule(data_dir=str(tmp_path))
+    assert [len(data.examples(s)) for s in ("train", "val", "test")] == [3394, 1009, 1287]
+    assert sorted(p.name for p in (tmp_path / "wnut17").iterdir()) == sorted(n for n, _ in wnut17.WNUT17_FILES.values())
+    monkeypatch.setitem(wnut17.WNUT17_FILES, "val", ("emerging.dev.conll", "0" * 64))
+    (tmp_path / "wnut17" / "emerging.dev.conll").unlink()
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        _ = Wnut17DataModule(data_dir=str(tmp_path)).task_specs
+
+
+def test_an_encoder_fits_and_tests_on_own_jsonl_files(tmp_path, tiny_roberta_dir, monkeypatch):
+    from tests.helpers import REPO, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "train.jsonl", ROWS * 3)
+    write_jsonl(tmp_path / "test.jsonl", ROWS)
+    run_cli(
+        [
+            "fit",
+            f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
+            f"--model.init_args.backbone={tiny_roberta_dir}",
+            "--model.init_args.pretrained=false",
+            "--data=lit_clf.data.TextDataModule",
+            "--data.init_args.label_columns={sentiment: label, topic: topic}",
+            "--data.init_args.tasks=[sentiment, topic]",  # the base config's tasks are MASSIVE's
+            "--data.init_args.train=train.jsonl",
+            "--data.init_args.test=test.jsonl",
+            "--data.init_args.name=reviews",
+            "--data.init_args.batch_size=4",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    assert metrics.parents[1].name == f"reviews-{tiny_roberta_dir.name}-sentiment+topic-ft"
+    header = metrics.read_text().splitlines()[0]
+    assert "test/sentiment_acc" in header and "test/topic_acc" in header
