@@ -25,8 +25,9 @@ from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.encoding import SHOTS_DRAWS, PromptEncoder, ShotsDraw, pad_batch
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.decoder.generic_prompts import generic_template
 from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
-from lit_clf.decoder.templates import PromptTemplate, get_template
+from lit_clf.decoder.templates import PromptTemplate, get_template, paper_key
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
 #: label in another context can take a token more or less.
@@ -99,8 +100,12 @@ class DecoderFeaturizer:
 
     # ----------------------------------------------------------------- prompt
     def template(self, dataset: str | None) -> PromptTemplate:
-        """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks)."""
-        return get_template(dataset, [task.name for task in self.tasks], self.shots, path=self.prompt_file)
+        """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks), else a
+        generic one written from the task specs (:func:`~lit_clf.decoder.generic_prompts.generic_template`)."""
+        names = [task.name for task in self.tasks]
+        if self.prompt_file is None and paper_key(names, self.shots, dataset) is None:
+            return generic_template(self.tasks, self.shots)
+        return get_template(dataset, names, self.shots, path=self.prompt_file)
 
     def use(self, info: DatasetInfo | None) -> PromptEncoder:
         """The prompt encoder for a dataset (its name picks the paper's prompt; its training split is the few-shot

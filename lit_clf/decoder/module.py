@@ -359,8 +359,8 @@ def _check_options(
         raise ValueError(
             "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
         )
-    # A prompt file is read now (not once the data are read), the paper's prompt looked up for the task set
-    get_template(None, [task.name for task in tasks], shots, prompt_file)
+    if prompt_file is not None:  # read now, not once the data are read
+        get_template(None, [task.name for task in tasks], shots, prompt_file)
 
 
 __all__ = ["DECODINGS", "DecoderGenerativeModule"]

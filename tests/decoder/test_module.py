@@ -132,10 +132,9 @@ def test_dataset_names_pick_the_paper_prompt(tiny_llama2_dir):
     featurizer = DecoderFeaturizer(tokenizer, toy_specs(("slots", "intent")), prompt_format="llama2")
     assert featurizer.template("massive").source == "Listing 11"
     assert featurizer.template(None).source == "Listing 11"  # no dataset: found by the tasks
-    with pytest.raises(
-        ValueError, match="no paper prompt for newsgroups slots\\+intent 0-shot.*give the model a prompt_file"
-    ):
-        featurizer.template("newsgroups")
+    # no paper prompt for these tasks on another dataset: the generic prompt written from the specs
+    generic = featurizer.template("newsgroups")
+    assert generic.source == "generic prompt" and generic.keys == ("slots", "intent")
 
 
 def test_five_shots_come_from_the_train_split_never_the_query(tiny_llama2_dir):
@@ -523,3 +522,40 @@ def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_da
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and set(rows[0]) == {"id", "text", "intent", "slots"}
     assert set(rows[0]["slots"]) == {"gold", "pred", "raw", "valid"}
+
+
+def test_the_decoder_fits_and_tests_on_own_files_with_the_generic_prompt(tmp_path, tiny_smollm_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [
+        (["John", "loves", "Paris"], ["B-person", "O", "B-location"], "positive"),
+        (["Mary", "Ann", "hates", "rain"], ["B-person", "I-person", "O", "O"], "negative"),
+        (["rain", "in", "Rome"], ["O", "O", "B-location"], "negative"),
+    ]
+    for name in ("train", "test"):
+        lines = [json.dumps({"tokens": w, "tags": t, "label": s}) for w, t, s in rows * 2]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-intent.yaml")]
+    overrides = [a for a in decoder_overrides(tmp_path, tiny_smollm_dir, tmp_path) if "max_examples" not in a]
+    run_cli(
+        [
+            "fit",
+            *config,
+            *overrides,
+            "--data=lit_clf.data.TextDataModule",
+            "--data.init_args.label_columns={sentiment: label, ner: tags}",
+            "--data.init_args.task_kinds={ner: token}",
+            "--data.init_args.tasks=[sentiment, ner]",
+            "--data.init_args.train=train.jsonl",
+            "--data.init_args.test=test.jsonl",
+            "--data.init_args.name=toy-ner",
+            "--model.init_args.max_new_tokens=null",  # constrained decoding's own bound: whole answers
+        ]
+    )
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0]
+    assert "test/sentiment_acc" in header and "test/ner_f1" in header and "test/ner_invalid_rate" in header
+    # constrained decoding (the recipe's) writes valid answers with the generic prompt too
+    from lit_clf.report.runs import read_metrics_csv
+
+    values = read_metrics_csv(metrics)
+    assert float(values["test/ner_invalid_rate"]) == 0.0 and float(values["test/sentiment_invalid_rate"]) == 0.0

@@ -515,3 +515,26 @@ def test_pad_batch_errors():
 def test_template_dataclass_defaults():
     template = PromptTemplate(("a", "b"), 0, "{text}")
     assert template.multi and template.keys == ("task1", "task2") and template.source == "template"
+
+
+def test_generic_prompts_name_every_task_and_answer_in_the_decoders_syntax():
+    from lit_clf.data.tasks import Example, TaskSpec
+    from lit_clf.decoder.answers import parse_answer, render_answer
+    from lit_clf.decoder.generic_prompts import generic_template
+
+    sentiment = TaskSpec("sentiment", "sequence", ("negative", "positive"))
+    ner = TaskSpec("ner", "token", ("O", "B-person", "I-person"), "bio")
+    _, user = generic_template([sentiment]).render([sentiment], "John is happy")
+    assert user == (
+        "You will be given a text. Your task is to classify the text as one of the labels in the list "
+        "['negative', 'positive'].\nOutput the label only and absolutely nothing else.\n\nText: John is happy\nAnswer:"
+    )
+    both = generic_template([sentiment, ner], shots=5)
+    example = Example("1", "John is happy", {"sentiment": "positive", "ner": ("B-person", "O", "O")})
+    answer = render_answer(example, [sentiment, ner], both.keys)
+    assert answer == '{"sentiment": "positive", "ner": ["B-person", "O", "O"]}'
+    _, user = both.render([sentiment, ner], "Mary left", [("John is happy", answer)])
+    assert 'fields "sentiment", "ner"' in user and "['B-person', 'I-person'], or \"O\"" in user
+    assert f"Text: John is happy\nAnswer: {answer}\n\nText: Mary left\nAnswer:" in user
+    parsed = parse_answer(answer, [sentiment, ner], both.keys, num_words=3)
+    assert parsed["sentiment"].value == "positive" and parsed["ner"].value == ["B-person", "O", "O"]
