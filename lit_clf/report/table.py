@@ -27,12 +27,14 @@ class Table:
         cells: (row, column index) -> the run that fills the cell.
         paper: Row -> the paper's eight values in percent (only with ``paper=True``).
         notes: What the reader should know: cells several runs fill, skipped runs, subsets.
+        others: Runs on tasks outside Table 3 (your own data, WNUT 17) that logged test metrics.
     """
 
     rows: list[Row]
     cells: dict[tuple[Row, int], Run]
     paper: dict[Row, tuple[float, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    others: list[Run] = field(default_factory=list)
 
     def value(self, row: Row, column: int) -> float | None:
         """Our value in percent, or None for an empty cell."""
@@ -78,6 +80,8 @@ def _candidates(runs: Sequence[Run], notes: list[str]) -> dict[tuple[Row, int], 
     found: dict[tuple[Row, int], list[tuple[int, Run]]] = {}
     for position, run in enumerate(runs):
         columns = [i for i in columns_of(run.tasks) if COLUMNS[i].metric in run.metrics]
+        if not columns_of(run.tasks) and _test_scores(run):
+            continue  # another dataset's run: the "other runs" table
         if not columns:
             wanted = ", ".join(COLUMNS[i].metric for i in columns_of(run.tasks)) or "tasks of one Table 3 dataset"
             notes.append(f"{run.source}: skipped, no {wanted} (tasks: {', '.join(run.tasks)})")
@@ -121,7 +125,18 @@ def build_table(runs: Sequence[Run], paper: bool = False) -> Table:
                     f"{row.label}, {COLUMNS[column].name}: {len(pairs)} runs; "
                     f"using the newest, {chosen.source} (not {others})"
                 )
-    return Table(ordered, cells, values, notes)
+    others = [run for run in _drop_twins(runs) if not columns_of(run.tasks) and _test_scores(run)]
+    return Table(ordered, cells, values, notes, others)
+
+
+def _test_scores(run: Run) -> dict[str, float]:
+    """The run's main test scores: ``test/<task>_acc`` and ``test/<task>_f1``."""
+    return {
+        key: value
+        for task in run.tasks
+        for key, value in run.metrics.items()
+        if key in (f"test/{task}_acc", f"test/{task}_f1")
+    }
 
 
 def _number(value: float | None) -> str:
@@ -145,7 +160,21 @@ def to_markdown(table: Table) -> str:
     for row in table.rows:
         cells = [row.label, *(_cell_text(table, row, i) for i in range(len(COLUMNS)))]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + _cost_markdown(table)
+    return "\n".join(lines) + "\n" + _others_markdown(table) + _cost_markdown(table)
+
+
+def _others_markdown(table: Table) -> str:
+    """Runs on other datasets: model, dataset, their test scores in percent."""
+    if not table.others:
+        return ""
+    lines = ["", "| Run | Model | Dataset | Test scores |", "|---|---|---|---|"]
+    for run in table.others:
+        dataset = str(run.config.get("data", {}).get("class_path", "")).rsplit(".", 1)[-1] if run.config else ""
+        name = (run.config.get("data", {}).get("init_args", {}) or {}).get("name") if run.config else None
+        scores = ", ".join(f"{key.removeprefix('test/')} {100 * value:.1f}" for key, value in _test_scores(run).items())
+        dataset = name or dataset.removesuffix("DataModule")
+        lines.append(f"| {Path(run.source).name} | {run.row.label} | {dataset} | {scores} |")
+    return "\n".join(lines) + "\n"
 
 
 def _cost_markdown(table: Table) -> str:
@@ -156,6 +185,8 @@ def _cost_markdown(table: Table) -> str:
             run = table.cells.get((row, column))
             if run is not None:
                 used.setdefault(run.source, (run, []))[1].append(COLUMNS[column].name)
+    for run in table.others:
+        used.setdefault(run.source, (run, ["test (other dataset)"]))
     costed = [(run, columns) for run, columns in used.values() if run.cost]
     if not costed:
         return ""

@@ -536,3 +536,22 @@ def test_update_replaces_only_the_marked_part_of_a_document(runs_root, tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main([str(runs_root), "--update", str(doc)])
     assert exit_.value.code == 2 and doc.read_text() == "no markers\n"
+
+
+def test_runs_on_other_datasets_get_their_own_table(tmp_path):
+    config = encoder_config("all-MiniLM-L6-v2", ["ner"])
+    config["data"]["class_path"] = "lit_clf.data.Wnut17DataModule"
+    write_csv_run(
+        tmp_path / "runs" / "wnut", config, fit_rows(**{"test/ner_f1": 0.4321, "test/ner_exact_match": 0.5}), 1000
+    )
+    write_csv_run(
+        tmp_path / "runs" / "b", encoder_config("roberta-base", ["slots"]), fit_rows(**{"test/slots_f1": 0.8}), 1000
+    )
+    table = build_table(find_runs([tmp_path / "runs"]))
+    assert not any("wnut" in note for note in table.notes)  # not "skipped"
+    text = to_markdown(table)
+    assert text.split("\n\n")[1].splitlines() == [
+        "| Run | Model | Dataset | Test scores |",
+        "|---|---|---|---|",
+        "| wnut | all-MiniLM-L6-v2 | Wnut17 | ner_f1 43.2 |",
+    ]
