@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Table 3 CPU runs of docs/RESULTS.md, in order, each a lit-clf run from a config in configs/. A step whose run
+# The CPU runs of docs/RESULTS.md (Table 3 and WNUT 17), in order, each a lit-clf run from a config in configs/. A step whose run
 # folder is already in docs/runs/ (or docs/lr-search/) is skipped, so the script resumes after an interruption.
 # Each finished run's config.yaml, metrics.csv and hparams.yaml (device) are copied to docs/<kind>/<name>/; then
 #   lit-clf-report docs/runs --paper
@@ -38,6 +38,8 @@ step() {
   case $1 in
     mpnet-joint) run runs massive-all-mpnet-base-v2-intent+slots-ft fit -c configs/massive/mpnet-joint.yaml \
       --model.init_args.backbone "$MODELS/all-mpnet-base-v2" ;;
+    minilm-wnut17) run runs wnut17-all-MiniLM-L6-v2-ner-ft fit -c configs/wnut17/minilm-ner.yaml \
+      --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
     minilm-newsgroups) run runs newsgroups-all-MiniLM-L6-v2-topic20+topic7-ft fit \
       -c configs/newsgroups/minilm-joint.yaml --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
     lr-*)  # lr-3.0e-5: the intent recipe on the search budget at that rate
@@ -59,7 +61,7 @@ step() {
   esac
 }
 
-STEPS=(mpnet-joint lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
+STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
   noft-intent-0shot-score ft-intent ft-intent-free noft-slots-0shot-constrained ft-slots ft-slots-free ft-joint
   ft-joint-free noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained
   noft-slots-0shot-free noft-intent-5shot-free minilm-newsgroups)
