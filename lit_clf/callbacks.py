@@ -87,7 +87,7 @@ def validation_keys(pl_module: L.LightningModule) -> set[str]:
 
 def main_val_metric(task: TaskSpec) -> str:
     """The validation metric a task is selected by: ``val/{name}_acc`` (sequence) or ``val/{name}_f1`` (token)."""
-    return f"val/{task.name}_{'acc' if task.kind == 'sequence' else 'f1'}"
+    return f"val/{task.name}_{'acc' if task.kind == 'sequence' else 'f1'}"  # multi-label: micro F1
 
 
 class PredictionWriter(BasePredictionWriter):

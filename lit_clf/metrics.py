@@ -23,6 +23,7 @@ from seqeval.metrics import f1_score
 from sklearn.exceptions import UndefinedMetricWarning
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, SpanScheme, TaskSpec
@@ -317,13 +318,20 @@ class InvalidRate(Metric):
 def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False) -> nn.ModuleDict:
     """One stage's metrics: task name -> metric name -> metric.
 
-    Sequence tasks get ``acc``, token tasks ``f1`` (scored by the task's span scheme) and ``exact_match``; with
+    Sequence tasks get ``acc``; multi-label tasks ``f1`` (micro), ``macro_f1`` and ``exact_match`` (all labels of
+    an example right); token tasks ``f1`` (scored by the task's span scheme) and ``exact_match``; with
     ``invalid_rate`` (generated answers) every task also gets ``invalid_rate``.
     """
     metrics = nn.ModuleDict()
     for task in tasks:
         if task.kind == "sequence":
             per_task = {"acc": Accuracy()}
+        elif task.kind == "multilabel":
+            per_task = {
+                "f1": MultilabelF1Score(task.num_labels, average="micro", zero_division=0.0),
+                "macro_f1": MultilabelF1Score(task.num_labels, average="macro", zero_division=0.0),
+                "exact_match": MultilabelExactMatch(task.num_labels),
+            }
         else:
             labels = list(task.labels)
             per_task = {

@@ -359,3 +359,19 @@ def test_task_specs_carry_their_scheme_and_outside_label():
     assert float(metric.compute()) == 1.0
     with pytest.raises(ValueError, match="scheme must be 'runs' or 'bio'"):
         TaskSpec("ner", "token", ("O",), "iob")
+
+
+def test_multilabel_metrics_by_hand():
+    from lit_clf.data.tasks import TaskSpec
+    from lit_clf.metrics import task_metrics
+
+    metrics = task_metrics([TaskSpec("genres", "multilabel", ("a", "b", "c"))])["genres"]
+    preds = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 0]])
+    gold = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    for metric in metrics.values():
+        metric.update(preds, gold)
+    # micro: tp 2 (a in row 0, b in row 1), fp 1 (c in row 0), fn 1 (c in row 2): F1 = 4 / (4 + 1 + 1)
+    assert float(metrics["f1"].compute()) == pytest.approx(4 / 6)
+    # macro: a 1.0, b 1.0, c: tp 0, fp 1, fn 1 -> 0.0
+    assert float(metrics["macro_f1"].compute()) == pytest.approx(2 / 3)
+    assert float(metrics["exact_match"].compute()) == pytest.approx(1 / 3)  # only row 1

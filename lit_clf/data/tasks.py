@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-TaskKind = Literal["sequence", "token"]
+#: ``sequence``: one label per example; ``multilabel``: any number of labels per example (a tuple, maybe empty);
+#: ``token``: one label per whitespace word.
+TaskKind = Literal["sequence", "multilabel", "token"]
+TASK_KINDS = ("sequence", "multilabel", "token")
 #: How a token task's word labels mark spans: ``runs`` (a span is a run of equal labels, outside words ``Other``:
 #: MASSIVE's word labels) or ``bio`` (IOB2 tags such as ``B-person``/``I-person``, outside words ``O``: CoNLL).
 SpanScheme = Literal["runs", "bio"]
@@ -27,8 +30,8 @@ class Example:
     Attributes:
         id: Unique id within the dataset (``train/rec.autos/102994`` for 20NG, the row id for MASSIVE).
         text: The input text as the dataset distributes it.
-        labels: Task name -> gold label: a label string for sequence tasks, a tuple with one label
-            per whitespace word of ``text`` for token tasks.
+        labels: Task name -> gold label: a label string for sequence tasks, a tuple of labels for multi-label
+            tasks, a tuple with one label per whitespace word of ``text`` for token tasks.
     """
 
     id: str
@@ -47,7 +50,7 @@ class TaskSpec:
 
     Attributes:
         name: Task name, used in metric keys (``val/{name}_acc``) and prediction files.
-        kind: ``sequence`` (one label per example) or ``token`` (one label per word).
+        kind: ``sequence`` (one label per example), ``multilabel`` (any number) or ``token`` (one label per word).
         labels: The ordered label list; a label's index is its class id.
         scheme: For token tasks, how word labels mark spans (:data:`SpanScheme`): it sets the outside label and
             how span F1 is scored.
@@ -59,8 +62,8 @@ class TaskSpec:
     scheme: SpanScheme = "runs"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("sequence", "token"):
-            raise ValueError(f"task {self.name!r}: kind must be 'sequence' or 'token', got {self.kind!r}")
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
         if self.scheme not in ("runs", "bio"):
             raise ValueError(f"task {self.name!r}: scheme must be 'runs' or 'bio', got {self.scheme!r}")
         if len(set(self.labels)) != len(self.labels):
@@ -101,10 +104,10 @@ def collect_labels(examples: Iterable[Example], task: str, kind: TaskKind, outsi
     seen: set[str] = set()
     for example in examples:
         value = example.labels[task]
-        if kind == "token":
-            seen.update(value)
-        else:
+        if kind == "sequence":
             seen.add(value)
+        else:
+            seen.update(value)
     if kind == "token":
         seen.discard(outside)
         return (outside, *sorted(seen))

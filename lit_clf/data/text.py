@@ -11,7 +11,7 @@ from typing import Any, Literal
 from lit_clf.data.base import SPLITS, ClassificationDataModule
 from lit_clf.data.download import data_root
 from lit_clf.data.files import FileFormat, file_format, read_rows
-from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec
+from lit_clf.data.tasks import TASK_KINDS, Example, SpanScheme, TaskKind, TaskSpec
 
 __all__ = ["TextDataModule"]
 
@@ -56,6 +56,7 @@ class TextDataModule(ClassificationDataModule):
         labels: dict[str, list[str]] | None = None,
         labels_from: Literal["train", "all"] = "train",
         val_fraction: float = 0.1,
+        label_separator: str = "|",
         name: str = "data",
         **kwargs: Any,
     ) -> None:
@@ -85,14 +86,16 @@ class TextDataModule(ClassificationDataModule):
             words_column: The column with the words of token tasks (a list, or space-separated text); the text is
                 the words joined by spaces. CoNLL files: ``tokens``.
             id_column: A column of example ids; unset: ``<split>/<index>``.
-            task_kinds: Task name -> ``sequence`` (one label per example, the default) or ``token`` (one label per
-                word). CoNLL tasks are token tasks.
+            task_kinds: Task name -> ``sequence`` (one label per example, the default), ``multilabel`` (any number
+                of labels per example: a list, or text split at ``label_separator``; none is allowed) or ``token``
+                (one label per word). CoNLL tasks are token tasks.
             schemes: Token task name -> how its labels mark spans: ``bio`` (IOB2 tags, outside ``O``; the default)
                 or ``runs`` (a span is a run of equal labels, outside ``Other``: MASSIVE's word labels).
             labels: Task name -> its label list in class-id order, instead of the training split's sorted labels.
             labels_from: ``train``: the labels are the training split's, and a label seen only in validation or
                 test is an error; ``all``: collected over every split (as the built-in datasets do).
             val_fraction: Fraction of the training split held out (seeded) when there is no validation split.
+            label_separator: Separator of the labels of a multi-label task written as text (csv/tsv cells).
             name: The dataset's name in run names, W&B tags and reports.
         """
         sources = [bool(train or test or val), bool(path), bool(hf_dataset)]
@@ -119,9 +122,9 @@ class TextDataModule(ClassificationDataModule):
         if conll:
             kinds = {task: "token" for task in label_columns}
             words_column = "tokens"
-        bad = [kind for kind in kinds.values() if kind not in ("sequence", "token")]
+        bad = [kind for kind in kinds.values() if kind not in TASK_KINDS]
         if bad:
-            raise ValueError(f"task_kinds: {bad[0]!r} is not a task kind (sequence, token)")
+            raise ValueError(f"task_kinds: {bad[0]!r} is not a task kind ({', '.join(TASK_KINDS)})")
         self.available_tasks = {task: kinds.get(task, "sequence") for task in label_columns}
         self.task_schemes = {
             task: (schemes or {}).get(task, "bio") for task, kind in self.available_tasks.items() if kind == "token"
@@ -137,6 +140,7 @@ class TextDataModule(ClassificationDataModule):
         self.labels = {task: list(values) for task, values in (labels or {}).items()}
         self.labels_from = labels_from
         self.val_fraction = val_fraction
+        self.label_separator = label_separator
         self._where: dict[str, str] = {}
 
     def _resolve(self, file: str | None) -> str | None:
@@ -231,7 +235,15 @@ class TextDataModule(ClassificationDataModule):
         labels: dict[str, str | tuple[str, ...]] = {}
         for task in self.tasks:
             value = _column(row, self.label_columns[task], where)
-            if self.available_tasks[task] == "token":
+            if self.available_tasks[task] == "multilabel":
+                items = value.split(self.label_separator) if isinstance(value, str) else value
+                if not isinstance(items, (list, tuple)):
+                    raise ValueError(
+                        f"{where}: {task} labels should be a list (or text split at "
+                        f"{self.label_separator!r}), got {value!r}"
+                    )
+                labels[task] = tuple(sorted({str(item).strip() for item in items if str(item).strip()}))
+            elif self.available_tasks[task] == "token":
                 tags = _words(value, where, self.label_columns[task])
                 if len(tags) != len(words or []):
                     raise ValueError(f"{where}: {len(words or [])} words but {len(tags)} {task} labels")

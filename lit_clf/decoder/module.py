@@ -349,6 +349,12 @@ def _check_options(
         raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
     if candidates_per_pass < 1:
         raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
+    multilabel = next((task.name for task in tasks if task.kind == "multilabel"), None)
+    if multilabel is not None:
+        raise ValueError(
+            f"task {multilabel!r} is a multi-label task: the decoder cannot answer those yet; use the encoder "
+            "(lit_clf.encoder.EncoderSeqTokenModule)"
+        )
     token_task = next((task.name for task in tasks if task.kind == "token"), None)
     if decoding == "score" and token_task is not None:
         raise ValueError(

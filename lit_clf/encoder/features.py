@@ -71,6 +71,14 @@ class EncoderFeaturizer:
     def _add_labels(self, feature: dict, task: TaskSpec, example: Example, word_ids) -> None:
         label2id = task.label2id
         gold = example.labels.get(task.name)
+        if task.kind == "multilabel":  # multi-hot targets; an unlabelled input's row is all -100
+            targets = [float(IGNORE_INDEX)] * task.num_labels
+            if gold is not None:
+                targets = [0.0] * task.num_labels
+                for label in gold:
+                    targets[_label_id(label2id, label, task, example)] = 1.0
+            feature["labels"][task.name] = targets
+            return
         if gold is None:  # unlabelled input: nothing to score, one -100 per word for token tasks
             if task.kind == "sequence":
                 feature["labels"][task.name] = IGNORE_INDEX
@@ -94,7 +102,10 @@ class EncoderFeaturizer:
         lines = ["tokens: " + " ".join(tokens)]
         for task in self.tasks:
             gold = feature["labels"][task.name]
-            if task.kind == "sequence":
+            if task.kind == "multilabel":
+                chosen = [label for label, hot in zip(task.labels, gold) if hot == 1.0]
+                lines.append(f"{task.name}: {chosen if gold[0] != IGNORE_INDEX else '(unlabelled)'}")
+            elif task.kind == "sequence":
                 lines.append(f"{task.name}: {task.labels[gold] if gold != IGNORE_INDEX else '(unlabelled)'}")
             else:
                 pairs = [f"{tok}/{task.labels[g]}" for tok, g in zip(tokens, gold) if g != IGNORE_INDEX]
@@ -114,6 +125,8 @@ class EncoderFeaturizer:
             values = [f["labels"][task.name] for f in features]
             if task.kind == "sequence":
                 batch["labels"][task.name] = torch.tensor(values)
+            elif task.kind == "multilabel":
+                batch["labels"][task.name] = torch.tensor(values, dtype=torch.float)
             else:
                 batch["labels"][task.name] = pad_sequences(values, IGNORE_INDEX)
         if self.by_words:

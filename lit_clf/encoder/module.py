@@ -58,7 +58,7 @@ class EncoderSeqTokenModule(TaskModule):
     single-task training and several are multi-task.
     """
 
-    evaluation_options = ("max_length", "top_k", "compile")
+    evaluation_options = ("max_length", "top_k", "compile", "multilabel_threshold")
 
     def __init__(
         self,
@@ -73,6 +73,7 @@ class EncoderSeqTokenModule(TaskModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         top_k: int = 3,
+        multilabel_threshold: float = 0.5,
     ) -> None:
         """
         Args:
@@ -89,7 +90,10 @@ class EncoderSeqTokenModule(TaskModule):
             lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step.
             compile: Compile the backbone with ``torch.compile`` (dynamic shapes).
             top_k: Number of top labels with probabilities written per sequence task by ``predict``.
+            multilabel_threshold: A multi-label task predicts every label whose probability (sigmoid) is above this.
         """
+        if not 0.0 < multilabel_threshold < 1.0:
+            raise ValueError(f"multilabel_threshold must be between 0 and 1 (exclusive), got {multilabel_threshold}")
         super().__init__()
         check_model_ref(backbone, "model.init_args.backbone")
         if tokenizer:
@@ -116,20 +120,29 @@ class EncoderSeqTokenModule(TaskModule):
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per task: ``(B, C)`` for sequence tasks, ``(B, T, C)`` for token tasks."""
+        """Logits per task: ``(B, C)`` for sequence and multi-label tasks, ``(B, T, C)`` for token tasks."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return {
-            task.name: self.heads[task.name](hidden[:, 0] if task.kind == "sequence" else hidden) for task in self.tasks
+            task.name: self.heads[task.name](hidden if task.kind == "token" else hidden[:, 0]) for task in self.tasks
         }
 
     def task_losses(
         self, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Cross-entropy per task (token tasks average over labelled first sub-tokens)."""
-        return {
-            name: F.cross_entropy(out.flatten(0, -2), labels[name].flatten(), ignore_index=IGNORE_INDEX)
-            for name, out in logits.items()
-        }
+        """Cross-entropy per task (token tasks average over labelled first sub-tokens); binary cross-entropy per
+        label for multi-label tasks (averaged over labels and labelled examples)."""
+        kinds = {task.name: task.kind for task in self.tasks}
+        losses = {}
+        for name, out in logits.items():
+            if kinds[name] == "multilabel":
+                target = labels[name]
+                labelled = target[:, 0] != IGNORE_INDEX
+                losses[name] = F.binary_cross_entropy_with_logits(out[labelled].float(), target[labelled])
+                if not labelled.any():
+                    losses[name] = out.sum() * 0.0  # no labelled example in the batch: no gradient, no NaN
+            else:
+                losses[name] = F.cross_entropy(out.flatten(0, -2), labels[name].flatten(), ignore_index=IGNORE_INDEX)
+        return losses
 
     def model_step(
         self, batch: dict[str, Any]
@@ -155,6 +168,13 @@ class EncoderSeqTokenModule(TaskModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         for task in self.tasks:
             metrics = self.metrics[stage][task.name]
+            if task.kind == "multilabel":
+                target = batch["labels"][task.name]
+                labelled = target[:, 0] != IGNORE_INDEX
+                chosen = (logits[task.name].float().sigmoid() > self.hparams.multilabel_threshold).long()
+                for metric in metrics.values():
+                    metric.update(chosen[labelled], target[labelled].long())
+                continue
             preds = logits[task.name].argmax(-1)
             if task.kind == "sequence":
                 metrics["acc"].update(preds, batch["labels"][task.name])
@@ -173,7 +193,14 @@ class EncoderSeqTokenModule(TaskModule):
         rows = [{"index": int(i), "tasks": {}} for i in batch["index"]]
         for task in self.tasks:
             out = logits[task.name].float()
-            if task.kind == "sequence":
+            if task.kind == "multilabel":
+                probs = out.sigmoid()
+                top_probs, top_ids = probs.topk(min(self.hparams.top_k, task.num_labels), dim=-1)
+                for row, p, ids, k in zip(rows, probs.tolist(), top_ids.tolist(), top_probs.tolist()):
+                    chosen = [task.labels[j] for j, q in enumerate(p) if q > self.hparams.multilabel_threshold]
+                    top = [[task.labels[j], round(q, 6)] for j, q in zip(ids, k)]
+                    row["tasks"][task.name] = {"pred": chosen, "top": top}
+            elif task.kind == "sequence":
                 probs, ids = out.softmax(-1).topk(min(self.hparams.top_k, task.num_labels), dim=-1)
                 for row, p, i in zip(rows, probs.tolist(), ids.tolist()):
                     top = [[task.labels[j], round(q, 6)] for j, q in zip(i, p)]

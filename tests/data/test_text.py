@@ -236,3 +236,54 @@ def test_an_encoder_fits_and_tests_on_own_jsonl_files(tmp_path, tiny_roberta_dir
     assert metrics.parents[1].name == f"reviews-{tiny_roberta_dir.name}-sentiment+topic-ft"
     header = metrics.read_text().splitlines()[0]
     assert "test/sentiment_acc" in header and "test/topic_acc" in header
+
+
+def test_multilabel_tasks_from_lists_and_separated_text(tmp_path):
+    rows = [
+        {"text": "a heist at sea", "genres": ["crime", "adventure"]},
+        {"text": "two people fall in love", "genres": ["romance"]},
+        {"text": "nothing happens", "genres": []},
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.csv").write_text('text,genres\n"love at sea",romance| adventure\n')
+    data = TextDataModule(
+        label_columns={"genres": "genres"},
+        task_kinds={"genres": "multilabel"},
+        train=str(tmp_path / "train.jsonl"),
+        test=str(tmp_path / "test.csv"),
+        val_fraction=0.3,
+    )
+    assert data.task_specs == [TaskSpec("genres", "multilabel", ("adventure", "crime", "romance"))]
+    assert data.examples("test")[0].labels == {"genres": ("adventure", "romance")}
+    every = data.examples("train") + data.examples("val")
+    assert sorted(e.labels["genres"] for e in every) == [(), ("adventure", "crime"), ("romance",)]
+
+
+def test_an_encoder_fits_a_multilabel_task_from_files(tmp_path, tiny_roberta_dir, monkeypatch):
+    from tests.helpers import REPO, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    rows = [("a heist at sea", ["crime", "adventure"]), ("love story", ["romance"]), ("a quiet film", [])] * 4
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t, "g": g}) + "\n" for t, g in rows))
+    run_cli(
+        [
+            "fit",
+            f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
+            f"--model.init_args.backbone={tiny_roberta_dir}",
+            "--model.init_args.pretrained=false",
+            "--data=lit_clf.data.TextDataModule",
+            "--data.init_args.label_columns={genres: g}",
+            "--data.init_args.task_kinds={genres: multilabel}",
+            "--data.init_args.tasks=[genres]",
+            "--data.init_args.train=train.jsonl",
+            "--data.init_args.test=test.jsonl",
+            "--data.init_args.batch_size=4",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0].split(",")
+    assert {"val/genres_f1", "test/genres_f1", "test/genres_macro_f1", "test/genres_exact_match"} <= set(header)
+    assert list(tmp_path.rglob("best.ckpt"))  # kept by val/genres_f1

@@ -203,3 +203,36 @@ def test_compiled_backbone_matches_eager(tiny_roberta_dir):
         got = compiled(batch["input_ids"], batch["attention_mask"])
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4)
+
+
+def test_a_multilabel_head_trains_with_binary_cross_entropy_and_predicts_above_the_threshold(tiny_roberta_dir):
+    import torch.nn.functional as F
+
+    spec = TaskSpec("genres", "multilabel", ("adventure", "crime", "romance"))
+    torch.manual_seed(0)
+    module = EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=[spec], pretrained=False, max_length=32)
+    examples = [
+        Example("0", "a heist at sea", {"genres": ("adventure", "crime")}),
+        Example("1", "nothing happens", {"genres": ()}),
+        Example("2", "text to predict"),  # unlabelled: no loss, no score
+    ]
+    batch = module.featurizer.collate(module.featurizer.featurize(examples))
+    assert batch["labels"]["genres"].tolist() == [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]]
+    module.eval()
+    logits = module(batch["input_ids"], batch["attention_mask"])["genres"]
+    loss = module.task_losses({"genres": logits}, batch["labels"])["genres"]
+    reference = F.binary_cross_entropy_with_logits(logits[:2], batch["labels"]["genres"][:2])
+    assert torch.allclose(loss, reference)
+    rows = module._prediction_rows(batch, {"genres": logits})
+    probs = logits.sigmoid()
+    for row, p in zip(rows, probs.tolist()):
+        assert row["tasks"]["genres"]["pred"] == [label for label, q in zip(spec.labels, p) if q > 0.5]
+        assert len(row["tasks"]["genres"]["top"]) == 3
+
+
+def test_the_decoder_refuses_multilabel_tasks(tiny_smollm_dir):
+    from lit_clf.decoder import DecoderGenerativeModule
+
+    spec = TaskSpec("genres", "multilabel", ("adventure", "crime"))
+    with pytest.raises(ValueError, match="'genres' is a multi-label task: the decoder cannot answer those yet"):
+        DecoderGenerativeModule(backbone=str(tiny_smollm_dir), tasks=[spec], pretrained=False)
