@@ -57,6 +57,7 @@ class LitClfCLI(LightningCLI):
         )
 
     _checkpoint_tasks: list[TaskSpec] | None = None
+    _checkpoint_callbacks: dict[str, Any] | None = None
 
     def _parse_ckpt_path(self) -> None:
         """The model options stored in ``--ckpt_path``'s checkpoint fill the config (LightningCLI's behaviour), with
@@ -72,7 +73,9 @@ class LitClfCLI(LightningCLI):
                 self._apply_checkpoint(subcommand, ckpt_path)
 
     def _apply_checkpoint(self, subcommand: str, ckpt_path: str) -> None:
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        checkpoint = read_checkpoint(ckpt_path)
+        self._checkpoint_callbacks = dict(checkpoint.get("callbacks") or {})  # the metrics history, for a resumed fit
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         given = self.config[subcommand].get("model")
         trained_class = hparams.pop("_class_path", None)
@@ -117,9 +120,8 @@ class LitClfCLI(LightningCLI):
                 self._apply_checkpoint(self.subcommand, str(path))
 
     def before_fit(self) -> None:
-        ckpt_path = self.config.fit.get("ckpt_path")
-        if ckpt_path and ckpt_path not in _CKPT_KEYWORDS:
-            keep_metrics_history(self.trainer, read_checkpoint(ckpt_path))
+        if self._checkpoint_callbacks is not None:  # resuming from a checkpoint file (read in _apply_checkpoint)
+            keep_metrics_history(self.trainer, self._checkpoint_callbacks)
         else:
             self._refuse_overwrite()
 

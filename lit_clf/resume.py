@@ -114,11 +114,10 @@ class _KeepingWriter(ExperimentWriter):
         self.metrics_keys = fieldnames
 
 
-def keep_metrics_history(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
-    """Before ``fit`` resumes from ``checkpoint``: every CSV logger writing into a folder the checkpoint recorded
-    keeps that folder's rows from before the checkpoint. Call it before the trainer starts (its setup opens the
-    loggers)."""
-    states = checkpoint.get("callbacks", {})
+def keep_metrics_history(trainer: L.Trainer, states: dict[str, Any]) -> None:
+    """Before ``fit`` resumes from a checkpoint whose callback states are ``states`` (its ``callbacks`` entry):
+    every CSV logger writing into a folder the checkpoint recorded keeps that folder's rows from before the
+    checkpoint. Call it before the trainer starts (its setup opens the loggers)."""
     recorded = next((state["rows"] for key, state in states.items() if key.startswith("MetricsHistory")), {})
     for logger in trainer.loggers:
         if isinstance(logger, CSVLogger) and logger._experiment is None:

@@ -166,11 +166,11 @@ class ClassificationDataModule(L.LightningDataModule):
     available_tasks: ClassVar[dict[str, TaskKind]] = {}
     #: Short dataset name used in run names, tags and reports.
     dataset_name: ClassVar[str] = ""
+    #: Span scheme of each token task (``runs`` when not listed; see :data:`lit_clf.data.tasks.SpanScheme`).
+    task_schemes: ClassVar[dict[str, SpanScheme]] = {}
     #: What a complete copy holds, checked after reading unless ``verify`` is off: examples per split (``train+val``
     #: sums splits made from one upstream split) and distinct labels per task in a split. Empty: nothing known.
     known_sizes: ClassVar[dict[str, int]] = {}
-    #: Span scheme of each token task (``runs`` when not listed; see :data:`lit_clf.data.tasks.SpanScheme`).
-    task_schemes: ClassVar[dict[str, SpanScheme]] = {}
     known_labels: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(
@@ -422,6 +422,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split, train=False)
+
+
+def split_off(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded split into (kept, held out); both keep the original order."""
+    held = set(random.Random(seed).sample(range(len(examples)), max(1, round(fraction * len(examples)))))
+    return [ex for i, ex in enumerate(examples) if i not in held], [ex for i, ex in enumerate(examples) if i in held]
 
 
 def _as_labels(value: Any) -> tuple[str, ...]:

@@ -140,16 +140,14 @@ def _download(url: str, dest: Path, sha256: str, opener: Callable[..., Any]) -> 
                 f"changed upstream and was not saved; retry, or {LOCAL_COPY_HINT}"
             )
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException:  # nothing left behind: the partial file, then the folders made for it (a mistyped data_dir)
         tmp.unlink(missing_ok=True)
-        for folder in created:  # a failed download leaves no empty folders behind (a mistyped data_dir)
+        for folder in created:
             try:
                 folder.rmdir()
             except OSError:
                 break
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -14,14 +14,13 @@ Layout inside the data root, either of::
 from __future__ import annotations
 
 import os
-import random
 import re
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
-from lit_clf.data.base import ClassificationDataModule
+from lit_clf.data.base import ClassificationDataModule, split_off
 from lit_clf.data.download import ARCHIVE_ERRORS, DataNotFoundError, corrupt_archive, data_root, fetch
 from lit_clf.data.tasks import Example, TaskKind
 
@@ -262,9 +261,3 @@ class NewsgroupsDataModule(ClassificationDataModule):
         splits = read_newsgroups(source, remove=self.remove)
         train, val = split_off(splits["train"], self.val_fraction, self.seed)
         return {"train": train, "val": val, "test": splits["test"]}
-
-
-def split_off(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded split into (kept, held out); both keep the original order."""
-    held = set(random.Random(seed).sample(range(len(examples)), max(1, round(fraction * len(examples)))))
-    return [ex for i, ex in enumerate(examples) if i not in held], [ex for i, ex in enumerate(examples) if i in held]

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from lit_clf.data.base import SPLITS, ClassificationDataModule
+from lit_clf.data.base import SPLITS, ClassificationDataModule, split_off
 from lit_clf.data.download import data_root
 from lit_clf.data.files import FileFormat, file_format, read_rows
-from lit_clf.data.tasks import TASK_KINDS, Example, SpanScheme, TaskKind, TaskSpec
+from lit_clf.data.tasks import TASK_KINDS, Example, SpanScheme, TaskKind, TaskSpec, collect_labels
 
 __all__ = ["TextDataModule"]
 
@@ -162,18 +160,12 @@ class TextDataModule(ClassificationDataModule):
                 if file
             }
         splits = {split: self._examples(split, rows) for split, rows in raw.items()}
-        if "val" not in splits:
-            held = set(random.Random(self.seed).sample(range(len(splits["train"])), self._val_size(splits)))
-            every = splits["train"]
-            splits["train"] = [ex for i, ex in enumerate(every) if i not in held]
-            splits["val"] = [ex for i, ex in enumerate(every) if i in held]
+        if "val" not in splits and splits.get("train"):
+            splits["train"], splits["val"] = split_off(splits["train"], self.val_fraction, self.seed)
         for split in SPLITS:
             if not splits.get(split):
                 raise ValueError(f"{self._source_of(split)}: the {split} split has no examples")
         return splits
-
-    def _val_size(self, splits: dict[str, list[Example]]) -> int:
-        return max(1, round(self.val_fraction * len(splits.get("train", []))))
 
     def _read(self, file: str) -> list[tuple[int, dict[str, Any]]]:
         return read_rows(file, self.format, self.header, self.column_names)
@@ -269,7 +261,7 @@ class TextDataModule(ClassificationDataModule):
                 source = f"data.init_args.labels.{name}"
             else:
                 pool = splits["train"] if self.labels_from == "train" else [e for s in splits.values() for e in s]
-                labels = _sorted_labels(pool, name, kind, outside)
+                labels = collect_labels(pool, name, kind, outside)
                 source = "training split's" if self.labels_from == "train" else "data's"
             known = set(labels)
             for split, examples in splits.items():
@@ -289,17 +281,6 @@ class TextDataModule(ClassificationDataModule):
                             )
             specs.append(TaskSpec(name, kind, labels, scheme))
         return specs
-
-
-def _sorted_labels(examples: Iterable[Example], task: str, kind: TaskKind, outside: str) -> tuple[str, ...]:
-    seen: set[str] = set()
-    for example in examples:
-        value = example.labels[task]
-        seen.update(value if isinstance(value, tuple) else (value,))
-    if kind == "token":
-        seen.discard(outside)
-        return (outside, *sorted(seen))
-    return tuple(sorted(seen))
 
 
 def _lit_split(name: str) -> str | None:

@@ -52,10 +52,7 @@ def generic_template(tasks: Sequence[TaskSpec], shots: int = 0) -> PromptTemplat
     if shots:
         lines += ["", "Below are some examples with the correct answers:", "", "{examples}"]
     lines += ["", "Text: {text}", "Answer:"]
-    prompt = "\n".join(lines).replace("{", "{{").replace("}", "}}")
-    # Unescape the placeholders the template fills: labels, other, examples, text.
-    for name in [*(f"labels_{task.name}" for task in tasks), "other", "examples", "text"]:
-        prompt = prompt.replace(f"{{{{{name}}}}}", f"{{{name}}}")
+    prompt = "\n".join(lines)  # its only braces are the placeholders: labels_<task>, other, examples, text
     keys_tuple = tuple(task.name for task in tasks) if len(tasks) > 1 else ()
     names = tuple(task.name for task in tasks)
     return PromptTemplate(names, shots, prompt, keys=keys_tuple, source="generic prompt")

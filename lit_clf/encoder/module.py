@@ -136,10 +136,11 @@ class EncoderSeqTokenModule(TaskModule):
         for name, out in logits.items():
             if kinds[name] == "multilabel":
                 target = labels[name]
-                labelled = target[:, 0] != IGNORE_INDEX
-                losses[name] = F.binary_cross_entropy_with_logits(out[labelled].float(), target[labelled])
-                if not labelled.any():
-                    losses[name] = out.sum() * 0.0  # no labelled example in the batch: no gradient, no NaN
+                labelled = _labelled_rows(target)
+                if labelled.any():
+                    losses[name] = F.binary_cross_entropy_with_logits(out[labelled].float(), target[labelled])
+                else:  # no labelled example in the batch: no gradient, and no NaN from an empty mean
+                    losses[name] = out.sum() * 0.0
             else:
                 losses[name] = F.cross_entropy(out.flatten(0, -2), labels[name].flatten(), ignore_index=IGNORE_INDEX)
         return losses
@@ -170,7 +171,7 @@ class EncoderSeqTokenModule(TaskModule):
             metrics = self.metrics[stage][task.name]
             if task.kind == "multilabel":
                 target = batch["labels"][task.name]
-                labelled = target[:, 0] != IGNORE_INDEX
+                labelled = _labelled_rows(target)
                 chosen = (logits[task.name].float().sigmoid() > self.hparams.multilabel_threshold).long()
                 for metric in metrics.values():
                     metric.update(chosen[labelled], target[labelled].long())
@@ -239,3 +240,8 @@ class EncoderSeqTokenModule(TaskModule):
         module = cls(backbone=str(directory), tasks=meta["tasks"], max_length=meta["max_length"], **kwargs)
         module.heads.load_state_dict(load_file(directory / HEADS_FILE))
         return module
+
+
+def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
+    """The rows of a multi-label target matrix that have labels (an unlabelled example's row is all -100)."""
+    return targets[:, 0] != IGNORE_INDEX

@@ -209,28 +209,36 @@ def test_wnut17_files_are_downloaded_and_checked_when_missing(tmp_path, shared_d
         _ = Wnut17DataModule(data_dir=str(tmp_path)).task_specs
 
 
-def test_an_encoder_fits_and_tests_on_own_jsonl_files(tmp_path, tiny_roberta_dir, monkeypatch):
+def fit_encoder_on_files(backbone, *options: str) -> None:
+    """``lit-clf fit`` of a tiny encoder for one epoch on ``train.jsonl`` / ``test.jsonl`` in the working folder."""
     from tests.helpers import REPO, run_cli
 
-    monkeypatch.chdir(tmp_path)
-    write_jsonl(tmp_path / "train.jsonl", ROWS * 3)
-    write_jsonl(tmp_path / "test.jsonl", ROWS)
     run_cli(
         [
             "fit",
             f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
-            f"--model.init_args.backbone={tiny_roberta_dir}",
+            f"--model.init_args.backbone={backbone}",
             "--model.init_args.pretrained=false",
             "--data=lit_clf.data.TextDataModule",
-            "--data.init_args.label_columns={sentiment: label, topic: topic}",
-            "--data.init_args.tasks=[sentiment, topic]",  # the base config's tasks are MASSIVE's
             "--data.init_args.train=train.jsonl",
             "--data.init_args.test=test.jsonl",
-            "--data.init_args.name=reviews",
             "--data.init_args.batch_size=4",
             "--trainer.max_epochs=1",
             "--trainer.enable_progress_bar=false",
+            *options,
         ]
+    )
+
+
+def test_an_encoder_fits_and_tests_on_own_jsonl_files(tmp_path, tiny_roberta_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "train.jsonl", ROWS * 3)
+    write_jsonl(tmp_path / "test.jsonl", ROWS)
+    fit_encoder_on_files(
+        tiny_roberta_dir,
+        "--data.init_args.label_columns={sentiment: label, topic: topic}",
+        "--data.init_args.tasks=[sentiment, topic]",  # the base config's tasks are MASSIVE's
+        "--data.init_args.name=reviews",
     )
     (metrics,) = tmp_path.rglob("metrics.csv")
     assert metrics.parents[1].name == f"reviews-{tiny_roberta_dir.name}-sentiment+topic-ft"
@@ -260,28 +268,15 @@ def test_multilabel_tasks_from_lists_and_separated_text(tmp_path):
 
 
 def test_an_encoder_fits_a_multilabel_task_from_files(tmp_path, tiny_roberta_dir, monkeypatch):
-    from tests.helpers import REPO, run_cli
-
     monkeypatch.chdir(tmp_path)
     rows = [("a heist at sea", ["crime", "adventure"]), ("love story", ["romance"]), ("a quiet film", [])] * 4
     for name in ("train", "test"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t, "g": g}) + "\n" for t, g in rows))
-    run_cli(
-        [
-            "fit",
-            f"--config={REPO / 'configs' / 'massive' / 'minilm-intent.yaml'}",
-            f"--model.init_args.backbone={tiny_roberta_dir}",
-            "--model.init_args.pretrained=false",
-            "--data=lit_clf.data.TextDataModule",
-            "--data.init_args.label_columns={genres: g}",
-            "--data.init_args.task_kinds={genres: multilabel}",
-            "--data.init_args.tasks=[genres]",
-            "--data.init_args.train=train.jsonl",
-            "--data.init_args.test=test.jsonl",
-            "--data.init_args.batch_size=4",
-            "--trainer.max_epochs=1",
-            "--trainer.enable_progress_bar=false",
-        ]
+    fit_encoder_on_files(
+        tiny_roberta_dir,
+        "--data.init_args.label_columns={genres: g}",
+        "--data.init_args.task_kinds={genres: multilabel}",
+        "--data.init_args.tasks=[genres]",
     )
     (metrics,) = tmp_path.rglob("metrics.csv")
     header = metrics.read_text().splitlines()[0].split(",")
