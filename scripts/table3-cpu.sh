@@ -40,6 +40,8 @@ step() {
       --model.init_args.backbone "$MODELS/all-mpnet-base-v2" ;;
     minilm-wnut17) run runs wnut17-all-MiniLM-L6-v2-ner-ft fit -c configs/wnut17/minilm-ner.yaml \
       --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
+    smollm2-heads) run runs massive-smollm2-heads-intent+slots-ft fit -c configs/massive/smollm2-135m-heads-joint.yaml \
+      --model.init_args.backbone "$MODELS/smollm2-135m-instruct" ;;
     minilm-newsgroups) run runs newsgroups-all-MiniLM-L6-v2-topic20+topic7-ft fit \
       -c configs/newsgroups/minilm-joint.yaml --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
     lr-*)  # lr-3.0e-5: the intent recipe on the search budget at that rate
@@ -64,6 +66,6 @@ step() {
 STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
   noft-intent-0shot-score ft-intent ft-intent-free noft-slots-0shot-constrained ft-slots ft-slots-free ft-joint
   ft-joint-free noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained
-  noft-slots-0shot-free noft-intent-5shot-free minilm-newsgroups)
+  noft-slots-0shot-free noft-intent-5shot-free minilm-newsgroups smollm2-heads)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
 for s in "${@:-${STEPS[@]}}"; do step "$s"; done

@@ -111,6 +111,7 @@ def encoder_overrides(tmp_path: Path, backbone: Path, data_dir: Path) -> list[st
         "--data.init_args.batch_size=4",
         "--data.init_args.num_workers=0",
         "--trainer.max_epochs=1",
+        "--trainer.val_check_interval=1.0",  # once per epoch, whatever the config says
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
     ]

@@ -111,9 +111,11 @@ def test_config_paths_named_in_docs_and_comments_exist():
 
 
 @pytest.mark.parametrize("config", ENCODER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, tiny_roberta_dir, shared_data, monkeypatch):
+def test_every_encoder_config_trains_with_a_tiny_backbone(config, tmp_path, request, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # configs log to ./runs
-    run_cli(["fit", "--config", str(config), *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)])
+    causal = "SmolLM2" in config.read_text()  # a decoder backbone with heads: a tiny Llama with the SmolLM2 tokenizer
+    tiny = request.getfixturevalue("tiny_smollm_dir" if causal else "tiny_roberta_dir")
+    run_cli(["fit", "--config", str(config), *encoder_overrides(tmp_path, tiny, shared_data)])
     metrics = list(tmp_path.rglob("metrics.csv"))
     assert metrics, "the CSV logger wrote no metrics"
     header = metrics[0].read_text().splitlines()[0]

@@ -1,15 +1,25 @@
 """Answer syntax of the decoder family: how gold labels are written as text, and how generations are read back.
 
-One syntax per task kind, the same in single- and multi-task prompts:
+A task's *value* has one syntax per task kind, the same in every answer:
 
-* sequence task (``topic20``, ``topic7``, ``intent``): the label itself, e.g. ``rec.autos``;
+* sequence task (``topic20``, ``intent``): the label itself, e.g. ``rec.autos`` (a JSON string inside a JSON
+  object);
 * token task (``slots``): a JSON list of strings, one label per whitespace word of the input, e.g.
   ``["Other", "Other", "time", "time"]``. The paper asks for "the slots list" (Listings 9-12) without
   printing its syntax; a JSON list is the one syntax that is also valid inside the multi-task JSON object;
-* several tasks: the JSON object of the paper's consolidated prompts, one field per task under the keys the
-  prompt names (``{"task1": "alarm_set", "task2": ["Other", "time"]}``).
+* multi-label task: a JSON list of the labels that apply, each once, in the order of the task's label list
+  (``["anger", "joy"]``; ``[]`` when none applies).
 
-The end-of-sequence token is not part of the text: :mod:`lit_clf.decoder.prompts` appends it as a token id.
+The answer around the values has one of two *styles* (the two prompt styles of Yu et al., "Open, Closed, or Small
+Language Models for Text Classification?"):
+
+* ``serial``: plain text. One task: its value alone. Several tasks: one line per task, ``name: value``;
+* ``json``: one JSON object, one field per task under the keys the prompt names
+  (``{"task1": "alarm_set", "task2": ["Other", "time"]}``, the paper's consolidated prompts).
+
+Unset, the style is the paper's: ``serial`` for one task, ``json`` for several. Lists are JSON in both styles, so
+one parser reads a value wherever it stands. The end-of-sequence token is not part of the text: the prompt
+encoder appends it as a token id.
 
 The parsers never raise. Each returns a :class:`ParsedAnswer` per task: a best-effort ``value`` and a
 ``valid`` flag, which is what the invalid-output rate counts. They are tolerant of what fine-tuned and
@@ -30,15 +40,26 @@ from typing import Any
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 
 __all__ = [
+    "STYLES",
     "ParsedAnswer",
+    "answer_keys",
+    "answer_layout",
+    "answer_style",
     "default_keys",
     "parse_answer",
     "parse_json_answer",
     "parse_label",
+    "parse_label_list",
+    "parse_serial_answer",
+    "parse_value",
     "parse_word_labels",
     "render_answer",
+    "render_value",
     "render_word_labels",
 ]
+
+#: Answer styles: plain text (``serial``) or one JSON object (``json``).
+STYLES = ("serial", "json")
 
 # Longer outputs are cut before parsing: generations are bounded by max_new_tokens anyway, and this keeps
 # ast.literal_eval and the scans linear and cheap on adversarial input.
@@ -58,7 +79,8 @@ class ParsedAnswer:
 
     Attributes:
         value: Best-effort prediction. Sequence task: a label of the task (canonical spelling) or None when
-            no label could be recognised. Token task: a list of labels of the task, one per label the model
+            no label could be recognised. Multi-label task: the known labels found, each once, in the label
+            list's order. Token task: a list of labels of the task, one per label the model
             wrote, unknown ones replaced by ``Other``; its length is the model's, not padded or truncated to
             the number of words (the slot metrics align it, MASSIVE-style).
         valid: True when the output followed the answer syntax, every label is known and, for a token task,
@@ -80,33 +102,86 @@ def default_keys(num_tasks: int) -> tuple[str, ...]:
     return tuple(f"task{i}" for i in range(1, num_tasks + 1))
 
 
+def answer_style(tasks: Sequence[TaskSpec], style: str | None = None) -> str:
+    """``style`` checked, or the paper's when unset: ``serial`` for one task, ``json`` for several."""
+    if style is None:
+        return "json" if len(tasks) > 1 else "serial"
+    if style not in STYLES:
+        raise ValueError(f"answer style: expected one of {', '.join(STYLES)}, got {style!r}")
+    return style
+
+
+def answer_keys(tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The JSON key of each task: ``keys``, or :func:`default_keys`."""
+    keys = tuple(keys) if keys else default_keys(len(tasks))
+    if len(keys) != len(tasks):
+        raise ValueError(f"keys: expected one JSON key per task ({len(tasks)}), got {list(keys)}")
+    return keys
+
+
+def answer_layout(
+    tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, style: str | None = None
+) -> list[str | TaskSpec]:
+    """The answer as literal text and task values, in order: ``['{"task1": ', intent, ', "task2": ', slots, '}']``.
+
+    Joining the literals with each task's :func:`render_value` gives :func:`render_answer`; constrained decoding
+    builds its automaton from the same layout.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("answer: give at least one task")
+    if answer_style(tasks, style) == "serial":
+        if len(tasks) == 1:
+            return [tasks[0]]
+        layout: list[str | TaskSpec] = []
+        for i, task in enumerate(tasks):
+            layout += [("\n" if i else "") + f"{task.name}: ", task]
+        return layout
+    layout = []
+    for i, (task, key) in enumerate(zip(tasks, answer_keys(tasks, keys))):
+        layout += [("{" if i == 0 else ", ") + json.dumps(key, ensure_ascii=False) + ": ", task]
+    return [*layout, "}"]
+
+
+def render_value(task: TaskSpec, value: str | Sequence[str], quoted: bool = False) -> str:
+    """One task's value: a label (a JSON string when ``quoted``, inside a JSON object) or a JSON list of labels."""
+    if task.kind == "sequence":
+        return json.dumps(value, ensure_ascii=False) if quoted else value
+    return render_word_labels(value)
+
+
 def render_word_labels(labels: Sequence[str]) -> str:
-    """A token task's answer: ``["Other", "time"]`` (JSON list, ``", "`` separators, non-ASCII kept)."""
+    """A list value: ``["Other", "time"]`` (JSON list, ``", "`` separators, non-ASCII kept)."""
     return json.dumps(list(labels), ensure_ascii=False)
 
 
-def render_answer(example: Example, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None) -> str:
+def render_answer(
+    example: Example, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, style: str | None = None
+) -> str:
     """The gold answer text of ``example`` for ``tasks`` (without end-of-sequence token).
 
     Args:
         example: The example whose ``labels`` are written.
-        tasks: One task (bare answer) or several (JSON object, fields in task order).
-        keys: JSON key per task for several tasks; default :func:`default_keys`.
+        tasks: The tasks, in answer order.
+        keys: JSON key per task (``json`` style); default :func:`default_keys`.
+        style: ``serial`` or ``json``; unset: ``serial`` for one task, ``json`` for several.
 
     Returns:
-        ``rec.autos``, ``["Other", "time"]`` or ``{"task1": "alarm_set", "task2": ["Other", "time"]}``.
+        ``rec.autos``, ``["Other", "time"]``, ``intent: alarm_set\nslots: ["Other", "time"]`` or
+        ``{"task1": "alarm_set", "task2": ["Other", "time"]}``.
     """
-    values = [_gold_value(example, task) for task in tasks]
-    if len(tasks) == 1:
-        return values[0] if isinstance(values[0], str) else render_word_labels(values[0])
-    keys = tuple(keys) if keys is not None else default_keys(len(tasks))
-    if len(keys) != len(tasks):
-        raise ValueError(f"keys: expected one JSON key per task ({len(tasks)}), got {list(keys)}")
-    return json.dumps(dict(zip(keys, values)), ensure_ascii=False)
+    quoted = answer_style(tasks, style) == "json"
+    return "".join(
+        piece if isinstance(piece, str) else render_value(piece, _gold_value(example, piece), quoted)
+        for piece in answer_layout(tasks, keys, style)
+    )
 
 
 def _gold_value(example: Example, task: TaskSpec) -> str | list[str]:
     value = example.labels[task.name]
+    if task.kind == "multilabel":  # a set: each label once, in the label list's order
+        chosen = set(value)
+        return [label for label in task.labels if label in chosen]
     return value if task.kind == "sequence" else list(value)
 
 
@@ -115,25 +190,62 @@ def _gold_value(example: Example, task: TaskSpec) -> str | list[str]:
 
 
 def parse_answer(
-    text: str, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, num_words: int | None = None
+    text: str,
+    tasks: Sequence[TaskSpec],
+    keys: Sequence[str] | None = None,
+    num_words: int | None = None,
+    style: str | None = None,
 ) -> dict[str, ParsedAnswer]:
     """Read a generation written in the syntax :func:`render_answer` produces for ``tasks``. Never raises.
 
     Args:
         text: The decoded generation (special tokens removed).
-        tasks: The tasks the prompt asked for; several means the JSON object syntax.
-        keys: JSON key per task for several tasks; default :func:`default_keys`.
+        tasks: The tasks the prompt asked for, in answer order.
+        keys: JSON key per task (``json`` style); default :func:`default_keys`.
         num_words: Number of whitespace words of the input, to check token-task answers; None skips the check.
+        style: ``serial`` or ``json``; unset: ``serial`` for one task, ``json`` for several.
 
     Returns:
         Task name -> :class:`ParsedAnswer`, for every task in ``tasks``.
     """
-    if len(tasks) > 1:
+    style = answer_style(tasks, style)
+    if style == "json":
         return parse_json_answer(text, tasks, keys, num_words)
-    task = tasks[0]
+    if len(tasks) > 1:
+        return parse_serial_answer(text, tasks, num_words)
+    return {tasks[0].name: parse_value(text, tasks[0], num_words)}
+
+
+def parse_value(text: str, task: TaskSpec, num_words: int | None = None) -> ParsedAnswer:
+    """Read one task's value (a label, or a JSON list of labels) from ``text``. Never raises."""
     if task.kind == "sequence":
-        return {task.name: parse_label(text, task.labels)}
-    return {task.name: parse_word_labels(text, task.labels, num_words, task.outside)}
+        return parse_label(text, task.labels)
+    if task.kind == "multilabel":
+        return parse_label_list(text, task.labels)
+    return parse_word_labels(text, task.labels, num_words, task.outside)
+
+
+def parse_serial_answer(text: str, tasks: Sequence[TaskSpec], num_words: int | None = None) -> dict[str, ParsedAnswer]:
+    """Read a ``serial`` answer of several tasks: one ``name: value`` line per task, in any order. Never raises.
+
+    A task's line is the first whose text before the first colon is the task's name (case, quotes and list
+    markers ignored); its value is read like a single-task answer. A missing line makes that task invalid.
+    """
+    if not isinstance(text, str):
+        return {task.name: _missing(task, f"expected text, got {type(text).__name__}") for task in tasks}
+    lines = {}
+    for line in text[:_MAX_CHARS].splitlines():
+        name, colon, value = line.partition(":")
+        name = _strip_wrapping(name.strip().lstrip("-*# ")).casefold()
+        if colon and name not in lines:
+            lines[name] = value
+    results = {}
+    for task in tasks:
+        value = lines.get(task.name.casefold())
+        results[task.name] = (
+            _missing(task, f"no line {task.name}: ...") if value is None else parse_value(value, task, num_words)
+        )
+    return results
 
 
 def parse_label(text: str, labels: Sequence[str]) -> ParsedAnswer:
@@ -189,6 +301,27 @@ def parse_word_labels(
     return _check_word_labels(items, labels, num_words, problem, outside)
 
 
+def parse_label_list(text: str, labels: Sequence[str]) -> ParsedAnswer:
+    """Read a multi-label value (``["anger", "joy"]``, ``[]``; single quotes and a trailing comma accepted). Never
+    raises.
+
+    Without brackets, or when the list does not parse, the quoted strings (or the comma-separated words) are read
+    as a best-effort value and the answer is invalid. A label written twice counts once.
+
+    Args:
+        text: The generation.
+        labels: The task's label set.
+
+    Returns:
+        :class:`ParsedAnswer` whose value lists the labels found in the label set's order; invalid on a syntax
+        problem or an unknown label (which is left out of the value).
+    """
+    if not isinstance(text, str):
+        return ParsedAnswer([], False, f"expected text, got {type(text).__name__}")
+    items, problem = _read_list(_CUE.sub("", text[:_MAX_CHARS].strip(), count=1))
+    return _check_label_set(items, labels, problem)
+
+
 def parse_json_answer(
     text: str, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, num_words: int | None = None
 ) -> dict[str, ParsedAnswer]:
@@ -209,7 +342,7 @@ def parse_json_answer(
     Returns:
         Task name -> :class:`ParsedAnswer`, for every task.
     """
-    keys = tuple(keys) if keys is not None else default_keys(len(tasks))
+    keys = tuple(keys) if keys else default_keys(len(tasks))
     if not isinstance(text, str):
         return {task.name: _missing(task, f"expected text, got {type(text).__name__}") for task in tasks}
     obj, span, problem = _read_object(text[:_MAX_CHARS])
@@ -273,6 +406,16 @@ def _check_word_labels(
     return ParsedAnswer(value, not problem, problem)
 
 
+def _check_label_set(items: list[Any], labels: Sequence[str], problem: str) -> ParsedAnswer:
+    """The known labels among ``items`` (each once, in ``labels`` order) and validity; ``problem``: a syntax issue."""
+    canonical = _canonical_labels(labels)
+    found = {canonical.get(item.strip().casefold()) if isinstance(item, str) else None: item for item in items}
+    unknown = found.pop(None, None)
+    if not problem and unknown is not None:
+        problem = f"unknown label {_preview(unknown)}"
+    return ParsedAnswer([label for label in labels if label in found], not problem, problem)
+
+
 def _missing(task: TaskSpec, reason: str) -> ParsedAnswer:
     return ParsedAnswer(None if task.kind == "sequence" else [], False, reason)
 
@@ -284,9 +427,11 @@ def _field_value(raw: Any, task: TaskSpec, num_words: int | None) -> ParsedAnswe
             return parse_label(raw, task.labels)
         return ParsedAnswer(None, False, f"expected a label string, got {_preview(raw)}")
     if isinstance(raw, list | tuple):
+        if task.kind == "multilabel":
+            return _check_label_set(list(raw), task.labels, "")
         return _check_word_labels(list(raw), task.labels, num_words, "", task.outside)
     if isinstance(raw, str):
-        return parse_word_labels(raw, task.labels, num_words, task.outside)
+        return parse_value(raw, task, num_words)
     return ParsedAnswer([], False, f"expected a list of labels, got {_preview(raw)}")
 
 

@@ -161,7 +161,7 @@ class PromptEncoder:
 
     def answer_text(self, example: Example) -> str:
         """The gold answer in the answer syntax of :mod:`lit_clf.decoder.answers`."""
-        return render_answer(example, self.tasks, self.template.keys or None)
+        return render_answer(example, self.tasks, self.template.keys or None, self.template.style)
 
     def answer_ids(self, example: Example) -> list[int]:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
@@ -169,7 +169,11 @@ class PromptEncoder:
 
     def parse(self, text: str, example: Example) -> dict[str, ParsedAnswer]:
         """Read a decoded generation for ``example`` (:func:`~lit_clf.decoder.answers.parse_answer`); never raises."""
-        return parse_answer(text, self.tasks, self.template.keys or None, num_words=len(example.words))
+        return self.read(text, len(example.words))
+
+    def read(self, text: str, num_words: int | None) -> dict[str, ParsedAnswer]:
+        """Read a decoded generation of an input of ``num_words`` words; never raises."""
+        return parse_answer(text, self.tasks, self.template.keys or None, num_words, self.template.style)
 
     def shots_for(self, example: Example) -> list[Example]:
         """The few-shot examples of ``example`` (:func:`select_shots`)."""
@@ -182,7 +186,7 @@ class PromptEncoder:
             ValueError: Even with empty texts the prompt and ``reserve`` do not fit ``max_length``.
         """
         shots = self.shots_for(example)
-        answers = [render_answer(shot, self.tasks, self.template.keys or None) for shot in shots]
+        answers = [self.answer_text(shot) for shot in shots]
         texts = [shot.text for shot in shots] + [example.text]
         ids = self._render_ids(texts, answers)
         if len(ids) + reserve <= self.max_length:

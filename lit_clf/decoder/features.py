@@ -15,7 +15,7 @@ DataModule's training split (after ``max_examples``), never the query itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,15 +23,49 @@ import torch
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
+from lit_clf.decoder.answers import STYLES
 from lit_clf.decoder.encoding import SHOTS_DRAWS, PromptEncoder, ShotsDraw, pad_batch
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
-from lit_clf.decoder.generic_prompts import generic_template
+from lit_clf.decoder.generic_prompts import check_label_descriptions, generic_template
 from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
 from lit_clf.decoder.templates import PromptTemplate, get_template, paper_key
+from lit_clf.generated import collate_gold, gold_ids
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
 #: label in another context can take a token more or less.
 BUDGET_SLACK = 4
+
+
+def prompt_template(
+    dataset: str | None,
+    tasks: Sequence[TaskSpec],
+    shots: int,
+    prompt_file: str | Path | None = None,
+    prompt_style: str | None = None,
+    label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
+) -> PromptTemplate:
+    """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks), else a
+    generic one written from the task specs (:func:`~lit_clf.decoder.generic_prompts.generic_template`).
+
+    Raises:
+        ValueError: ``prompt_style`` or ``label_descriptions`` given for a prompt that is not the generic one (a
+            paper prompt or a file fixes its own style and wording).
+    """
+    names = [task.name for task in tasks]
+    if prompt_file is None and paper_key(names, shots, dataset) is None:
+        return generic_template(tasks, shots, prompt_style, label_descriptions)
+    template = get_template(dataset, names, shots, path=prompt_file)
+    if prompt_style not in (None, template.style):
+        raise ValueError(
+            f"prompt_style={prompt_style!r}: {template.source} answers in the {template.style} style; "
+            "a prompt_file sets its own (style: ...)"
+        )
+    if label_descriptions:
+        raise ValueError(
+            f"label_descriptions: {template.source} is not the generic prompt; write the descriptions into a "
+            "prompt_file instead"
+        )
+    return template
 
 
 class DecoderFeaturizer:
@@ -48,6 +82,9 @@ class DecoderFeaturizer:
         shots_draw: ``per_example`` or ``fixed`` few-shot draws (:func:`~lit_clf.decoder.encoding.select_shots`).
         share_prefix: Collate training batches as one packed sequence (:mod:`lit_clf.decoder.packing`): ``True``,
             ``False`` (right-padded rows) or ``auto`` (when it saves ``share_prefix_min_saving`` of the tokens).
+        prompt_style: Answer style of the generic prompt (``serial``, ``json``; unset: serial for one task, json for
+            several); the paper's prompts and prompt files fix their own.
+        label_descriptions: Task -> label -> description, written into the generic prompt.
 
     The dataset (its name, few-shot pool and seed) comes with each :meth:`featurize` call, from the DataModule.
     """
@@ -64,6 +101,8 @@ class DecoderFeaturizer:
         shots_draw: ShotsDraw = "per_example",
         share_prefix: bool | Literal["auto"] = False,
         share_prefix_min_saving: float = 0.2,
+        prompt_style: str | None = None,
+        label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if shots < 0:
             raise ValueError(f"shots must be >= 0, got {shots}")
@@ -83,6 +122,11 @@ class DecoderFeaturizer:
             raise ValueError(f"share_prefix: expected true, false or auto, got {share_prefix!r}")
         if not 0.0 <= share_prefix_min_saving <= 1.0:
             raise ValueError(f"share_prefix_min_saving: expected a fraction in [0, 1], got {share_prefix_min_saving}")
+        if prompt_style is not None and prompt_style not in STYLES:
+            raise ValueError(f"prompt_style: expected one of {', '.join(STYLES)}, got {prompt_style!r}")
+        check_label_descriptions(tasks, label_descriptions)
+        self.prompt_style = prompt_style
+        self.label_descriptions = label_descriptions
         self.shots_draw = shots_draw
         self.share_prefix = share_prefix
         self.share_prefix_min_saving = share_prefix_min_saving
@@ -100,12 +144,10 @@ class DecoderFeaturizer:
 
     # ----------------------------------------------------------------- prompt
     def template(self, dataset: str | None) -> PromptTemplate:
-        """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks), else a
-        generic one written from the task specs (:func:`~lit_clf.decoder.generic_prompts.generic_template`)."""
-        names = [task.name for task in self.tasks]
-        if self.prompt_file is None and paper_key(names, self.shots, dataset) is None:
-            return generic_template(self.tasks, self.shots)
-        return get_template(dataset, names, self.shots, path=self.prompt_file)
+        """The prompt for ``dataset`` (:func:`prompt_template`)."""
+        return prompt_template(
+            dataset, self.tasks, self.shots, self.prompt_file, self.prompt_style, self.label_descriptions
+        )
 
     def use(self, info: DatasetInfo | None) -> PromptEncoder:
         """The prompt encoder for a dataset (its name picks the paper's prompt; its training split is the few-shot
@@ -156,10 +198,16 @@ class DecoderFeaturizer:
         key = num_words if any(task.kind == "token" for task in self.tasks) else 0
         if key not in self._budgets:
             labels = {task.name: self._longest_label(task) for task in self.tasks}
-            worst = {t.name: labels[t.name] if t.kind == "sequence" else (labels[t.name],) * key for t in self.tasks}
+            worst = {t.name: self._worst_value(t, labels[t.name], key) for t in self.tasks}
             answer = self.encoder.answer_ids(Example("longest-answer", " ".join(["w"] * key), worst))
             self._budgets[key] = len(answer) + 1 + BUDGET_SLACK
         return self._budgets[key]
+
+    @staticmethod
+    def _worst_value(task: TaskSpec, longest: str, num_words: int) -> str | tuple[str, ...]:
+        if task.kind == "sequence":
+            return longest
+        return task.labels if task.kind == "multilabel" else (longest,) * num_words
 
     def _longest_label(self, task: TaskSpec) -> str:
         def cost(label: str) -> int:
@@ -193,19 +241,7 @@ class DecoderFeaturizer:
         num_words = len(example.words)
         budget = self.answer_budget(num_words)
         feature = {"index": index, **self.encoder.encode_for_generation(example, budget)}
-        feature.update(num_words=num_words, max_new_tokens=budget, gold={})
-        for task in self.tasks:
-            label2id = task.label2id
-            gold = example.labels.get(task.name)
-            if gold is None:  # unlabelled input (predict on new text): nothing to score
-                feature["gold"][task.name] = IGNORE_INDEX if task.kind == "sequence" else []
-                continue
-            values = [gold] if task.kind == "sequence" else list(gold)
-            unknown = [value for value in values if value not in label2id]
-            if unknown:
-                raise ValueError(f"example {example.id}: label {unknown[0]!r} is not in task {task.name!r}'s label set")
-            ids = [label2id[value] for value in values]
-            feature["gold"][task.name] = ids[0] if task.kind == "sequence" else ids
+        feature.update(num_words=num_words, max_new_tokens=budget, gold=gold_ids(example, self.tasks))
         return feature
 
     def _packs(self, features: list[dict[str, Any]]) -> bool:
@@ -253,10 +289,7 @@ class DecoderFeaturizer:
             shared = torch.tensor(features[0]["input_ids"][:prefix]).expand(len(features), prefix)
             batch["input_ids"] = torch.cat([shared, batch["input_ids"]], dim=1)
             batch["attention_mask"] = torch.cat([torch.ones_like(shared), batch["attention_mask"]], dim=1)
-        gold = {}
-        for task in self.tasks:
-            values = [f["gold"][task.name] for f in features]
-            gold[task.name] = torch.tensor(values) if task.kind == "sequence" else values
+        gold = collate_gold(features, self.tasks)
         return {
             "index": index,
             **batch,

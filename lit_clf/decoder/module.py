@@ -6,7 +6,7 @@ prompt encoder's mask, :mod:`lit_clf.decoder.encoding`). Evaluation reads an ans
 counts as wrong and in ``{stage}/{task}_invalid_rate``.
 
 The transformers model is built in :meth:`DecoderGenerativeModule.configure_model`
-(:func:`~lit_clf.decoder.loading.load_causal_lm`), so Lightning can shard it under FSDP.
+(:func:`~lit_clf.loading.load_causal_lm`), so Lightning can shard it under FSDP.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
 from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.decoder.features import DecoderFeaturizer
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
-from lit_clf.decoder.loading import TorchDtype, load_causal_lm
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
+from lit_clf.generated import prediction_rows, update_answer_metrics
 from lit_clf.hub import check_model_ref
+from lit_clf.loading import TorchDtype, load_causal_lm
 from lit_clf.module import TaskModule, default_optimizer
 
 
@@ -64,6 +64,8 @@ class DecoderGenerativeModule(TaskModule):
         shots: int = 0,
         shots_draw: ShotsDraw = "per_example",
         prompt_file: str | None = None,
+        prompt_style: Literal["serial", "json"] | None = None,
+        label_descriptions: dict[str, dict[str, str]] | None = None,
         max_length: int = 16384,
         max_new_tokens: int | None = None,
         decoding: DecodingName = "free",
@@ -96,7 +98,14 @@ class DecoderGenerativeModule(TaskModule):
                 ``fixed``: one seeded draw for the whole run (a query that is itself among them gets the next
                 example instead), so the examples become part of the prompt every row shares (``share_prefix``).
             prompt_file: A prompt template file (text, or YAML/JSON with ``prompt``, ``system``, ``shot``,
-                ``keys``; see ``lit_clf.decoder.prompts``) instead of the paper's prompt for the dataset and tasks.
+                ``keys``, ``style``; see ``lit_clf.decoder.templates``) instead of the paper's prompt for the dataset
+                and tasks. Without either, a generic prompt is written from the task specs (any dataset).
+            prompt_style: Answer style of the generic prompt: ``serial`` (plain text: the label, or a JSON list of
+                labels; several tasks: one ``name: answer`` line each) or ``json`` (one JSON object keyed by task
+                name). Unset: serial for one task, json for several (the paper's convention). The paper's prompts
+                and prompt files fix their own style.
+            label_descriptions: Generic prompt only: ``{task: {label: description}}``, written into the prompt one
+                line per label (e.g. what each intent means).
             max_length: Most tokens of prompt + answer (16,384 in the paper); long texts are cut to fit.
             max_new_tokens: Most tokens generated per answer. Unset: per example, the longest answer the task
                 set can produce for its input (each sequence task's longest label, each token task's longest
@@ -153,6 +162,8 @@ class DecoderGenerativeModule(TaskModule):
             shots_draw=shots_draw,
             share_prefix=share_prefix,
             share_prefix_min_saving=share_prefix_min_saving,
+            prompt_style=prompt_style,
+            label_descriptions=label_descriptions,
         )
         self.backbone: nn.Module | None = None  # built in configure_model
         #: The decoding mode of validation/test/predict; may be changed between runs (``model.decoding = "score"``).
@@ -220,17 +231,8 @@ class DecoderGenerativeModule(TaskModule):
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
         decoded = self.decode(batch)
-        for task in self.tasks:
-            metrics = self.metrics[stage][task.name]
-            answers = [row.answers[task.name] for row in decoded]
-            metrics["invalid_rate"].update(torch.tensor([not a.valid for a in answers], device=self.device))
-            gold = batch["gold"][task.name]
-            if task.kind == "sequence":
-                metrics["acc"].update(_label_ids(answers, task).to(self.device), gold)
-            else:
-                words = _word_label_ids(answers, task)
-                metrics["f1"].update(words, gold)
-                metrics["exact_match"].update(words, gold)
+        answers = [row.answers for row in decoded]
+        update_answer_metrics(self.metrics[stage], self.tasks, answers, batch["gold"], self.device)
         self.log_metrics(stage, len(decoded))
         return _prediction_rows(batch, decoded) if stage == "test" else []
 
@@ -308,27 +310,7 @@ def _masked_logits_supported() -> bool:
 
 
 def _prediction_rows(batch: dict[str, Any], decoded: list[Decoded]) -> list[dict]:
-    return [
-        {"index": index, "tasks": {name: _prediction(a, row.text) for name, a in row.answers.items()}}
-        for index, row in zip(batch["index"].tolist(), decoded)
-    ]
-
-
-def _prediction(answer: ParsedAnswer, text: str) -> dict[str, Any]:
-    return {"pred": answer.value, "raw": text, "valid": answer.valid}
-
-
-def _label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> torch.Tensor:
-    """Class id per answer; -1 (always wrong) for an invalid one."""
-    label2id = task.label2id
-    return torch.tensor([label2id[a.value] if a.valid and a.value in label2id else -1 for a in answers])
-
-
-def _word_label_ids(answers: list[ParsedAnswer], task: TaskSpec) -> list[list[int]]:
-    """Word-label ids per answer, best effort for invalid ones (unknown labels -> the outside label; the slot metrics
-    pad or cut them to the gold length, MASSIVE-style)."""
-    label2id, other = task.label2id, task.label2id[task.outside]
-    return [[label2id.get(label, other) for label in a.value or []] for a in answers]
+    return prediction_rows(batch["index"].tolist(), [row.text for row in decoded], [row.answers for row in decoded])
 
 
 def _check_options(
@@ -349,16 +331,10 @@ def _check_options(
         raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
     if candidates_per_pass < 1:
         raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
-    multilabel = next((task.name for task in tasks if task.kind == "multilabel"), None)
-    if multilabel is not None:
+    other = next((task for task in tasks if task.kind != "sequence"), None)
+    if decoding == "score" and other is not None:
         raise ValueError(
-            f"task {multilabel!r} is a multi-label task: the decoder cannot answer those yet; use the encoder "
-            "(lit_clf.encoder.EncoderSeqTokenModule)"
-        )
-    token_task = next((task.name for task in tasks if task.kind == "token"), None)
-    if decoding == "score" and token_task is not None:
-        raise ValueError(
-            f"decoding='score' ranks the labels of sequence tasks, but {token_task!r} is a token task; "
+            f"decoding='score' ranks the labels of sequence tasks, but {other.name!r} is a {other.kind} task; "
             "use decoding 'free' or 'constrained'"
         )
     if load_in_4bit and (lora is None or not pretrained):

@@ -11,8 +11,8 @@ Placeholder syntax of templates (``str.format`` fields; write literal braces as 
 
 One few-shot example is written with the template's ``shot`` pattern (fields ``{text}`` and ``{answer}``);
 examples are separated by a blank line. A template file is YAML/JSON with ``prompt`` (required) and optional
-``system``, ``shot`` and ``keys``, or plain text (the prompt itself); the paper's files in ``paper_prompts/`` are
-examples of the format.
+``system``, ``shot``, ``keys`` and ``style``, or plain text (the prompt itself); the paper's files in
+``paper_prompts/`` are examples of the format.
 
 The paper's prompts (appendix Listings 1-12) keep its wording except for these fixes:
 
@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from lit_clf.data.tasks import OTHER, TaskSpec
-from lit_clf.decoder.answers import default_keys
+from lit_clf.decoder.answers import STYLES, default_keys
 
 #: Folder of the paper's prompts, one template file per listing.
 PAPER_PROMPTS = Path(__file__).parent / "paper_prompts"
@@ -96,8 +96,11 @@ class PromptTemplate:
         prompt: The user turn.
         system: Optional system prompt (Listings 11-12); same placeholders as ``prompt``.
         shot: Pattern of one few-shot example, with ``{text}`` and ``{answer}``.
-        keys: JSON key per task of a multi-task answer; default ``task1``, ``task2``, ...
+        keys: JSON key per task of a ``json`` answer; default ``task1``, ``task2``, ...
         source: Where the template comes from (``Listing 7`` or a file path), named in errors.
+        style: The answer style (:mod:`lit_clf.decoder.answers`): ``serial`` (plain text; several tasks: one
+            ``name: value`` line each) or ``json`` (one JSON object under ``keys``). Unset: ``json`` for several
+            tasks or when ``keys`` are given, else ``serial``.
     """
 
     tasks: tuple[str, ...]
@@ -107,16 +110,19 @@ class PromptTemplate:
     shot: str = "Text: {text}\nAnswer: {answer}"
     keys: tuple[str, ...] = ()
     source: str = "template"
+    style: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "keys", tuple(self.keys) or (default_keys(len(self.tasks)) if self.multi else ()))
+        style = self.style or ("json" if len(self.tasks) > 1 or self.keys else "serial")
+        if style not in STYLES:
+            raise ValueError(f"{self.source}: style: expected one of {', '.join(STYLES)}, got {style!r}")
+        if style == "serial" and self.keys:
+            raise ValueError(f"{self.source}: keys name the fields of a json answer; the style is serial")
+        object.__setattr__(self, "style", style)
+        keys = tuple(self.keys) or (default_keys(len(self.tasks)) if style == "json" else ())
+        object.__setattr__(self, "keys", keys)
         self._check()
-
-    @property
-    def multi(self) -> bool:
-        """Whether the answer is the JSON object of several tasks."""
-        return len(self.tasks) > 1
 
     def render(
         self, specs: Sequence[TaskSpec], text: str, examples: Sequence[tuple[str, str]] = ()
@@ -166,7 +172,7 @@ class PromptTemplate:
             raise ValueError(f"{self.source}: shots={self.shots} needs {{examples}} exactly when shots > 0")
         if self.shots > 0 and _fields(self.shot, self.source) != {("text", ""), ("answer", "")}:
             raise ValueError(f"{self.source}: the shot pattern must use exactly {{text}} and {{answer}}")
-        if self.multi and len(self.keys) != len(self.tasks):
+        if self.style == "json" and len(self.keys) != len(self.tasks):
             raise ValueError(f"{self.source}: {len(self.tasks)} tasks need {len(self.tasks)} keys, got {self.keys}")
 
 
@@ -235,8 +241,9 @@ def load_template(path: str | Path, tasks: Sequence[str], shots: int) -> PromptT
     """Read a user prompt template.
 
     A ``.yaml``/``.yml``/``.json`` file is a mapping with ``prompt`` (required) and optional ``system``,
-    ``shot`` (one few-shot example, ``{text}`` and ``{answer}``) and ``keys`` (JSON key per task). Any other
-    file is the prompt itself. Placeholders: see the module docstring.
+    ``shot`` (one few-shot example, ``{text}`` and ``{answer}``), ``keys`` (JSON key per task) and ``style``
+    (``serial`` or ``json``, see :class:`PromptTemplate`). Any other file is the prompt itself. Placeholders: see
+    the module docstring.
 
     Args:
         path: The file.
@@ -261,11 +268,11 @@ def _template_mapping(raw: str, path: Path) -> dict[str, Any]:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
-    allowed = {"prompt", "system", "shot", "keys"}
+    allowed = {"prompt", "system", "shot", "keys", "style"}
     if not isinstance(data, Mapping) or "prompt" not in data or set(data) - allowed:
         raise ValueError(f"{path}: expected a mapping with 'prompt' and optionally {sorted(allowed - {'prompt'})}")
-    if any(not isinstance(data[k], str) for k in ("prompt", "system", "shot") if data.get(k) is not None):
-        raise ValueError(f"{path}: 'prompt', 'system' and 'shot' must be strings")
+    if any(not isinstance(data[k], str) for k in ("prompt", "system", "shot", "style") if data.get(k) is not None):
+        raise ValueError(f"{path}: 'prompt', 'system', 'shot' and 'style' must be strings")
     keys = data.get("keys")
     if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
         raise ValueError(f"{path}: 'keys' must be a list of strings, one JSON key per task")

@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from lit_clf.data.base import DatasetInfo, pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
 
+WordToken = Literal["first", "last"]
 
-def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
-    """Token-level labels: each word's label on its first sub-token, ``-100`` elsewhere.
+
+def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], at: WordToken = "first") -> list[int]:
+    """Token-level labels: each word's label on its first (or ``last``) sub-token, ``-100`` elsewhere.
 
     ``word_ids`` is the fast tokenizer's ``word_ids()`` (``None`` for special tokens). Words that
     truncation cut off get no token; their gold labels stay in the word-level gold sequence.
     """
-    labels, previous = [], None
-    for word in word_ids:
-        labels.append(IGNORE_INDEX if word is None or word == previous else word_labels[word])
-        previous = word
+    labels = [IGNORE_INDEX] * len(word_ids)
+    for position in word_token_positions(word_ids, at):
+        labels[position] = word_labels[word_ids[position]]
     return labels
 
 
-def first_token_positions(word_ids: Sequence[int | None]) -> list[int]:
-    """Position of the first sub-token of each word that survived truncation, in word order."""
-    positions, previous = [], None
+def word_token_positions(word_ids: Sequence[int | None], at: WordToken = "first") -> list[int]:
+    """Position of the first (or ``last``) sub-token of each word that survived truncation, in word order.
+
+    An encoder reads a word at its first sub-token; a causal decoder at its last, the first that has seen the
+    whole word.
+    """
+    if at not in ("first", "last"):
+        raise ValueError(f"word token: expected first or last, got {at!r}")
+    positions: list[int] = []
+    previous = None
     for position, word in enumerate(word_ids):
         if word is not None and word != previous:
             positions.append(position)
+        elif word is not None and at == "last":
+            positions[-1] = position
         previous = word
     return positions
 
@@ -38,16 +48,18 @@ class EncoderFeaturizer:
     """Tokenizes examples for :class:`~lit_clf.encoder.EncoderSeqTokenModule` and pads batches.
 
     With a token task among the tasks, the input is the example's whitespace words
-    (``is_split_into_words``) so that every word maps to sub-tokens; otherwise the raw text.
+    (``is_split_into_words``) so that every word maps to sub-tokens; otherwise the raw text. Token labels sit on
+    each word's ``word_token`` sub-token (``first`` for encoders, ``last`` for causal decoders).
     """
 
-    def __init__(self, tokenizer, tasks: Sequence[TaskSpec], max_length: int) -> None:
+    def __init__(self, tokenizer, tasks: Sequence[TaskSpec], max_length: int, word_token: WordToken = "first") -> None:
         if not tokenizer.is_fast:
             raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; word alignment needs word_ids()")
         self.tokenizer = tokenizer
         self.tasks = list(tasks)
         self.max_length = max_length
         self.by_words = any(task.kind == "token" for task in self.tasks)
+        self.word_token = word_token
 
     def featurize(
         self, examples: Sequence[Example], train: bool = True, info: DatasetInfo | None = None
@@ -62,7 +74,7 @@ class EncoderFeaturizer:
             feature = {"index": index, "input_ids": encoded["input_ids"][index], "labels": {}, "word_labels": {}}
             word_ids = encoded.word_ids(index) if self.by_words else None
             if word_ids is not None:
-                feature["word_positions"] = first_token_positions(word_ids)
+                feature["word_positions"] = word_token_positions(word_ids, self.word_token)
             for task in self.tasks:
                 self._add_labels(feature, task, example, word_ids)
             features.append(feature)
@@ -84,14 +96,15 @@ class EncoderFeaturizer:
                 feature["labels"][task.name] = IGNORE_INDEX
             else:
                 feature["word_labels"][task.name] = [IGNORE_INDEX] * len(example.words)
-                feature["labels"][task.name] = align_word_labels(word_ids, feature["word_labels"][task.name])
+                unlabelled = feature["word_labels"][task.name]
+                feature["labels"][task.name] = align_word_labels(word_ids, unlabelled, self.word_token)
             return
         if task.kind == "sequence":
             feature["labels"][task.name] = _label_id(label2id, gold, task, example)
             return
         word_labels = [_label_id(label2id, label, task, example) for label in gold]
         feature["word_labels"][task.name] = word_labels
-        feature["labels"][task.name] = align_word_labels(word_ids, word_labels)
+        feature["labels"][task.name] = align_word_labels(word_ids, word_labels, self.word_token)
 
     def length(self, feature: dict[str, Any]) -> int:
         return len(feature["input_ids"])
@@ -147,11 +160,11 @@ def _label_id(label2id: dict[str, int], label: str, task: TaskSpec, example: Exa
 def word_predictions(
     token_preds: torch.Tensor, positions: list[list[int]], num_words: list[int], other_id: int
 ) -> list[list[int]]:
-    """Word-level predictions read at each word's first sub-token; truncated words predict ``Other``.
+    """Word-level predictions read at each word's labelled sub-token; truncated words predict ``Other``.
 
     Args:
         token_preds: ``(B, T)`` predicted label ids per token.
-        positions: per example, the first-sub-token position of each word that was kept.
+        positions: per example, the labelled sub-token's position of each word that was kept.
         num_words: per example, the number of words in the gold sequence.
         other_id: the id of ``Other`` in the task's label list.
     """
@@ -163,6 +176,6 @@ __all__ = [
     "OTHER",
     "EncoderFeaturizer",
     "align_word_labels",
-    "first_token_positions",
+    "word_token_positions",
     "word_predictions",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
 from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
+from lit_clf.encoder.pooling import Pooling, is_causal, pool, position_ids, resolve_pooling
 from lit_clf.hub import check_model_ref
+from lit_clf.loading import TorchDtype, load_model
 from lit_clf.module import TaskModule, default_optimizer
 
 HEADS_FILE = "lit_clf_heads.safetensors"
@@ -32,29 +35,39 @@ def resolve_task_weights(tasks: list[TaskSpec], weights: Mapping[str, float] | N
     return {task.name: float(weights.get(task.name, 1.0)) for task in tasks}
 
 
-def load_backbone(name: str, pretrained: bool) -> nn.Module:
-    """An ``AutoModel`` encoder by hub id or local path, without its pooler (unused here)."""
-    if pretrained:
-        backbone = AutoModel.from_pretrained(name)
-    else:
-        backbone = AutoModel.from_config(AutoConfig.from_pretrained(name))
-    if getattr(backbone, "pooler", None) is not None:
-        backbone.pooler = None  # unused weights break DDP's gradient bookkeeping
+def load_backbone(name: str, pretrained: bool, **options: Any) -> nn.Module:
+    """An ``AutoModel`` backbone (encoder or causal decoder, no LM head) by hub id or local path, without its pooler
+    (unused here), in training mode. ``options``: :func:`lit_clf.loading.load_model`'s (dtype, 4-bit, LoRA,
+    checkpointing, attention kernel)."""
+    backbone = load_model(name, auto_class=AutoModel, pretrained=pretrained, **options)
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    if getattr(base, "pooler", None) is not None:
+        base.pooler = None  # unused weights break DDP's gradient bookkeeping
     return backbone.train()  # from_pretrained returns eval mode, which would switch dropout off in training
 
 
 def load_tokenizer(name: str, by_words: bool):
-    # Byte-level BPE (RoBERTa) needs add_prefix_space to tokenize pre-split words; others ignore it.
+    """The fast tokenizer, with a pad token: a causal model's tokenizer often has none, and borrows its EOS (padding
+    is read from the attention mask, never from the pad id, so the choice cannot change what the heads read)."""
+    # Byte-level BPE (RoBERTa, GPT-2, SmolLM2) needs add_prefix_space to tokenize pre-split words; others ignore it.
     kwargs = {"add_prefix_space": True} if by_words else {}
-    return AutoTokenizer.from_pretrained(name, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    if tokenizer.pad_token_id is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ValueError(f"tokenizer {name!r}: no pad, EOS or unknown token to pad batches with")
+        tokenizer.pad_token = fallback
+    return tokenizer
 
 
 class EncoderSeqTokenModule(TaskModule):
-    """A shared encoder (RoBERTa in the paper) with a sequence or token head per task.
+    """A shared backbone with a sequence or token head per task: an encoder (RoBERTa in the paper) or a causal
+    decoder LLM (Llama, SmolLM2) with classification heads instead of a generated answer.
 
-    Sequence heads classify the first token's (``<s>``/``[CLS]``) representation; token heads label
-    every sub-token and are read back per word at each word's first sub-token. The loss is the sum of
-    the per-task cross-entropies (equal weights unless ``task_weights`` says otherwise), so one task is
+    Sequence heads classify one vector per input: an encoder's first token (``<s>``/``[CLS]``), a causal decoder's
+    last real token (``pooling``). Token heads label every sub-token and are read back per word at the word's
+    first sub-token (encoder) or last (causal decoder: the first that has seen the whole word). The loss is the
+    sum of the per-task cross-entropies (equal weights unless ``task_weights`` says otherwise), so one task is
     single-task training and several are multi-task.
     """
 
@@ -74,11 +87,18 @@ class EncoderSeqTokenModule(TaskModule):
         compile: bool = False,
         top_k: int = 3,
         multilabel_threshold: float = 0.5,
+        pooling: Pooling = "auto",
+        lora: dict[str, Any] | None = None,
+        load_in_4bit: bool = False,
+        torch_dtype: TorchDtype | None = None,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = None,
     ) -> None:
         """
         Args:
             backbone: Hub id or local folder of any ``AutoModel`` encoder (``roberta-base``,
-                ``roberta-large``, ``bert-base-uncased``, ``sentence-transformers/all-MiniLM-L6-v2``).
+                ``roberta-large``, ``bert-base-uncased``, ``sentence-transformers/all-MiniLM-L6-v2``) or causal
+                decoder (``meta-llama/Meta-Llama-3-8B``, ``HuggingFaceTB/SmolLM2-135M-Instruct``). No remote code.
             tasks: Task specs (name, kind, labels). Linked from the DataModule by the CLI.
             tokenizer: Hub id or folder of the tokenizer; unset uses ``backbone``.
             pretrained: Load pretrained weights. ``false`` builds the architecture from the backbone's
@@ -91,9 +111,24 @@ class EncoderSeqTokenModule(TaskModule):
             compile: Compile the backbone with ``torch.compile`` (dynamic shapes).
             top_k: Number of top labels with probabilities written per sequence task by ``predict``.
             multilabel_threshold: A multi-label task predicts every label whose probability (sigmoid) is above this.
+            pooling: The vector sequence and multi-label heads read: ``first`` token (encoders), ``last`` attended
+                token (causal decoders; right under left or right padding), ``mean`` of the attended tokens, or
+                ``auto`` (last for a causal decoder, first for an encoder).
+            lora: Train LoRA adapters (and the heads) instead of every backbone weight: ``peft.LoraConfig``
+                arguments, e.g. ``{r: 16, lora_alpha: 32, target_modules: all-linear}``.
+            load_in_4bit: QLoRA: the backbone's weights in 4-bit NF4 (bitsandbytes; a CUDA GPU and ``lora``).
+            torch_dtype: Dtype to load the backbone in (``bfloat16``, ``float16``, ``float32``, ``auto``); unset:
+                float32. The heads stay float32.
+            gradient_checkpointing: Recompute the backbone's activations in the backward pass.
+            attn_implementation: transformers' attention kernel (``sdpa``, ``eager``, ``flash_attention_2``...);
+                unset: transformers' default.
         """
         if not 0.0 < multilabel_threshold < 1.0:
             raise ValueError(f"multilabel_threshold must be between 0 and 1 (exclusive), got {multilabel_threshold}")
+        if load_in_4bit and (lora is None or not pretrained):
+            raise ValueError(
+                "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
+            )
         super().__init__()
         check_model_ref(backbone, "model.init_args.backbone")
         if tokenizer:
@@ -101,7 +136,17 @@ class EncoderSeqTokenModule(TaskModule):
         self.save_hyperparameters()
         self.init_tasks(tasks, optimizer, lr_scheduler)
         self.loss_weights = resolve_task_weights(self.tasks, task_weights)
-        self.backbone = load_backbone(backbone, pretrained)
+        self.causal = is_causal(AutoConfig.from_pretrained(backbone))
+        self.pooling = resolve_pooling(pooling, self.causal)
+        self.backbone = load_backbone(
+            backbone,
+            pretrained,
+            torch_dtype=torch_dtype,
+            load_in_4bit=load_in_4bit,
+            lora=lora,
+            gradient_checkpointing=gradient_checkpointing,
+            attn_implementation=attn_implementation,
+        )
         hidden = self.backbone.config.hidden_size
         self.heads = nn.ModuleDict(
             {task.name: nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, task.num_labels)) for task in self.tasks}
@@ -114,17 +159,22 @@ class EncoderSeqTokenModule(TaskModule):
                 f"max_length={max_length} leaves no room for text: the tokenizer adds {specials} special tokens; "
                 f"give at least {specials + 1}"
             )
-        self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length)
+        word_token = "last" if self.causal else "first"
+        self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length, word_token)
         if compile:
             self.backbone.compile(dynamic=True)
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per task: ``(B, C)`` for sequence and multi-label tasks, ``(B, T, C)`` for token tasks."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        return {
-            task.name: self.heads[task.name](hidden if task.kind == "token" else hidden[:, 0]) for task in self.tasks
-        }
+        """Logits per task: ``(B, C)`` for sequence and multi-label tasks, ``(B, T, C)`` for token tasks.
+
+        A causal backbone gets position ids counted over the attended tokens, so a left-padded row is computed
+        exactly like a right-padded one."""
+        extra = {"position_ids": position_ids(attention_mask)} if self.causal else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        hidden = out.last_hidden_state.float()  # (B, T, H); the heads are float32 whatever the backbone's dtype
+        pooled = pool(hidden, attention_mask, self.pooling) if any(t.kind != "token" for t in self.tasks) else None
+        return {task.name: self.heads[task.name](hidden if task.kind == "token" else pooled) for task in self.tasks}
 
     def task_losses(
         self, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]
@@ -223,6 +273,8 @@ class EncoderSeqTokenModule(TaskModule):
         """
         directory = Path(directory)
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
+        if hasattr(backbone, "merge_and_unload"):  # LoRA: the adapters merged into a copy of the weights
+            backbone = copy.deepcopy(backbone).merge_and_unload()
         backbone.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         save_file(

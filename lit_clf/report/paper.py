@@ -106,6 +106,13 @@ MODEL_NAMES = {
     "all-minilm-l6-v2": "all-MiniLM-L6-v2",
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct",
     "smollm2-135m": "SmolLM2-135M",
+    # the paper's API models (lit_clf.api.ChatApiModule), by the OpenAI model ids
+    "gpt-3.5-turbo": "GPT3.5",
+    "gpt-3.5-turbo-0125": "GPT3.5",
+    "gpt-4": "GPT4",
+    "gpt-4-0613": "GPT4",
+    "gpt-4o": "GPT4o",
+    "gpt-4o-2024-08-06": "GPT4o",
 }
 _LLAMA = re.compile(r"^(?:meta-)?llama-?(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)b(?:-(chat|instruct))?(?:-hf)?$")
 _SIZE = re.compile(r"^(?P<family>.+?)-(?P<number>\d+(?:\.\d+)?)(?P<unit>[MB])(?:-|$)")

@@ -119,7 +119,7 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
 
 
 #: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
-_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit")
+_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling")
 _DECODER = "lit_clf.decoder.DecoderGenerativeModule"
 
 
@@ -158,12 +158,16 @@ def model_id(config: Mapping) -> str | None:
     return str(backbone) if _is_set(backbone) else None
 
 
-def _variant(init_args: Mapping) -> str:
-    """Decoder settings the paper did not use: decoding other than free generation, LoRA / QLoRA."""
+def _variant(init_args: Mapping, decoder: bool) -> str:
+    """Settings the paper did not use: a decoder's decoding other than free generation; heads reading another
+    vector than the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA."""
     parts = []
     decoding = init_args.get("decoding")
-    if _is_set(decoding) and decoding != "free":
+    if decoder and _is_set(decoding) and decoding != "free":
         parts.append(str(decoding))
+    pooling = init_args.get("pooling")
+    if not decoder and _is_set(pooling) and pooling not in ("auto", "first"):
+        parts.append(f"heads, {pooling} pooling")
     if _is_set(init_args.get("lora")):
         parts.append("QLoRA" if init_args.get("load_in_4bit") in (True, "true", "True") else "LoRA")
     return ", ".join(parts)
@@ -187,12 +191,13 @@ def run_from_config(
         raise ReportError(f"{where}: no data.init_args.tasks (expected a resolved lit-clf config)")
     model = model_section(config)
     args, class_path = model["init_args"], model["class_path"]
-    # Without a class path (an export that left it out) only a decoder has shots.
-    decoder = "Decoder" in str(class_path) if _is_set(class_path) else _is_set(args["shots"])
+    # Decoder rows (with shots): the decoder module and API chat models. Without a class path (an export that left
+    # it out) only those have shots.
+    decoder = "Encoder" not in str(class_path) if _is_set(class_path) else _is_set(args["shots"])
     if not _is_set(args["backbone"]):
         raise ReportError(f"{where}: no model.init_args.backbone (expected a resolved lit-clf config)")
     shots = (_as_int(args["shots"], "model.init_args.shots", where) or 0) if decoder else None
-    variant = _variant(args) if decoder else ""
+    variant = _variant(args, decoder)
     row = Row(display_name(str(args["backbone"])), decoder, shots, _fine_tuned(config, metrics), variant)
     subset = None
     for key in ("data.init_args.max_eval_examples", "data.init_args.max_examples"):

@@ -13,6 +13,8 @@ from lit_clf.decoder.answers import (
     parse_answer,
     parse_json_answer,
     parse_label,
+    parse_label_list,
+    parse_serial_answer,
     parse_word_labels,
     render_answer,
     render_word_labels,
@@ -22,7 +24,12 @@ TOPIC20 = ("alt.atheism", "comp.graphics", "rec.autos", "sci.med", "talk.politic
 TOPIC7 = ("alt", "comp", "rec", "sci", "talk")
 INTENT = TaskSpec("intent", "sequence", ("alarm_set", "weather_query"))
 SLOTS = TaskSpec("slots", "token", (OTHER, "date", "time"))
-EXAMPLE = Example("1", "wake me at nine", {"intent": "alarm_set", "slots": (OTHER, OTHER, OTHER, "time")})
+GENRES = TaskSpec("genres", "multilabel", ("crime", "rec.autos", "romance"))
+EXAMPLE = Example(
+    "1",
+    "wake me at nine",
+    {"intent": "alarm_set", "slots": (OTHER, OTHER, OTHER, "time"), "genres": ("romance", "crime")},
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -48,15 +55,63 @@ def test_render_multi_task_json_keys_in_task_order():
         render_answer(EXAMPLE, [INTENT, SLOTS], keys=("task1",))
 
 
-@pytest.mark.parametrize("tasks", [[INTENT], [SLOTS], [INTENT, SLOTS], [SLOTS, INTENT]])
-def test_rendered_answers_parse_back(tasks):
-    parsed = parse_answer(render_answer(EXAMPLE, tasks), tasks, num_words=len(EXAMPLE.words))
+def test_render_label_sets_and_styles():
+    assert render_answer(EXAMPLE, [GENRES]) == '["crime", "romance"]'  # the label list's order, whatever the data's
+    assert render_answer(EXAMPLE, [INTENT], style="json") == '{"task1": "alarm_set"}'
+    assert render_answer(EXAMPLE, [INTENT, GENRES], ("intent", "genres"), "json") == (
+        '{"intent": "alarm_set", "genres": ["crime", "romance"]}'
+    )
+    assert render_answer(EXAMPLE, [INTENT, GENRES], style="serial") == 'intent: alarm_set\ngenres: ["crime", "romance"]'
+    with pytest.raises(ValueError, match="answer style: expected one of serial, json, got 'yaml'"):
+        render_answer(EXAMPLE, [INTENT], style="yaml")
+
+
+@pytest.mark.parametrize("style", [None, "serial", "json"])
+@pytest.mark.parametrize("tasks", [[INTENT], [SLOTS], [GENRES], [INTENT, SLOTS], [SLOTS, INTENT, GENRES]])
+def test_rendered_answers_parse_back(tasks, style):
+    text = render_answer(EXAMPLE, tasks, style=style)
+    parsed = parse_answer(text, tasks, num_words=len(EXAMPLE.words), style=style)
     assert parsed == {task.name: ParsedAnswer(_gold(task), True) for task in tasks}
 
 
 def _gold(task: TaskSpec):
     value = EXAMPLE.labels[task.name]
+    if task.kind == "multilabel":
+        return [label for label in task.labels if label in value]
     return value if task.kind == "sequence" else list(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Label sets and serial answers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('["crime", "romance"]', ParsedAnswer(["crime", "romance"], True)),
+        ('["romance", "crime", "romance"]', ParsedAnswer(["crime", "romance"], True)),  # a set: order, repeats
+        ("[]", ParsedAnswer([], True)),
+        ("Labels: ['Rec.Autos',]", ParsedAnswer(["rec.autos"], True)),
+        ('["crime", "heist"]', ParsedAnswer(["crime"], False, "unknown label 'heist'")),
+        ("crime, romance", ParsedAnswer(["crime", "romance"], False, "not a list")),
+        ('["crime", "rom', ParsedAnswer(["crime"], False, "unterminated list")),
+        ("", ParsedAnswer([], False, "empty output")),
+    ],
+)
+def test_label_lists(text, expected):
+    assert parse_label_list(text, GENRES.labels) == expected
+
+
+def test_serial_answers_read_each_task_from_its_line():
+    tasks = [INTENT, GENRES]
+    assert parse_serial_answer("genres: []\nINTENT: weather_query", tasks) == {
+        "intent": ParsedAnswer("weather_query", True),
+        "genres": ParsedAnswer([], True),
+    }
+    parsed = parse_serial_answer("intent: alarm_set and more", tasks)
+    assert parsed["intent"] == ParsedAnswer("alarm_set", True)
+    assert parsed["genres"] == ParsedAnswer([], False, "no line genres: ...")
+    assert parse_serial_answer(None, tasks)["intent"].valid is False
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,6 +336,7 @@ def test_parsers_never_raise_on_garbage(seed):
     for _ in range(400):
         text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 60)))
         results = [parse_label(text, TOPIC20), parse_word_labels(text, SLOTS.labels, 3), *_json(text).values()]
+        results += [parse_label_list(text, GENRES.labels), *parse_serial_answer(text, [INTENT, SLOTS, GENRES]).values()]
         assert all(isinstance(result, ParsedAnswer) for result in results)
         assert all(result.valid == (result.reason == "") for result in results)
 
@@ -293,3 +349,4 @@ def test_parsers_never_raise_on_pathological_input(text):
     assert parse_label(text, TOPIC20).valid is False
     assert parse_word_labels(text, SLOTS.labels, 3).valid is False
     assert not any(result.valid for result in _json(text).values())
+    assert parse_label_list(text, GENRES.labels).valid is False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from types import SimpleNamespace
 
 import pytest
@@ -27,6 +26,7 @@ from lit_clf.decoder.decoding.score import (
 )
 from lit_clf.decoder.encoding import PromptEncoder, pad_batch
 from lit_clf.decoder.formats import label_answer_ids
+from lit_clf.decoder.generic_prompts import generic_template
 from lit_clf.decoder.templates import get_template
 
 SMOL, LLAMA2, LLAMA3 = "smollm2-135m-instruct-tokenizer", "llama2-tokenizer", "llama3-tokenizer"
@@ -82,10 +82,6 @@ def left_padded(encoder: PromptEncoder, examples: list[Example], max_new_tokens:
     return pad_batch(features, pad_id=encoder.tokenizer.eos_token_id, side="left")
 
 
-def parts_pattern(constraint: AnswerConstraint) -> re.Pattern:
-    return re.compile("".join("(?:" + "|".join(map(re.escape, part)) + ")" for part in constraint.parts()))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Valid answers and token text
 
@@ -94,26 +90,44 @@ def parts_pattern(constraint: AnswerConstraint) -> re.Pattern:
     ("tasks", "keys"),
     [((INTENT,), None), ((SLOTS,), None), ((INTENT, SLOTS), None), ((SLOTS, INTENT), ("Slots", "Intent"))],
 )
-def test_parts_describe_exactly_the_rendered_answers(tasks, keys):
+def test_graph_describes_exactly_the_rendered_answers(tasks, keys):
     rng = random.Random(0)
-    constraint = AnswerConstraint(tasks, keys, num_words=3)
-    pattern = parts_pattern(constraint)
-    for _ in range(20):
-        labels = {task.name: rng.choice(task.labels) for task in tasks if task.kind == "sequence"}
-        labels |= {task.name: tuple(rng.choices(task.labels, k=3)) for task in tasks if task.kind == "token"}
-        answer = render_answer(Example("x", "a b c", labels), tasks, keys)
-        assert pattern.fullmatch(answer), answer
-    if SLOTS in tasks:
-        wrong_count = render_answer(Example("x", "a b", {"intent": "play", "slots": (OTHER, OTHER)}), tasks, keys)
-        assert not pattern.fullmatch(wrong_count)
+    for style in (None, "serial", "json"):
+        graph = AnswerConstraint(tasks, keys if style != "serial" else None, num_words=3, style=style).graph()
+        for _ in range(20):
+            labels = {task.name: rng.choice(task.labels) for task in tasks if task.kind == "sequence"}
+            labels |= {task.name: tuple(rng.choices(task.labels, k=3)) for task in tasks if task.kind == "token"}
+            answer = render_answer(Example("x", "a b c", labels), tasks, keys if style != "serial" else None, style)
+            assert graph.matches(answer), answer
+            assert not graph.matches(answer[:-1]) and not graph.matches(answer + " ")
+        if SLOTS in tasks:
+            gold = {"intent": "play", "slots": (OTHER, OTHER)}
+            wrong_count = render_answer(Example("x", "a b", gold), tasks, keys if style != "serial" else None, style)
+            assert not graph.matches(wrong_count)
 
 
-def test_parts_escape_labels_as_json_does():
+def test_graph_escapes_labels_as_json_does():
     odd = TaskSpec("odd", "token", (OTHER, 'say "hi"', "back\\slash", "café"))
     labels = {"intent": "play", "odd": ('say "hi"', "back\\slash", "café")}
     answer = render_answer(Example("x", "a b c", labels), (INTENT, odd))
-    assert parts_pattern(AnswerConstraint((INTENT, odd), num_words=3)).fullmatch(answer)
-    assert AnswerConstraint((SLOTS,), num_words=0).parts() == (("[]",),)
+    assert AnswerConstraint((INTENT, odd), num_words=3).graph().matches(answer)
+    graph = AnswerConstraint((SLOTS,), num_words=0).graph()
+    assert graph.parts == (("[]",),) and graph.matches("[]")
+
+
+def test_label_set_graph_takes_each_label_once_in_order():
+    emotions = TaskSpec("emotion", "multilabel", ("anger", "joy", "sad", 'say "hi"'))
+    for style in ("serial", "json"):
+        graph = AnswerConstraint((emotions, INTENT), style=style).graph()
+        for chosen in [(), ("joy",), ("anger", "sad"), ("anger", "joy", "sad", 'say "hi"'), ('say "hi"', "anger")]:
+            answer = render_answer(
+                Example("x", "t", {"emotion": chosen, "intent": "play"}), (emotions, INTENT), None, style
+            )
+            assert graph.matches(answer), answer
+        bad = ['["sad", "anger"]', '["joy", "joy"]', '["joy",]', '["fear"]', '[""]']
+        for value in bad:
+            answer = f'{{"task1": {value}, "task2": "play"}}' if style == "json" else f"emotion: {value}\nintent: play"
+            assert not graph.matches(answer), answer
 
 
 def test_constraint_needs_num_words_for_token_tasks():
@@ -158,25 +172,45 @@ def all_answers(constraint: AnswerConstraint) -> list[str]:
     for task in constraint.tasks:
         if task.kind == "sequence":
             choices.append([(task.name, label) for label in task.labels])
+        elif task.kind == "multilabel":
+            subsets = itertools.chain.from_iterable(itertools.combinations(task.labels, k) for k in range(4))
+            choices.append([(task.name, subset) for subset in subsets])
         else:
             words = itertools.product(task.labels, repeat=constraint.num_words)
             choices.append([(task.name, tuple(labels)) for labels in words])
     text = " ".join(["w"] * (constraint.num_words or 0))
     combos = itertools.product(*choices)
-    return [render_answer(Example("x", text, dict(combo)), constraint.tasks, constraint.keys) for combo in combos]
+    tasks, keys, style = constraint.tasks, constraint.keys, constraint.style
+    return [render_answer(Example("x", text, dict(combo)), tasks, keys, style) for combo in combos]
 
 
+EMOTION = TaskSpec("emotion", "multilabel", ("anger", "joy", "sadness"))
 BRUTE_FORCE = [
     AnswerConstraint((INTENT,)),
     AnswerConstraint((TOPIC20,)),
     AnswerConstraint((TaskSpec("slots", "token", (OTHER, "time", "time_zone")),), num_words=2),
     AnswerConstraint((TOPIC7, TOPIC20)),
     AnswerConstraint((INTENT, TaskSpec("slots", "token", (OTHER, "date"))), ("Intent", "Slots"), num_words=2),
+    AnswerConstraint((EMOTION,)),
+    AnswerConstraint((TOPIC7, EMOTION), style="json"),
+    AnswerConstraint((TOPIC7,), ("topic",), style="json"),
+    AnswerConstraint((EMOTION, TOPIC7, TaskSpec("slots", "token", (OTHER, "date"))), num_words=1, style="serial"),
+]
+BRUTE_FORCE_IDS = [
+    "label",
+    "prefix-label",
+    "slots",
+    "json",
+    "json-slots",
+    "labels",
+    "json-labels",
+    "json-one",
+    "serial",
 ]
 
 
 @pytest.mark.parametrize(("fmt", "name"), FORMATS)
-@pytest.mark.parametrize("constraint", BRUTE_FORCE, ids=["label", "prefix-label", "slots", "json", "json-slots"])
+@pytest.mark.parametrize("constraint", BRUTE_FORCE, ids=BRUTE_FORCE_IDS)
 def test_processor_allows_exactly_the_tokens_of_valid_continuations(tokenizers, fmt, name, constraint):
     """At every step of every trained answer's ids and of random walks, the allowed set equals brute force."""
     tokenizer = tokenizers(name)
@@ -242,6 +276,27 @@ def test_constrained_generation_of_an_untrained_model_always_parses(tokenizers, 
             assert len(parsed["slots"].value) == len(example.words)
             assert set(parsed["slots"].value) <= set(SLOTS.labels)
         assert parse_answer(output, encoder.tasks, encoder.template.keys or None, len(example.words)) == parsed
+
+
+@pytest.mark.parametrize("style", ["serial", "json"])
+@pytest.mark.parametrize("with_intent", [False, True])
+def test_constrained_generation_of_label_sets_always_parses(tokenizers, models, style, with_intent):
+    """Generic prompts: multi-label answers (alone or with another task) in both styles are always valid sets."""
+    tokenizer = tokenizers(SMOL)
+    tasks = [EMOTION, INTENT] if with_intent else [EMOTION]
+    encoder = PromptEncoder(tokenizer, generic_template(tasks, 0, style), tasks, fmt="chat")
+    examples = [
+        Example(str(i), text, {"emotion": (), "intent": intent}) for i, (text, intent, _) in enumerate(UTTERANCES)
+    ]
+    batch = left_padded(encoder, examples)
+    constraints = [AnswerConstraint.for_example(encoder, example) for example in examples]
+    outputs = constrained_generate(models(SMOL), tokenizer, batch["input_ids"], batch["attention_mask"], constraints)
+    for output, example in zip(outputs, examples):
+        parsed = encoder.parse(output, example)
+        assert all(answer.valid for answer in parsed.values()), (output, parsed)
+        chosen = parsed["emotion"].value
+        assert chosen == [label for label in EMOTION.labels if label in chosen]  # each once, in order
+        assert output.startswith("{") if style == "json" else output.startswith("[" if not with_intent else "emotion: ")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import lit_clf.decoder.module as decoder_module
 from lit_clf.data.base import DatasetInfo
-from lit_clf.data.tasks import IGNORE_INDEX, Example
+from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder import DecoderGenerativeModule
 from lit_clf.decoder.answers import render_answer
 from lit_clf.decoder.decoding.base import read_answer
@@ -24,7 +24,9 @@ from tests.helpers import REPO, ToyDataModule, decoder_overrides, make_decoder, 
 DECODER_CONFIGS = REPO / "configs" / "decoder"
 TASK_CONFIGS = REPO / "configs" / "task"  # shared with the encoder rows
 FSDP_CONFIG = REPO / "configs" / "trainer" / "fsdp-8xa100.yaml"
-CPU_CONFIGS = sorted((REPO / "configs").rglob("smollm2-*.yaml"))
+CPU_CONFIGS = sorted(
+    p for p in (REPO / "configs").rglob("smollm2-*.yaml") if "DecoderGenerativeModule" in p.read_text()
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,6 +249,22 @@ def test_metrics_of_parsed_answers(tiny_llama2_dir):
     assert slots["invalid_rate"] == 0.5 and slots["exact_match"] == 0.75  # best effort: only the short list is wrong
 
 
+def test_metrics_of_parsed_label_sets(tiny_llama2_dir):
+    """Multi-label answers: micro/macro F1 and exact match of the label sets, invalid ones scored best effort."""
+    genres = TaskSpec("genres", "multilabel", ("adventure", "crime", "romance"))
+    module = make_decoder(tiny_llama2_dir, [genres], prompt_format="llama2")
+    golds = [("crime", "adventure"), ("romance",), (), ("crime",)]
+    examples = [Example(str(i), f"film {i}", {"genres": g}) for i, g in enumerate(golds)]
+    texts = ['["adventure", "crime"]', '["romance", "crime"]', "[]", '["crime", "spy"]']  # last: unknown label
+    module.decode = lambda batch: [
+        read_answer(module.featurizer.encoder, t, n) for t, n in zip(texts, batch["num_words"])
+    ]
+    module._evaluate(batch_for(module, examples, "val"), "val")
+    metrics = {name: round(metric.compute().item(), 4) for name, metric in module.metrics["val"]["genres"].items()}
+    # micro: 4 right labels, 1 extra (crime in row 1), none missed; macro: adventure 1, crime 0.8, romance 1
+    assert metrics == {"f1": round(8 / 9, 4), "macro_f1": round(2.8 / 3, 4), "exact_match": 0.75, "invalid_rate": 0.25}
+
+
 def test_constrained_decoding_has_no_invalid_output(tiny_smollm_dir):
     module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat", decoding="constrained")
     metrics = validate(module)
@@ -290,9 +308,25 @@ def test_score_decoding_picks_the_argmax_of_reference_scores(tiny_llama2_dir, no
     assert predicted == [spec.labels[i] for i in reference.argmax(-1).tolist()]
 
 
-def test_score_decoding_refuses_token_tasks(tiny_llama2_dir):
+def test_score_decoding_refuses_token_and_multilabel_tasks(tiny_llama2_dir):
     with pytest.raises(ValueError, match="'slots' is a token task; use decoding 'free' or 'constrained'"):
         make_decoder(tiny_llama2_dir, toy_specs(), prompt_format="llama2", decoding="score")
+    genres = TaskSpec("genres", "multilabel", ("adventure", "crime"))
+    with pytest.raises(ValueError, match="'genres' is a multilabel task; use decoding 'free' or 'constrained'"):
+        make_decoder(tiny_llama2_dir, [genres], prompt_format="llama2", decoding="score")
+
+
+def test_prompt_style_and_label_descriptions_errors_are_one_line(tiny_llama2_dir):
+    specs = toy_specs(("intent",))
+    with pytest.raises(ValueError, match="prompt_style: expected one of serial, json, got 'xml'"):
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", prompt_style="xml")
+    with pytest.raises(ValueError, match="label_descriptions: no task 'topic'"):
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", label_descriptions={"topic": {"a": "b"}})
+    with pytest.raises(ValueError, match="label_descriptions.intent: 'nope' is not a label of task 'intent'"):
+        make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", label_descriptions={"intent": {"nope": "b"}})
+    paper = make_decoder(tiny_llama2_dir, specs, prompt_format="llama2", prompt_style="json")
+    with pytest.raises(ValueError, match="prompt_style='json': Listing 7 answers in the serial style"):
+        paper.featurizer.template("massive")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -559,3 +593,42 @@ def test_the_decoder_fits_and_tests_on_own_files_with_the_generic_prompt(tmp_pat
 
     values = read_metrics_csv(metrics)
     assert float(values["test/ner_invalid_rate"]) == 0.0 and float(values["test/sentiment_invalid_rate"]) == 0.0
+
+
+@pytest.mark.parametrize("style", ["serial", "json"])
+def test_the_decoder_fits_and_tests_a_multilabel_task_with_label_descriptions(
+    tmp_path, tiny_smollm_dir, monkeypatch, style
+):
+    monkeypatch.chdir(tmp_path)
+    rows = [("a heist at sea", ["crime", "adventure"]), ("love story", ["romance"]), ("a quiet film", [])] * 2
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t, "g": g}) + "\n" for t, g in rows))
+    config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-intent.yaml")]
+    overrides = [a for a in decoder_overrides(tmp_path, tiny_smollm_dir, tmp_path) if "max_examples" not in a]
+    common = [
+        *config,
+        *overrides,
+        "--data=lit_clf.data.TextDataModule",
+        "--data.init_args.label_columns={genres: g}",
+        "--data.init_args.task_kinds={genres: multilabel}",
+        "--data.init_args.tasks=[genres]",
+        "--data.init_args.train=train.jsonl",
+        "--data.init_args.test=test.jsonl",
+        "--model.init_args.max_new_tokens=null",
+        f"--model.init_args.prompt_style={style}",
+        "--model.init_args.label_descriptions={genres: {crime: 'a {crime} story', romance: love}}",
+    ]
+    run_cli(["fit", *common])
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    from lit_clf.report.runs import read_metrics_csv
+
+    values = read_metrics_csv(metrics)
+    assert {"test/genres_f1", "test/genres_macro_f1", "test/genres_exact_match"} <= set(values)
+    assert float(values["test/genres_invalid_rate"]) == 0.0  # constrained decoding: always a valid label set
+    (ckpt,) = tmp_path.rglob("best.ckpt")
+    out = tmp_path / "predictions.jsonl"
+    run_cli(["predict", *common, f"--ckpt_path={ckpt}", f"--predictions.output_path={out}"])
+    predicted = [json.loads(line)["genres"] for line in out.read_text().splitlines()]
+    assert len(predicted) == len(rows) and all(p["valid"] for p in predicted)
+    assert all(set(p["pred"]) <= {"adventure", "crime", "romance"} for p in predicted)
+    assert predicted[0]["raw"].startswith("{" if style == "json" else "[")

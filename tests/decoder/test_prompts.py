@@ -514,7 +514,7 @@ def test_pad_batch_errors():
 
 def test_template_dataclass_defaults():
     template = PromptTemplate(("a", "b"), 0, "{text}")
-    assert template.multi and template.keys == ("task1", "task2") and template.source == "template"
+    assert template.style == "json" and template.keys == ("task1", "task2") and template.source == "template"
 
 
 def test_generic_prompts_name_every_task_and_answer_in_the_decoders_syntax():
@@ -538,3 +538,45 @@ def test_generic_prompts_name_every_task_and_answer_in_the_decoders_syntax():
     assert f"Text: John is happy\nAnswer: {answer}\n\nText: Mary left\nAnswer:" in user
     parsed = parse_answer(answer, [sentiment, ner], both.keys, num_words=3)
     assert parsed["sentiment"].value == "positive" and parsed["ner"].value == ["B-person", "O", "O"]
+
+
+def test_generic_prompts_in_both_styles_with_label_sets_and_descriptions():
+    from lit_clf.decoder.answers import parse_answer, render_answer
+    from lit_clf.decoder.generic_prompts import generic_template
+
+    genres = TaskSpec("genres", "multilabel", ("crime", "romance"))
+    sentiment = TaskSpec("sentiment", "sequence", ("negative", "positive"))
+    described = generic_template([genres], style="json", descriptions={"genres": {"crime": "a {heist} or a murder"}})
+    assert described.style == "json" and described.keys == ("genres",)
+    _, user = described.render([genres], "a heist")
+    assert user == (
+        'You will be given a text and a classification task. Answer with one JSON object whose fields "genres" hold '
+        "the answers of the tasks, in this order.\nTask 'genres': choose every label in the list ['crime', 'romance'] "
+        "that applies to the whole text (none, one or several); the answer is a JSON list of those labels in the "
+        "order of the list, [] when none applies.\nOutput the JSON object only and absolutely nothing else.\n"
+        "Labels of 'genres':\n- crime: a {heist} or a murder\n\nText: a heist\nAnswer:"
+    )
+    example = Example("1", "love and crime", {"genres": ("romance", "crime"), "sentiment": "positive"})
+    assert render_answer(example, [genres], described.keys, described.style) == '{"genres": ["crime", "romance"]}'
+    serial = generic_template([sentiment, genres], style="serial")
+    assert serial.keys == () and 'one line per task, in this order: "sentiment", "genres"' in serial.prompt
+    answer = render_answer(example, [sentiment, genres], serial.keys, serial.style)
+    assert answer == 'sentiment: positive\ngenres: ["crime", "romance"]'
+    parsed = parse_answer("Genres: ['romance']\n- sentiment: Negative.", [sentiment, genres], style="serial")
+    assert parsed["sentiment"].value == "negative" and parsed["genres"].value == ["romance"]
+    assert all(p.valid for p in parsed.values())
+    missing = parse_answer("sentiment: positive", [sentiment, genres], style="serial")
+    assert missing["genres"] == ParsedAnswer([], False, "no line genres: ...")
+
+
+def test_a_prompt_file_sets_its_style(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("prompt: 'Classify: {text}'\nstyle: json\n")
+    template = load_template(path, ["intent"], 0)
+    assert (template.style, template.keys) == ("json", ("task1",))
+    path.write_text("prompt: 'Classify: {text}'\nstyle: serial\nkeys: [a, b]\n")
+    with pytest.raises(ValueError, match="keys name the fields of a json answer; the style is serial"):
+        load_template(path, ["intent", "slots"], 0)
+    path.write_text("prompt: 'Classify: {text}'\nstyle: xml\n")
+    with pytest.raises(ValueError, match="style: expected one of serial, json, got 'xml'"):
+        load_template(path, ["intent"], 0)

@@ -555,3 +555,14 @@ def test_runs_on_other_datasets_get_their_own_table(tmp_path):
         "|---|---|---|---|",
         "| wnut | all-MiniLM-L6-v2 | Wnut17 | ner_f1 43.2 |",
     ]
+
+
+def test_a_decoder_with_heads_is_its_own_row():
+    from lit_clf.report.runs import run_from_config
+
+    config = encoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", ["intent", "slots"])
+    config["model"]["init_args"]["pooling"] = "last"
+    run = run_from_config(config, {"test/intent_acc": 0.8, "step": 10}, "a", "a/config.yaml", 0.0)
+    assert run.row.label == "SmolLM2-135M-Instruct (heads, last pooling)" and not run.row.decoder
+    config["model"]["init_args"]["pooling"] = "auto"  # an encoder's default: the paper's row
+    assert run_from_config(config, {"step": 10}, "a", "a/config.yaml", 0.0).row.label == "SmolLM2-135M-Instruct"

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from lit_clf.decoder.answers import ParsedAnswer, parse_answer
+from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.encoding import PromptEncoder
 
 
@@ -36,5 +36,5 @@ class Decoding(Protocol):
 
 
 def read_answer(encoder: PromptEncoder, text: str, num_words: int) -> Decoded:
-    """A generation read with the prompt's tasks and JSON keys (never raises; see ``parse_answer``)."""
-    return Decoded(text, parse_answer(text, encoder.tasks, encoder.template.keys or None, num_words=num_words))
+    """A generation read with the prompt's tasks and answer syntax (never raises; see ``parse_answer``)."""
+    return Decoded(text, encoder.read(text, num_words))

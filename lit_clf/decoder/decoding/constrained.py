@@ -7,10 +7,12 @@ the multi-task JSON object.
 
 How constrained decoding works:
 
-1. *The answer as a sequence of alternatives.* :meth:`AnswerConstraint.parts` renders the answer with
-   :func:`lit_clf.decoder.answers.render_answer` itself, marker values in place of the labels, and splits the text at
+1. *The answer as a graph of parts.* :meth:`AnswerConstraint.graph` walks the answer's layout
+   (:func:`lit_clf.decoder.answers.answer_layout`) and renders each value with
+   :func:`lit_clf.decoder.answers.render_value` itself, marker values in place of the labels, splitting the text at
    the markers: literal parts (``{"task1": "``) alternate with label choices, each label written as the renderer
-   writes it (JSON escapes included). The format cannot drift from the one training uses.
+   writes it (JSON escapes included), so the format cannot drift from the one training uses. A multi-label value
+   branches: the empty list, or labels in the label list's order, each at most once, joined by the separator.
 2. *The text of each token in context.* :class:`TokenVocab` holds the bytes each token adds to a text it
    continues: the byte-level alphabet of byte-level BPE (``Ġ`` is a space) or, for other tokenizers, the decoded
    text after an anchor token (SentencePiece's ``▁`` is a space inside a text, though a lone token decodes
@@ -18,7 +20,8 @@ How constrained decoding works:
    The answer segment of the prompt format (a leading space in ``raw`` and ``llama2``, Meta's trailing space in
    ``llama2``) is read off the tokenizer's own ids of a probe answer, so it is what training uses.
 3. *An automaton over bytes.* The parts become one trie per part; a state is the set of (part, trie node)
-   positions the text so far can end at, interned to an int, with memoized transitions (a lazily built DFA).
+   positions the text so far can end at (a finished part continues at the start of each next part), interned to
+   an int, with memoized transitions (a lazily built DFA).
 4. *Allowed tokens.* From a state, a depth-first walk extends the text byte by byte along the automaton and
    stops as soon as no token of the vocabulary starts with the bytes walked (a binary search in the sorted
    token strings): every token met on the way is allowed. The walk visits the few hundred strings that are
@@ -31,7 +34,7 @@ import bisect
 import functools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +42,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.decoder.answers import render_answer
+from lit_clf.decoder.answers import answer_layout, answer_style, render_value
 from lit_clf.decoder.decoding.base import Decoded, read_answer
 from lit_clf.decoder.formats import PromptFormat, label_answer_ids
 
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnswerConstraint",
+    "AnswerGraph",
     "ConstrainedAnswerProcessor",
     "ConstrainedDecoding",
     "TokenVocab",
@@ -60,7 +64,6 @@ __all__ = [
 # as they are (``ensure_ascii=False``) and no label contains.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _SLOT = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
-_MARKED = re.compile(f"{_OPEN}(.*?){_CLOSE}", re.DOTALL)
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # Probe answer whose ids reveal the text a prompt format puts around an answer.
 _PROBE = "Zq"
@@ -72,76 +75,177 @@ _DONE = -1  # state of a row that has written EOS
 
 
 @dataclass(frozen=True)
+class AnswerGraph:
+    """Valid answer texts as a graph of parts.
+
+    Attributes:
+        parts: Each part a tuple of alternative texts (one for a literal).
+        nexts: Per part, the parts that may follow it; ``len(parts)`` stands for the end of the answer.
+        starts: The parts an answer may begin with (``len(parts)``: the empty answer).
+    """
+
+    parts: tuple[tuple[str, ...], ...]
+    nexts: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` is a valid answer (for tests and checks; decoding uses the token automaton)."""
+        tries = [_Trie([alternative.encode() for alternative in alternatives]) for alternatives in self.parts]
+        positions = _closure([(part, 0) for part in self.starts], tries, self.nexts)
+        for byte in text.encode():
+            moved = [(p, tries[p].children[n][byte]) for p, n in positions if byte in _children(tries, p, n)]
+            positions = _closure(moved, tries, self.nexts)
+        return (len(self.parts), 0) in positions
+
+
+def _children(tries: Sequence[_Trie], part: int, node: int) -> dict[int, int]:
+    return tries[part].children[node] if part < len(tries) else {}
+
+
+def _closure(
+    positions: Sequence[tuple[int, int]], tries: Sequence[_Trie], nexts: Sequence[Sequence[int]]
+) -> frozenset[tuple[int, int]]:
+    """``positions`` (part, trie node) plus the start of each next part wherever a part's alternative is complete."""
+    closed: set[tuple[int, int]] = set()
+    stack = list(positions)
+    while stack:
+        position = stack.pop()
+        if position in closed:
+            continue
+        closed.add(position)
+        part, node = position
+        if part < len(tries) and tries[part].terminal[node]:
+            stack.extend((following, 0) for following in nexts[part])
+    return frozenset(closed)
+
+
+class _GraphBuilder:
+    """Appends parts to an :class:`AnswerGraph`; each new part follows the current frontier (the parts that may
+    end the text so far; ``-1`` is the start)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, ...]] = []
+        self.nexts: list[list[int]] = []
+        self.starts: list[int] = []
+        self.frontier: set[int] = {-1}
+
+    def add(self, alternatives: Sequence[str], after: set[int] | None = None) -> int:
+        index = len(self.parts)
+        self.parts.append(tuple(alternatives))
+        self.nexts.append([])
+        for source in self.frontier if after is None else after:
+            (self.starts if source < 0 else self.nexts[source]).append(index)
+        return index
+
+    def literal(self, text: str) -> None:
+        if text:
+            self.frontier = {self.add((text,))}
+
+    def chain(self, text: str, choices: Sequence[tuple[str, ...]]) -> None:
+        """Literal text with marker ``i`` standing for a choice among ``choices[i]``."""
+        for i, piece in enumerate(_SLOT.split(text)):
+            if i % 2:
+                self.frontier = {self.add(choices[int(piece)])}
+            else:
+                self.literal(piece)
+
+    def label_set(self, task: TaskSpec, quoted: bool) -> None:
+        """A multi-label value: the empty list, or labels in the task's order, each at most once."""
+        empty = render_value(task, [], quoted)
+        head, tail = render_value(task, [_marker(0)], quoted).split(_marker(0))
+        two = render_value(task, [_marker(0), _marker(1)], quoted)
+        separator = two[len(head) + len(_marker(0)) : len(two) - len(tail) - len(_marker(1))]
+        entry, written = self.frontier, _list_items(task)
+        exits = {self.add((empty,), entry)}
+        start = self.add((head,), entry) if head else None
+        chosen: list[int] = []
+        separators: list[int] = []
+        for i, label in enumerate(written):
+            sources = set(separators) | ({start} if start is not None else entry)
+            chosen.append(self.add((label,), sources))
+            if i < len(written) - 1:
+                separators.append(self.add((separator,), {chosen[-1]}))
+        self.frontier = exits | ({self.add((tail,), set(chosen))} if tail else set(chosen))
+
+    def graph(self) -> AnswerGraph:
+        end = len(self.parts)
+        for source in self.frontier:
+            (self.starts if source < 0 else self.nexts[source]).append(end)
+        return AnswerGraph(tuple(self.parts), tuple(tuple(n) for n in self.nexts), tuple(self.starts))
+
+
+def _marker(slot: int) -> str:
+    return f"{_OPEN}{slot}{_CLOSE}"
+
+
+def _list_items(task: TaskSpec) -> tuple[str, ...]:
+    """Each label of ``task`` as a JSON list writes it between its quotes (JSON escapes included)."""
+    for label in task.labels:
+        if _OPEN in label or _CLOSE in label:
+            raise ValueError(f"task {task.name!r}: label {label!r} holds a private-use character")
+    return tuple(json.dumps(label, ensure_ascii=False)[1:-1] for label in task.labels)
+
+
+@dataclass(frozen=True)
 class AnswerConstraint:
     """The valid answers of one example: what :func:`lit_clf.decoder.answers.render_answer` can write for it.
 
     Attributes:
         tasks: The tasks of the prompt, in answer order (``PromptEncoder.tasks``).
-        keys: JSON key per task for several tasks; None for :func:`lit_clf.decoder.answers.default_keys`.
+        keys: JSON key per task (``json`` style); None for :func:`lit_clf.decoder.answers.default_keys`.
         num_words: Number of whitespace words of the input: the length of every token task's label list.
             Required when a task is a token task.
+        style: The answer style (``serial``, ``json``); None: ``serial`` for one task, ``json`` for several.
     """
 
     tasks: tuple[TaskSpec, ...]
     keys: tuple[str, ...] | None = None
     num_words: int | None = None
+    style: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "keys", tuple(self.keys) if self.keys else None)
         if not self.tasks:
             raise ValueError("AnswerConstraint: give at least one task")
+        object.__setattr__(self, "style", answer_style(self.tasks, self.style))
         token_task = next((task.name for task in self.tasks if task.kind == "token"), None)
         if token_task is not None and (self.num_words is None or self.num_words < 0):
             raise ValueError(f"num_words: token task {token_task!r} needs the number of input words")
 
     @classmethod
     def for_example(cls, encoder: PromptEncoder, example: Example) -> AnswerConstraint:
-        """The constraint of ``example`` under ``encoder``'s tasks and JSON keys."""
-        return cls(tuple(encoder.tasks), encoder.template.keys or None, len(example.words))
+        """The constraint of ``example`` under ``encoder``'s tasks, JSON keys and answer style."""
+        template = encoder.template
+        return cls(tuple(encoder.tasks), template.keys or None, len(example.words), template.style)
 
-    def parts(self) -> tuple[tuple[str, ...], ...]:
-        """The answer text as a sequence of parts, each a tuple of alternatives (one for a literal part).
+    def graph(self, before: str = "", after: str = "") -> AnswerGraph:
+        """The valid answers as a graph of parts, between the literal texts ``before`` and ``after``.
 
-        Joining one alternative of every part gives exactly the ``render_answer`` text of those labels, e.g.
-        ``('{"task1": "',), ('alarm_set', 'play_music'), ('", "task2": ["',), ('Other', 'time'), ('"]}',)``.
+        Joining one alternative of each part along a path from a start to the end gives exactly a
+        ``render_answer`` text, e.g. ``('{"task1": "',), ('alarm_set', 'play_music'), ('", "task2": ["',), ...``.
         """
-        return _parts(self)
-
-    def _render(self, value: Callable[[int, TaskSpec], str]) -> tuple[str, list[TaskSpec]]:
-        """``render_answer`` with ``value(slot, task)`` for each label slot; also the task of each slot."""
-        labels: dict[str, str | tuple[str, ...]] = {}
-        slots: list[TaskSpec] = []
-        for task in self.tasks:
-            count = 1 if task.kind == "sequence" else self.num_words
-            values = tuple(value(len(slots) + i, task) for i in range(count))
-            slots.extend([task] * count)
-            labels[task.name] = values[0] if task.kind == "sequence" else values
-        return render_answer(Example(id="", text="", labels=labels), self.tasks, self.keys), slots
-
-    def _written_labels(self, task: TaskSpec) -> tuple[str, ...]:
-        """Each label of ``task`` as the renderer writes it in this answer (JSON-escaped inside an object)."""
-        written = []
-        for label in task.labels:
-            text, _ = self._render(lambda _, t, label=label: f"{_OPEN}{label}{_CLOSE}" if t is task else "")
-            found = _MARKED.search(text)
-            if _OPEN in label or _CLOSE in label or found is None:
-                raise ValueError(f"task {task.name!r}: cannot locate label {label!r} in the rendered answer")
-            written.append(found.group(1))
-        return tuple(written)
+        return _graph(self, before, after)
 
 
 @functools.lru_cache(maxsize=1024)
-def _parts(constraint: AnswerConstraint) -> tuple[tuple[str, ...], ...]:
-    layout, slots = constraint._render(lambda slot, _: f"{_OPEN}{slot}{_CLOSE}")
-    written = {task.name: constraint._written_labels(task) for task in set(slots)}
-    parts = []
-    for i, piece in enumerate(_SLOT.split(layout)):  # literal, slot index, literal, ..., literal
-        if i % 2:
-            parts.append(written[slots[int(piece)].name])
-        elif piece:
-            parts.append((piece,))
-    return tuple(parts)
+def _graph(constraint: AnswerConstraint, before: str, after: str) -> AnswerGraph:
+    quoted = constraint.style == "json"
+    builder = _GraphBuilder()
+    builder.literal(before)
+    for piece in answer_layout(constraint.tasks, constraint.keys, constraint.style):
+        if isinstance(piece, str):
+            builder.literal(piece)
+        elif piece.kind == "sequence":
+            builder.frontier = {builder.add(tuple(render_value(piece, label, quoted) for label in piece.labels))}
+        elif piece.kind == "multilabel":
+            builder.label_set(piece, quoted)
+        else:
+            count = constraint.num_words or 0
+            items = _list_items(piece)
+            builder.chain(render_value(piece, [_marker(i) for i in range(count)], quoted), [items] * count)
+    builder.literal(after)
+    return builder.graph()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,15 +385,16 @@ class _Trie:
 
 
 class _AnswerAutomaton:
-    """Prefixes of valid answers over one vocabulary: a byte DFA built lazily from per-part tries.
+    """Prefixes of valid answers over one vocabulary: a byte DFA built lazily from an :class:`AnswerGraph`.
 
     A state is the set of ``(part, node)`` positions the text so far can end at, interned to an int;
     ``(len(parts), 0)`` means the answer is complete.
     """
 
-    def __init__(self, parts: Sequence[Sequence[bytes]], vocab: TokenVocab) -> None:
+    def __init__(self, graph: AnswerGraph, vocab: TokenVocab) -> None:
         self.vocab = vocab
-        self._tries = [_Trie(alternatives) for alternatives in parts]
+        self._tries = [_Trie([text.encode("utf-8") for text in alternatives]) for alternatives in graph.parts]
+        self._nexts = graph.nexts
         self._final = (len(self._tries), 0)
         self._sets: list[frozenset[tuple[int, int]]] = []
         self._index: dict[frozenset[tuple[int, int]], int] = {}
@@ -297,8 +402,9 @@ class _AnswerAutomaton:
         self._tokens: dict[tuple[int, int], int] = {}
         self._allowed: dict[int, torch.Tensor] = {}
         self.dead = self._intern(frozenset())
-        self.start = self._intern(self._closure([(0, 0)]))
-        #: Most tokens an answer can take, EOS included: every other token writes at least one byte.
+        self.start = self._intern(_closure([(part, 0) for part in graph.starts], self._tries, self._nexts))
+        #: Most tokens an answer can take, EOS included: every other token writes at least one byte, and a path
+        #: through the graph visits each part at most once.
         self.max_tokens = sum(trie.max_len for trie in self._tries) + 1
 
     def consume(self, state: int, token_id: int) -> int:
@@ -339,36 +445,18 @@ class _AnswerAutomaton:
         return found
 
     def _next_bytes(self, state: int) -> set[int]:
-        live = [(part, node) for part, node in self._sets[state] if part < len(self._tries)]
-        return {byte for part, node in live for byte in self._children(part, node)}
-
-    def _children(self, part: int, node: int) -> dict[int, int]:
-        return self._tries[part].children[node]
+        return {byte for part, node in self._sets[state] for byte in _children(self._tries, part, node)}
 
     def _step(self, state: int, byte: int) -> int:
         key = (state, byte)
         if key not in self._steps:
             moved = [
-                (part, self._children(part, node)[byte])
+                (part, self._tries[part].children[node][byte])
                 for part, node in self._sets[state]
-                if part < len(self._tries) and byte in self._children(part, node)
+                if byte in _children(self._tries, part, node)
             ]
-            self._steps[key] = self._intern(self._closure(moved))
+            self._steps[key] = self._intern(_closure(moved, self._tries, self._nexts))
         return self._steps[key]
-
-    def _closure(self, positions: Sequence[tuple[int, int]]) -> frozenset[tuple[int, int]]:
-        """Add the start of the next part wherever a part's alternative is complete."""
-        closed: set[tuple[int, int]] = set()
-        stack = list(positions)
-        while stack:
-            position = stack.pop()
-            if position in closed:
-                continue
-            closed.add(position)
-            part, node = position
-            if part < len(self._tries) and self._tries[part].terminal[node]:
-                stack.append((part + 1, 0))
-        return frozenset(closed)
 
     def _intern(self, positions: frozenset[tuple[int, int]]) -> int:
         if positions not in self._index:
@@ -381,8 +469,8 @@ class _AnswerAutomaton:
 def _automaton(constraint: AnswerConstraint, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> _AnswerAutomaton:
     """One automaton (and its caches) per constraint, tokenizer and format, shared by all batches."""
     before, after = _answer_affixes(tokenizer, fmt)
-    parts = [tuple(text.encode("utf-8") for text in alternatives) for alternatives in constraint.parts()]
-    return _AnswerAutomaton([(before,), *parts, (after,)], TokenVocab.of(tokenizer))
+    graph = constraint.graph(before.decode("utf-8"), after.decode("utf-8"))
+    return _AnswerAutomaton(graph, TokenVocab.of(tokenizer))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -523,8 +611,11 @@ class ConstrainedDecoding:
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
-        keys = self.encoder.template.keys or None
-        constraints = [AnswerConstraint(tuple(self.encoder.tasks), keys, n) for n in batch["num_words"]]
+        template = self.encoder.template
+        constraints = [
+            AnswerConstraint(tuple(self.encoder.tasks), template.keys or None, n, template.style)
+            for n in batch["num_words"]
+        ]
         texts = constrained_generate(
             model,
             self.encoder.tokenizer,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer, render_answer
+from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
 
 if TYPE_CHECKING:
@@ -227,8 +227,7 @@ class ScoreDecoding:
         self.candidates_per_pass = candidates_per_pass
         self.candidates = label_candidates(encoder.tasks)
         self.ids = candidate_answer_ids(encoder, self.candidates)
-        keys = encoder.template.keys or None
-        self.texts = [render_answer(Example("", "", labels), encoder.tasks, keys) for labels in self.candidates]
+        self.texts = [encoder.answer_text(Example("", "", labels)) for labels in self.candidates]
 
     def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
         scores = score_labels(

@@ -1,4 +1,8 @@
-"""Causal-LM loading in one function: dtype, 4-bit (QLoRA), LoRA, rank-0 loading under FSDP, checkpointing."""
+"""Model loading in one function: dtype, 4-bit (QLoRA), LoRA, rank-0 loading under FSDP, checkpointing.
+
+Used by the decoder module (``AutoModelForCausalLM``) and by the head-based module on decoder backbones
+(``AutoModel``, no LM head).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 #: Trainer precision -> dtype the weights are loaded in when ``torch_dtype`` is unset (others: float32).
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -16,9 +20,15 @@ PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-def load_causal_lm(
+def load_causal_lm(name: str, **options: Any) -> nn.Module:
+    """An ``AutoModelForCausalLM`` ready to train (:func:`load_model`)."""
+    return load_model(name, auto_class=AutoModelForCausalLM, **options)
+
+
+def load_model(
     name: str,
     *,
+    auto_class: type = AutoModel,
     pretrained: bool = True,
     torch_dtype: TorchDtype | None = None,
     load_in_4bit: bool = False,
@@ -27,10 +37,11 @@ def load_causal_lm(
     attn_implementation: str | None = None,
     trainer=None,
 ) -> nn.Module:
-    """An ``AutoModelForCausalLM`` ready to train, in training mode.
+    """A transformers model ready to train, in training mode.
 
     Args:
         name: Hub id or local folder (no remote code).
+        auto_class: ``AutoModelForCausalLM`` (with the LM head) or ``AutoModel`` (the bare backbone).
         pretrained: Load the pretrained weights; ``False`` builds the architecture from its config, random weights.
         torch_dtype: Weights' dtype (``auto`` = the checkpoint's). Unset: bfloat16 under ``precision: bf16-true``,
             float16 under ``16-true``, else float32 (mixed precision keeps float32 master weights).
@@ -46,14 +57,14 @@ def load_causal_lm(
     dtype = _weights_dtype(torch_dtype, trainer)
     kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if load_in_4bit:
-        model = AutoModelForCausalLM.from_pretrained(name, **_4bit_kwargs(dtype, trainer), **kernel)
+        model = auto_class.from_pretrained(name, **_4bit_kwargs(dtype, trainer), **kernel)
     else:
         empty = pretrained and _rank0_loads_for_fsdp(trainer) and trainer.global_rank > 0
         if pretrained and not empty:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kernel)
+            model = auto_class.from_pretrained(name, dtype=dtype, **kernel)
         else:
             with torch.device("meta") if empty else nullcontext():
-                model = AutoModelForCausalLM.from_config(
+                model = auto_class.from_config(
                     AutoConfig.from_pretrained(name), dtype=None if dtype == "auto" else dtype, **kernel
                 )
     if gradient_checkpointing:
@@ -65,7 +76,8 @@ def load_causal_lm(
     if lora is not None:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+        task_type = "CAUSAL_LM" if auto_class is AutoModelForCausalLM else "FEATURE_EXTRACTION"
+        model = get_peft_model(model, LoraConfig(task_type=task_type, **lora))
     return model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes
 
 
@@ -104,4 +116,4 @@ def _rank0_loads_for_fsdp(trainer) -> bool:
     return True
 
 
-__all__ = ["PRECISION_DTYPES", "TorchDtype", "load_causal_lm"]
+__all__ = ["PRECISION_DTYPES", "TorchDtype", "load_causal_lm", "load_model"]

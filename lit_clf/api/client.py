@@ -1,0 +1,158 @@
+"""Chat completions from an OpenAI-compatible endpoint: bounded concurrency, retries, timeouts, a response cache.
+
+Retries and timeouts are the ``openai`` client's own: rate limits (429), server errors (5xx), timeouts and lost
+connections are retried ``max_retries`` times with exponential backoff and jitter, honouring the server's
+``retry-after`` header. A request that still fails stops the run with one line; every answer received before it
+is in the cache, so rerunning the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from lit_clf.api.cache import ResponseCache, request_key
+
+__all__ = ["ApiError", "ChatClient", "Completion"]
+
+#: The placeholder key sent to servers that need none (``api_key_env: null``; local vLLM, llama.cpp, Ollama...).
+NO_KEY = "no-key"
+
+
+class ApiError(ValueError):
+    """A request failed after its retries, or the endpoint cannot be used as configured (a one-line CLI error)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer: its text, the tokens the server counted (0 when it reports none) and whether it came from the
+    cache (no request made, nothing paid)."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+
+class ChatClient:
+    """Sends chat requests to ``{base_url}/chat/completions`` (the ``openai`` client), through a cache.
+
+    Args:
+        model: The model name the endpoint serves (``gpt-4o``, ``meta-llama/Meta-Llama-3-8B-Instruct``...).
+        base_url: The endpoint, e.g. ``http://localhost:8000/v1``; unset: OpenAI's (or ``OPENAI_BASE_URL``).
+        api_key_env: Environment variable holding the API key, read here and kept only by the ``openai`` client
+            (never logged, saved or hashed into the cache). None: the endpoint needs no key.
+        params: Request parameters besides model and messages (``temperature``, ``max_tokens``, ``seed``...);
+            part of the cache key.
+        concurrency: Most requests in flight at once.
+        max_retries: Retries of a request on 429, 5xx, timeouts and connection errors.
+        timeout: Seconds before one attempt times out.
+        cache: Where answers are stored; None: no cache.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        params: Mapping[str, Any] | None = None,
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency: expected a positive number, got {concurrency}")
+        if max_retries < 0 or timeout <= 0:
+            raise ValueError(f"max_retries >= 0 and timeout > 0 expected, got {max_retries} and {timeout}")
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.params = dict(params or {})
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.cache = cache
+        self._client = None
+
+    def _openai(self):
+        if self._client is None:
+            try:
+                import openai
+            except ImportError:
+                raise ApiError("API models need the openai package: pip install 'lit_clf[api]'") from None
+            key = NO_KEY
+            if self.api_key_env:
+                key = os.environ.get(self.api_key_env, "")
+                if not key:
+                    raise ApiError(
+                        f"api_key_env: the environment variable {self.api_key_env} is not set (the key is read from "
+                        "the environment only; for a server that needs none, set api_key_env to null)"
+                    )
+            self._client = openai.OpenAI(
+                api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+            )
+        return self._client
+
+    def complete(self, messages: Sequence[Mapping[str, str]], extra: Mapping[str, Any] | None = None) -> Completion:
+        """One answer for ``messages``; ``extra`` parameters (a per-example response format) join ``params``."""
+        params = {**self.params, **(extra or {})}
+        key = request_key(self.model, messages, params)
+        if self.cache is not None and (entry := self.cache.get(key)) is not None:
+            return Completion(entry["text"], entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0), True)
+        client = self._openai()
+        import openai
+
+        try:
+            response = client.chat.completions.create(model=self.model, messages=list(messages), **params)
+        except openai.APIStatusError as err:
+            retried = err.status_code in (408, 409, 429) or err.status_code >= 500
+            after = f" after {self.max_retries} retries" if retried else ""
+            raise ApiError(
+                f"{self._where()}: HTTP {err.status_code}{after}: {_message(err)}{self._resume_hint()}"
+            ) from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise ApiError(f"{self._where()}: {err} after {self.max_retries} retries{self._resume_hint()}") from None
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content if choice is not None else None) or ""
+        usage = response.usage
+        completion = Completion(
+            text,
+            getattr(usage, "prompt_tokens", 0) or 0,
+            getattr(usage, "completion_tokens", 0) or 0,
+        )
+        if self.cache is not None:
+            entry = {"text": text, "prompt_tokens": completion.prompt_tokens}
+            entry |= {"completion_tokens": completion.completion_tokens, "model": getattr(response, "model", None)}
+            self.cache.put(key, entry)
+        return completion
+
+    def complete_all(
+        self, requests: Sequence[Sequence[Mapping[str, str]]], extras: Sequence[Mapping[str, Any] | None] | None = None
+    ) -> list[Completion]:
+        """Answers in request order, at most ``concurrency`` requests in flight."""
+        extras = list(extras) if extras is not None else [None] * len(requests)
+        if self.concurrency == 1 or len(requests) <= 1:
+            return [self.complete(messages, extra) for messages, extra in zip(requests, extras)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self.complete, requests, extras))
+
+    def _where(self) -> str:
+        return f"{self.base_url or 'the OpenAI API'} ({self.model})"
+
+    def _resume_hint(self) -> str:
+        if self.cache is None:
+            return ""
+        return f"; the answers received so far are cached in {self.cache.folder}: rerun to resume"
+
+
+def _message(err: Exception) -> str:
+    body = getattr(err, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(err, "message", err)).splitlines()[0]
