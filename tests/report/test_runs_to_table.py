@@ -566,3 +566,12 @@ def test_a_decoder_with_heads_is_its_own_row():
     assert run.row.label == "SmolLM2-135M-Instruct (heads, last pooling)" and not run.row.decoder
     config["model"]["init_args"]["pooling"] = "auto"  # an encoder's default: the paper's row
     assert run_from_config(config, {"step": 10}, "a", "a/config.yaml", 0.0).row.label == "SmolLM2-135M-Instruct"
+
+
+def test_api_model_runs_fill_the_papers_gpt_rows():
+    from lit_clf.report.runs import run_from_config
+
+    config = decoder_config("gpt-4o-2024-08-06", 5, ["intent"])
+    config["model"]["class_path"] = "lit_clf.api.ChatApiModule"
+    run = run_from_config(config, {"test/intent_acc": 0.8, "step": 0}, "a", "a/config.yaml", 0.0)
+    assert run.row.label == "GPT4o Five-shot w/o FT" and run.row.decoder
