@@ -17,6 +17,8 @@ class RunCost(Callback):
     trainer's setup to the stage's end (data preparation, evaluation and checkpointing included):
 
     - ``cost/<stage>_wall_s``: wall seconds;
+    - ``cost/fit_train_s``: the seconds of fit spent in the training loop (from its first batch's setup to its
+      end, the validation passes inside fit left out): what ``train_runtime`` is in a Hugging Face ``Trainer``;
     - ``cost/<stage>_device_hours``: wall hours x devices (GPUs across all nodes, or 1 for a CPU run);
     - ``cost/<stage>_energy_kwh``: energy the GPUs drew, summed over devices (NVML's counter; needs
       ``nvidia-ml-py`` and a Volta or newer GPU; left out otherwise).
@@ -33,6 +35,9 @@ class RunCost(Callback):
         self.enabled = enabled
         self._start: dict[str, float] = {}
         self._energy: dict[str, float | None] = {}
+        self._train_start: float | None = None
+        self._validation_start: float | None = None
+        self._validation_s = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.enabled:
@@ -46,7 +51,26 @@ class RunCost(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self._log(trainer, pl_module, "fit")
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._train_start, self._validation_s = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if self._train_start is not None and not trainer.sanity_checking:
+            self._validation_start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.enabled or self._train_start is None:
+            return
+        seconds = time.perf_counter() - self._train_start - self._validation_s
+        self._train_start = None
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"cost/fit_train_s": seconds}, step=trainer.global_step)
+
     def on_validation_end(self, trainer, pl_module) -> None:
+        if self._validation_start is not None:  # a validation pass inside fit: not training time
+            self._validation_s += time.perf_counter() - self._validation_start
+            self._validation_start = None
         if trainer.state.fn == "validate":  # not the validation loops inside fit
             self._log(trainer, pl_module, "validate")
 

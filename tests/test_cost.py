@@ -21,6 +21,7 @@ def test_fit_and_test_costs_are_logged_beside_the_scores(tmp_path, tiny_roberta_
         assert 0 < wall < 600
         assert abs(last[f"cost/{stage}_device_hours"] - wall / 3600) < 1e-9  # one CPU machine
         assert f"cost/{stage}_energy_kwh" not in last  # no GPU: no energy reading, not a zero
+    assert 0 < last["cost/fit_train_s"] < last["cost/fit_wall_s"]  # the training loop, validation left out
     # The test stage's cost is logged after its scores, the fit's before the test starts.
     columns = [[key for key, v in row.items() if v] for row in rows]
     fit_row = next(i for i, c in enumerate(columns) if "cost/fit_wall_s" in c)
