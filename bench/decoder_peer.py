@@ -1,8 +1,8 @@
 """Whole-process timing of decoder fine-tuning against TRL's ``SFTTrainer``: SmolLM2-135M-Instruct on the paper's
 zero-shot MASSIVE intent prompt (chat format), same training examples, steps, batch size and learning rate.
 
-``prepare`` writes the training subset lit_clf's recipe draws (``configs/massive/smollm2-135m-intent.yaml``:
-``max_train_examples`` = steps x batch, seeded) as prompt-completion chat records for TRL. ``run`` then times each
+It first writes the training subset lit_clf's recipe draws (``configs/massive/smollm2-135m-intent.yaml``:
+``max_train_examples`` = steps x batch, seeded) as prompt-completion chat records for TRL, then times each
 side as one process under ``/usr/bin/time -v``, alternating, ``--runs`` times each: lit_clf (``lit-clf fit`` of the
 recipe, the shared prompt prefix on as by default, no validation or checkpoint), TRL (padded batches) and TRL
 ``padding_free``. Reported: training examples/s (each side's own training-loop time), wall, peak RSS and the mean

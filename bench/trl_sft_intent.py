@@ -1,12 +1,13 @@
 """The peer of the decoder benchmark: TRL's ``SFTTrainer`` on the same prompt-completion data.
 
-Reads the jsonl that ``bench/decoder_peer.py prepare`` writes (the paper's zero-shot MASSIVE intent prompt as chat
+Reads the jsonl that ``bench/decoder_peer.py`` prepares (the paper's zero-shot MASSIVE intent prompt as chat
 messages, the intent as the completion; the training subset lit_clf's recipe uses) and fine-tunes the decoder
 with TRL's documented defaults for prompt-completion data: the loss on the completion only
 (``completion_only_loss``), fused AdamW, and padding-free batches when ``--padding-free`` is given (TRL flattens
 the batch and passes position ids). Activation checkpointing, on by default in ``SFTConfig``, is switched off:
-it trades speed for memory, and the lit_clf side does not use it. Same steps, batch size and learning rate as the lit_clf side. Prints one JSON
-line with the training time, examples/s and the mean loss of the last 16 logged steps::
+it trades speed for memory, and the lit_clf side does not use it. Same steps, batch size and learning rate as
+the lit_clf side. Prints one JSON line with the training time, examples/s and the mean loss of the last 16
+logged steps::
 
     python bench/trl_sft_intent.py --model models/smollm2-135m-instruct --data /tmp/intent-sft.jsonl --steps 64
 """
