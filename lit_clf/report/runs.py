@@ -182,11 +182,27 @@ def _as_int(value: Any, what: str, where: str) -> int | None:
         raise ReportError(f"{where}: {what} should be a number, got {value!r}") from None
 
 
+_METRIC_SUFFIXES = ("_invalid_rate", "_exact_match", "_macro_f1", "_acc", "_f1")
+
+
+def _tasks_of_metrics(metrics: Mapping[str, float]) -> tuple[str, ...]:
+    """Task names in the order the scores name them (``test/ner_f1`` -> ``ner``): for a DataModule whose ``tasks``
+    option was left unset (all of its tasks, e.g. WNUT 17's one)."""
+    names: list[str] = []
+    for key in metrics:
+        stage, _, rest = key.partition("/")
+        if stage in ("test", "val"):
+            suffix = next((s for s in _METRIC_SUFFIXES if rest.endswith(s)), None)
+            if suffix and rest[: -len(suffix)] not in names:
+                names.append(rest[: -len(suffix)])
+    return tuple(names)
+
+
 def run_from_config(
     config: Mapping, metrics: Mapping[str, float], source: str, where: str, time: float, device: str | None = None
 ) -> Run:
     """Build a :class:`Run` from a resolved config and metrics; ``where`` names the config in errors."""
-    tasks = _task_list(config_get(config, "data.init_args.tasks"))
+    tasks = _task_list(config_get(config, "data.init_args.tasks")) or _tasks_of_metrics(metrics)
     if not tasks:
         raise ReportError(f"{where}: no data.init_args.tasks (expected a resolved lit-clf config)")
     model = model_section(config)

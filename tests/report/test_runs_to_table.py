@@ -575,3 +575,12 @@ def test_api_model_runs_fill_the_papers_gpt_rows():
     config["model"]["class_path"] = "lit_clf.api.ChatApiModule"
     run = run_from_config(config, {"test/intent_acc": 0.8, "step": 0}, "a", "a/config.yaml", 0.0)
     assert run.row.label == "GPT4o Five-shot w/o FT" and run.row.decoder
+
+
+def test_a_run_without_a_tasks_option_is_named_by_its_scores():
+    from lit_clf.report.runs import run_from_config
+
+    config = encoder_config("sentence-transformers/all-MiniLM-L6-v2", ["x"])
+    config["data"] = {"class_path": "lit_clf.data.Wnut17DataModule", "init_args": {"tasks": None}}
+    metrics = {"test/ner_f1": 0.43, "test/ner_exact_match": 0.5, "val/ner_f1": 0.5, "step": 5}
+    assert run_from_config(config, metrics, "a", "a/config.yaml", 0.0).tasks == ("ner",)
