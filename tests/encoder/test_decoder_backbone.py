@@ -147,3 +147,19 @@ def test_lora_trains_the_adapters_and_the_heads_only(tiny_llama2_dir):
     assert any(name.startswith("heads.") for name in trainable)
     loss, _, _ = module.model_step(batch_for(module, toy_examples()[:2]))
     loss.backward()
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llama2_dir):
+    plain, checkpointed = (
+        make_module(tiny_llama2_dir, toy_specs()),
+        make_module(tiny_llama2_dir, toy_specs(), gradient_checkpointing=True),
+    )
+    batch = batch_for(plain, toy_examples()[:4])
+    losses = []
+    for module in (plain, checkpointed):
+        loss, _, _ = module.model_step(batch)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    for a, b in zip(plain.backbone.parameters(), checkpointed.backbone.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
