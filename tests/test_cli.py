@@ -240,3 +240,17 @@ def test_predict_refuses_to_overwrite_and_checks_the_path_first(
     assert "predictions.output_path: cannot write" in run_cli_error(args, capsys, monkeypatch)
     run_cli([*args[:-2], f"--predictions.output_path={out}", "--predictions.overwrite=true", "--overwrite_run=true"])
     assert len(out.read_text().splitlines()) == 16
+
+
+def test_every_adam_in_the_configs_and_the_default_is_fused():
+    """The fused kernel is the fast path on CPU and GPU (the per-tensor loop allocates temporaries every step)."""
+    from lit_clf.module import default_optimizer
+
+    found = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        optimizer = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("init_args", {}).get("optimizer")
+        if optimizer and optimizer["class_path"] in ("torch.optim.Adam", "torch.optim.AdamW"):
+            found.append(path.name)
+            assert optimizer["init_args"].get("fused") is True, path
+    assert len(found) >= 10
+    assert default_optimizer(torch.nn.Linear(2, 2).parameters()).defaults["fused"] is True
