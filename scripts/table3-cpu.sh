@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU runs of docs/RESULTS.md (Table 3 and WNUT 17), in order, each a lit-clf run from a config in configs/. A step whose run
-# folder is already in docs/runs/ (or docs/lr-search/) is skipped, so the script resumes after an interruption.
+# folder is already in docs/runs/ (or docs/lr-search/) is skipped, and a fit stopped half-way (the session ended)
+# resumes from its last.ckpt (--ckpt_path last), so the script resumes after an interruption.
 # Each finished run's config.yaml, metrics.csv and hparams.yaml (device) are copied to docs/<kind>/<name>/; then
 #   lit-clf-report docs/runs --paper
 # regenerates the table.
@@ -16,13 +17,16 @@ SMOL="--model.init_args.backbone $MODELS/smollm2-135m-instruct"
 LR=${LR:-1.0e-4}  # the SmolLM2 fine-tuning rate, from the lr-* steps (docs/RESULTS.md)
 
 # run KIND NAME SUBCOMMAND ARGS...: one lit-clf run logged to runs/[<KIND>/]<NAME>/version_<n> (KIND runs: runs/),
-# copied to docs/<KIND>/<NAME>/ when it ends.
+# copied to docs/<KIND>/<NAME>/ when it ends. A fit stopped before (the session ended) resumes from its last.ckpt.
 run() {
-  local kind=$1 name=$2 save=runs; shift 2
+  local kind=$1 name=$2 save=runs resume=(); shift 2
   [[ $kind != runs ]] && save=runs/$kind
   if [[ -f docs/$kind/$name/metrics.csv ]]; then echo "skip $name (docs/$kind/$name exists)"; return; fi
-  echo "=== $name: lit-clf $* ($(date -u +%FT%TZ))"
-  lit-clf "$@" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
+  if [[ $1 == fit ]] && compgen -G "$save/$name/version_*/checkpoints/last.ckpt" >/dev/null; then
+    resume=(--ckpt_path last)
+  fi
+  echo "=== $name: lit-clf $* ${resume[*]} ($(date -u +%FT%TZ))"
+  lit-clf "$@" "${resume[@]}" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
     --trainer.enable_progress_bar false
   local folder
   folder=$(ls -d "$save/$name"/version_* | sort -V | tail -1)

@@ -1,0 +1,59 @@
+"""scripts/table3-cpu.sh: steps skipped once their run folder is in docs/, a stopped fit resumed from last.ckpt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from tests.helpers import REPO
+
+# A stand-in lit-clf: records its arguments and writes the run folder a real run would.
+FAKE = """#!/usr/bin/env bash
+echo "$*" >> "$LOG"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --trainer.logger.init_args.save_dir) save=$2 ;;
+    --trainer.logger.init_args.name) name=$2 ;;
+  esac
+  shift
+done
+mkdir -p "$save/$name/version_0"
+for f in config.yaml metrics.csv hparams.yaml; do echo x > "$save/$name/version_0/$f"; done
+"""
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "table3-cpu.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "lit-clf"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def run_steps(checkout, *steps: str) -> list[str]:
+    log = checkout / "calls.log"
+    env = {**os.environ, "PATH": f"{checkout / 'bin'}:{os.environ['PATH']}", "LOG": str(log)}
+    subprocess.run(["bash", "scripts/table3-cpu.sh", *steps], cwd=checkout, env=env, check=True, capture_output=True)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_stopped_fit_resumes_and_a_finished_step_is_skipped(checkout):
+    name = "massive-smollm2-intent-0shot-ft"
+    (checkout / "runs" / name / "version_0" / "checkpoints").mkdir(parents=True)
+    (checkout / "runs" / name / "version_0" / "checkpoints" / "last.ckpt").write_text("state")
+    (call,) = run_steps(checkout, "ft-intent")
+    assert call.startswith("fit -c configs/massive/smollm2-135m-intent.yaml") and "--ckpt_path last" in call
+    assert (checkout / "docs" / "runs" / name / "metrics.csv").is_file()  # copied when the run ended
+    assert run_steps(checkout, "ft-intent") == [call]  # in docs/ now: skipped, nothing new
+    (call,) = run_steps(checkout, "ft-slots")[1:]  # a first run: no checkpoint, no resume
+    assert "--ckpt_path" not in call
