@@ -169,8 +169,9 @@ class EncoderSeqTokenModule(TaskModule):
         """Logits per task: ``(B, C)`` for sequence and multi-label tasks, ``(B, T, C)`` for token tasks.
 
         A causal backbone gets position ids counted over the attended tokens, so a left-padded row is computed
-        exactly like a right-padded one."""
-        extra = {"position_ids": position_ids(attention_mask)} if self.causal else {}
+        exactly like a right-padded one, and no KV cache (nothing is generated; a cache would also grow again when
+        activation checkpointing recomputes a layer)."""
+        extra = {"position_ids": position_ids(attention_mask), "use_cache": False} if self.causal else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         hidden = out.last_hidden_state.float()  # (B, T, H); the heads are float32 whatever the backbone's dtype
         pooled = pool(hidden, attention_mask, self.pooling) if any(t.kind != "token" for t in self.tasks) else None
