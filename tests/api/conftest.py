@@ -41,6 +41,7 @@ class ChatServer:
         block_after: Once this many answers were sent, further requests wait for ``release``, then get no answer.
         requests: The bodies of the requests answered with 200; ``attempts`` counts every request.
         auth: The Authorization header of each request.
+        delay: Seconds each answer takes; ``most_in_flight``: the most requests answered at once.
     """
 
     def __init__(self) -> None:
@@ -51,6 +52,9 @@ class ChatServer:
         self.requests: list[dict] = []
         self.attempts = 0
         self.auth: list[str | None] = []
+        self.delay = 0.0
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.lock = threading.Lock()
         server = self
 
@@ -70,8 +74,13 @@ class ChatServer:
                 if blocked:  # hold the request until the test has killed its client, then drop it unanswered
                     server.release.wait(timeout=60)
                     return self._send(503, {"error": {"message": "dropped", "type": "test"}})
+                with server.lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                time.sleep(server.delay)
                 text = server.script.get(query_text(body["messages"])) or keyword_model(body)
                 with server.lock:
+                    server.in_flight -= 1
                     server.requests.append(body)
                 prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
                 self._send(

@@ -113,6 +113,12 @@ def test_json_answers_with_structured_output(files, chat_server):
     assert schema["properties"] == {"sentiment": {"type": "string", "enum": ["negative", "positive"]}}
 
 
+def test_requests_in_flight_never_exceed_the_concurrency(files, chat_server):
+    chat_server.delay = 0.3
+    run_cli(api_args(files, chat_server, "--model.init_args.concurrency=2", "--data.init_args.eval_batch_size=4"))
+    assert chat_server.most_in_flight == 2 and len(chat_server.requests) == len(TEST)
+
+
 def test_rate_limits_and_server_errors_are_retried(files, chat_server):
     chat_server.failures = [429, 500, 429, 503]
     run_cli(api_args(files, chat_server, "--model.init_args.concurrency=1"))
