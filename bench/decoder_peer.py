@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
-import statistics
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoder_peer import REPO, timed  # noqa: E402  (the same /usr/bin/time -v runner)
+from peer_timing import REPO, alternate, summary, timed  # noqa: E402
 
 RECIPE = REPO / "configs" / "massive" / "smollm2-135m-intent.yaml"
 
@@ -111,30 +108,19 @@ def main() -> None:
         data = Path(tmp) / "intent-sft.jsonl"
         count = prepare(args, data)
         print(f"{count} training records in {data}", flush=True)
-        runs: dict[str, list[dict]] = {side: [] for side in args.sides}
-        for round_ in range(args.runs):
-            shift = round_ % len(args.sides)
-            for side in args.sides[shift:] + args.sides[:shift]:
-                with tempfile.TemporaryDirectory() as work:
-                    folder = Path(work)
-                    if side == "lit":
-                        result = run_lit(args, folder)
-                    else:
-                        result = run_trl(args, folder, data, side == "trl-padding-free")
-                runs[side].append(result)
-                print(side, json.dumps(result), flush=True)
-    medians = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
-    report = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, {platform.system()}",
-        "runs": runs,
-        "medians": medians,
-        "ratios_lit_over": {
-            side: medians["lit"]["train_examples_per_s"] / medians[side]["train_examples_per_s"]
-            for side in medians
-            if side != "lit" and "lit" in medians
-        },
+
+        def one(side: str) -> dict:
+            with tempfile.TemporaryDirectory() as work:
+                if side == "lit":
+                    return run_lit(args, Path(work))
+                return run_trl(args, Path(work), data, side == "trl-padding-free")
+
+        report = summary(alternate(args.sides, args.runs, one))
+    medians = report["medians"]
+    report["ratios_lit_over"] = {
+        side: medians["lit"]["train_examples_per_s"] / medians[side]["train_examples_per_s"]
+        for side in medians
+        if side != "lit" and "lit" in medians
     }
     print(json.dumps(report["medians"], indent=1), json.dumps(report["ratios_lit_over"]))
     if args.out:

@@ -19,40 +19,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
-import re
-import statistics
-import subprocess
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_timing import REPO, alternate, summary, timed  # noqa: E402
+
 TRAIN_UTTERANCES = 11_514  # MASSIVE en-US train split
-TIME_FIELDS = {
-    "wall_s": r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (.+)",
-    "user_s": r"User time \(seconds\): ([\d.]+)",
-    "sys_s": r"System time \(seconds\): ([\d.]+)",
-    "peak_rss_mib": r"Maximum resident set size \(kbytes\): (\d+)",
-}
-
-
-def clock(text: str) -> float:
-    parts = [float(p) for p in text.strip().split(":")]
-    return sum(p * 60**i for i, p in enumerate(reversed(parts)))
-
-
-def timed(command: list[str], cwd: Path) -> tuple[dict, str]:
-    result = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    found = {}
-    for key, pattern in TIME_FIELDS.items():
-        value = re.search(pattern, result.stderr).group(1)
-        found[key] = clock(value) if key == "wall_s" else float(value)
-    found["peak_rss_mib"] /= 1024
-    return found, result.stdout
 
 
 def run_lit(args: argparse.Namespace, folder: Path) -> dict:
@@ -101,26 +75,13 @@ def main() -> None:
     for name in ("model", "data_dir"):  # the sides run in their own folders
         if Path(getattr(args, name)).exists():
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    runs: dict[str, list[dict]] = {side: [] for side in args.sides}
-    for round_ in range(args.runs):
-        order = args.sides[round_ % len(args.sides) :] + args.sides[: round_ % len(args.sides)]
-        for side in order:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                result = run_lit(args, folder) if side == "lit" else run_hf(args, folder, side == "hf-padded")
-            runs[side].append(result)
-            print(side, json.dumps(result), flush=True)
-    medians = {
-        side: {k: statistics.median(r[k] for r in results) for k in results[0] if isinstance(results[0][k], float)}
-        for side, results in runs.items()
-    }
-    report = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, {platform.system()}",
-        "runs": runs,
-        "medians": medians,
-    }
+
+    def one(side: str) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            return run_lit(args, Path(tmp)) if side == "lit" else run_hf(args, Path(tmp), side == "hf-padded")
+
+    report = summary(alternate(args.sides, args.runs, one))
+    medians = report["medians"]
     if "lit" in medians and "hf" in medians:
         report["ratios_lit_over_hf"] = {
             "train_samples_per_s": medians["lit"]["train_samples_per_s"] / medians["hf"]["train_samples_per_s"],
