@@ -202,7 +202,9 @@ def run_from_config(
     config: Mapping, metrics: Mapping[str, float], source: str, where: str, time: float, device: str | None = None
 ) -> Run:
     """Build a :class:`Run` from a resolved config and metrics; ``where`` names the config in errors."""
-    tasks = _task_list(config_get(config, "data.init_args.tasks")) or _tasks_of_metrics(metrics)
+    tasks = _task_list(config_get(config, "data.init_args.tasks"))
+    if not tasks and _is_set(config_get(config, "data.class_path")):  # a DataModule run with all of its tasks
+        tasks = _tasks_of_metrics(metrics)
     if not tasks:
         raise ReportError(f"{where}: no data.init_args.tasks (expected a resolved lit-clf config)")
     model = model_section(config)

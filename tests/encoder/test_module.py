@@ -228,11 +228,3 @@ def test_a_multilabel_head_trains_with_binary_cross_entropy_and_predicts_above_t
     for row, p in zip(rows, probs.tolist()):
         assert row["tasks"]["genres"]["pred"] == [label for label, q in zip(spec.labels, p) if q > 0.5]
         assert len(row["tasks"]["genres"]["top"]) == 3
-
-
-def test_the_decoder_refuses_multilabel_tasks(tiny_smollm_dir):
-    from lit_clf.decoder import DecoderGenerativeModule
-
-    spec = TaskSpec("genres", "multilabel", ("adventure", "crime"))
-    with pytest.raises(ValueError, match="'genres' is a multi-label task: the decoder cannot answer those yet"):
-        DecoderGenerativeModule(backbone=str(tiny_smollm_dir), tasks=[spec], pretrained=False)
