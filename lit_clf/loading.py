@@ -20,6 +20,14 @@ PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
 TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
+def check_load_options(load_in_4bit: bool, lora: dict[str, Any] | None, pretrained: bool) -> None:
+    """One-line error for a loading combination that cannot work, raised before any weights are read."""
+    if load_in_4bit and (lora is None or not pretrained):
+        raise ValueError(
+            "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
+        )
+
+
 def load_causal_lm(name: str, **options: Any) -> nn.Module:
     """An ``AutoModelForCausalLM`` ready to train (:func:`load_model`)."""
     return load_model(name, auto_class=AutoModelForCausalLM, **options)
@@ -116,4 +124,4 @@ def _rank0_loads_for_fsdp(trainer) -> bool:
     return True
 
 
-__all__ = ["PRECISION_DTYPES", "TorchDtype", "load_causal_lm", "load_model"]
+__all__ = ["PRECISION_DTYPES", "TorchDtype", "check_load_options", "load_causal_lm", "load_model"]

@@ -12,8 +12,9 @@ import torch
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.decoder.answers import render_answer
-from lit_clf.decoder.encoding import SHOTS_DRAWS, ShotsDraw, select_shots
-from lit_clf.decoder.features import prompt_template
+from lit_clf.decoder.encoding import ShotsDraw, select_shots
+from lit_clf.decoder.features import check_prompt_options, check_shot_pool, prompt_template
+from lit_clf.decoder.formats import chat_messages
 from lit_clf.decoder.templates import PromptTemplate
 from lit_clf.generated import collate_gold, gold_ids
 
@@ -41,10 +42,7 @@ class ApiFeaturizer:
         label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
         shots_draw: ShotsDraw = "per_example",
     ) -> None:
-        if shots < 0:
-            raise ValueError(f"shots must be >= 0, got {shots}")
-        if shots_draw not in SHOTS_DRAWS:
-            raise ValueError(f"shots_draw: expected one of {', '.join(SHOTS_DRAWS)}, got {shots_draw!r}")
+        check_prompt_options(tasks, shots, shots_draw, prompt_style, label_descriptions)
         self.tasks = list(tasks)
         self.shots = shots
         self.prompt_file = prompt_file
@@ -77,8 +75,7 @@ class ApiFeaturizer:
         if train:
             raise ValueError("API models answer as they are: use lit-clf test or predict, not fit")
         if info is not None:
-            if self.shots and len(info.train) <= self.shots:
-                raise ValueError(f"shots={self.shots}: the few-shot pool has {len(info.train)} training examples")
+            check_shot_pool(self.shots, info)
             self.info, self._template = info, self._make_template(info)
         return [self.feature(index, example) for index, example in enumerate(examples)]
 
@@ -98,9 +95,7 @@ class ApiFeaturizer:
         keys = template.keys or None
         answers = [render_answer(shot, tasks, keys, template.style) for shot in shots]
         system, user = template.render(tasks, example.text, [(shot.text, a) for shot, a in zip(shots, answers)])
-        return ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user}
-        ]
+        return chat_messages(system, user)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return {

@@ -10,7 +10,6 @@ from lit_clf.api.features import ApiFeaturizer
 from lit_clf.api.schema import response_format
 from lit_clf.decoder.answers import parse_answer
 from lit_clf.decoder.encoding import ShotsDraw
-from lit_clf.decoder.generic_prompts import check_label_descriptions
 from lit_clf.generated import prediction_rows, update_answer_metrics
 from lit_clf.module import TaskModule, default_optimizer
 
@@ -84,7 +83,6 @@ class ChatApiModule(TaskModule):
         super().__init__()
         self.save_hyperparameters()
         self.init_tasks(tasks, default_optimizer, None)
-        check_label_descriptions(self.tasks, label_descriptions)
         if prices is not None and (set(prices) != {"input", "output"} or min(prices.values()) < 0):
             raise ValueError(f"prices: expected {{input: USD per 1M tokens, output: USD per 1M tokens}}, got {prices}")
         self.featurizer = ApiFeaturizer(self.tasks, shots, prompt_file, prompt_style, label_descriptions, shots_draw)
@@ -98,7 +96,7 @@ class ChatApiModule(TaskModule):
         params |= {"seed": seed} if seed is not None else {}
         cache = ResponseCache(cache_dir) if cache_dir else None
         self.client = ChatClient(backbone, base_url, api_key_env, params, concurrency, max_retries, timeout, cache)
-        self.usage = dict.fromkeys(USAGE, 0.0)
+        self._reset_usage()
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int):

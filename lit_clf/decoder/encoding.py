@@ -27,7 +27,14 @@ import torch
 from lit_clf.data.base import pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.answers import ParsedAnswer, parse_answer, render_answer
-from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat, answer_segment, bos_prefix, wrap_prompt
+from lit_clf.decoder.formats import (
+    PROMPT_FORMATS,
+    PromptFormat,
+    answer_segment,
+    bos_prefix,
+    chat_messages,
+    wrap_prompt,
+)
 from lit_clf.decoder.templates import PromptTemplate
 
 if TYPE_CHECKING:
@@ -222,8 +229,7 @@ class PromptEncoder:
     def _render_ids(self, texts: list[str], answers: list[str]) -> list[int]:
         system, user = self.template.render(self.tasks, texts[-1], list(zip(texts[:-1], answers)))
         if self.fmt == "chat":
-            messages = [{"role": "system", "content": system}] if system is not None else []
-            messages.append({"role": "user", "content": user})
+            messages = chat_messages(system, user)
             rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return self._ids(rendered)  # the template writes BOS itself where the model has one
         return self._bos + self._ids(wrap_prompt(system, user, self.fmt))

@@ -68,6 +68,32 @@ def prompt_template(
     return template
 
 
+def check_prompt_options(
+    tasks: Sequence[TaskSpec],
+    shots: int,
+    shots_draw: str,
+    prompt_style: str | None,
+    label_descriptions: Mapping[str, Mapping[str, str]] | None,
+) -> None:
+    """One-line errors for prompt options that cannot work, shared by the featurizers that write prompts."""
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    if shots_draw not in SHOTS_DRAWS:
+        raise ValueError(f"shots_draw: expected one of {', '.join(SHOTS_DRAWS)}, got {shots_draw!r}")
+    if prompt_style is not None and prompt_style not in STYLES:
+        raise ValueError(f"prompt_style: expected one of {', '.join(STYLES)}, got {prompt_style!r}")
+    check_label_descriptions(tasks, label_descriptions)
+
+
+def check_shot_pool(shots: int, info: DatasetInfo) -> None:
+    """``shots`` few-shot examples need a pool of more than ``shots`` training examples (the query is never one)."""
+    if shots and len(info.train) <= shots:
+        raise ValueError(
+            f"shots={shots}: the few-shot pool has {len(info.train)} training examples; it needs more "
+            "than shots: use fewer shots or more training examples (in code, pass the DataModule's `info`)"
+        )
+
+
 class DecoderFeaturizer:
     """Tokenizes examples for :class:`~lit_clf.decoder.DecoderGenerativeModule` and pads batches.
 
@@ -104,8 +130,7 @@ class DecoderFeaturizer:
         prompt_style: str | None = None,
         label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        if shots < 0:
-            raise ValueError(f"shots must be >= 0, got {shots}")
+        check_prompt_options(tasks, shots, shots_draw, prompt_style, label_descriptions)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or unset, got {max_new_tokens}")
         if prompt_format not in PROMPT_FORMATS:
@@ -116,15 +141,10 @@ class DecoderFeaturizer:
             )
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r}: no EOS token; answers need one")
-        if shots_draw not in SHOTS_DRAWS:
-            raise ValueError(f"shots_draw: expected one of {', '.join(SHOTS_DRAWS)}, got {shots_draw!r}")
         if share_prefix not in (True, False, "auto"):
             raise ValueError(f"share_prefix: expected true, false or auto, got {share_prefix!r}")
         if not 0.0 <= share_prefix_min_saving <= 1.0:
             raise ValueError(f"share_prefix_min_saving: expected a fraction in [0, 1], got {share_prefix_min_saving}")
-        if prompt_style is not None and prompt_style not in STYLES:
-            raise ValueError(f"prompt_style: expected one of {', '.join(STYLES)}, got {prompt_style!r}")
-        check_label_descriptions(tasks, label_descriptions)
         self.prompt_style = prompt_style
         self.label_descriptions = label_descriptions
         self.shots_draw = shots_draw
@@ -161,11 +181,7 @@ class DecoderFeaturizer:
             self.info.seed,
         )
         if not same or self._encoder is None:
-            if self.shots and len(info.train) <= self.shots:
-                raise ValueError(
-                    f"shots={self.shots}: the few-shot pool has {len(info.train)} training examples; it needs more "
-                    "than shots: use fewer shots or more training examples (in code, pass the DataModule's `info`)"
-                )
+            check_shot_pool(self.shots, info)
             template = self.template(info.name or None)
             self._encoder = PromptEncoder(
                 self.tokenizer,

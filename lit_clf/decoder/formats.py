@@ -24,6 +24,12 @@ def wrap_prompt(system: str | None, user: str, fmt: PromptFormat) -> str:
     return f"[INST] {content.strip()} [/INST]"
 
 
+def chat_messages(system: str | None, user: str) -> list[dict[str, str]]:
+    """``[{"role": "system", ...},] {"role": "user", ...}``: a prompt as chat messages (the ``chat`` format's input to
+    the tokenizer's chat template, and what API models are sent)."""
+    return [*([{"role": "system", "content": system}] if system is not None else []), {"role": "user", "content": user}]
+
+
 def answer_segment(answer: str, fmt: PromptFormat) -> str:
     """The answer text as it follows the prompt: after ``Label:`` (raw) or ``[/INST]`` (llama2) a space, and
     Meta's trailing space before ``</s>`` (``[/INST] {answer} </s>``); right after the assistant header (chat)."""

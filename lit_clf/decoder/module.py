@@ -31,7 +31,7 @@ from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
 from lit_clf.generated import prediction_rows, update_answer_metrics
 from lit_clf.hub import check_model_ref
-from lit_clf.loading import TorchDtype, load_causal_lm
+from lit_clf.loading import TorchDtype, check_load_options, load_causal_lm
 from lit_clf.module import TaskModule, default_optimizer
 
 
@@ -337,10 +337,7 @@ def _check_options(
             f"decoding='score' ranks the labels of sequence tasks, but {other.name!r} is a {other.kind} task; "
             "use decoding 'free' or 'constrained'"
         )
-    if load_in_4bit and (lora is None or not pretrained):
-        raise ValueError(
-            "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
-        )
+    check_load_options(load_in_4bit, lora, pretrained)
     if prompt_file is not None:  # read now, not once the data are read
         get_template(None, [task.name for task in tasks], shots, prompt_file)
 

@@ -19,7 +19,7 @@ from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
 from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
 from lit_clf.encoder.pooling import Pooling, is_causal, pool, position_ids, resolve_pooling
 from lit_clf.hub import check_model_ref
-from lit_clf.loading import TorchDtype, load_model
+from lit_clf.loading import TorchDtype, check_load_options, load_model
 from lit_clf.module import TaskModule, default_optimizer
 
 HEADS_FILE = "lit_clf_heads.safetensors"
@@ -125,10 +125,7 @@ class EncoderSeqTokenModule(TaskModule):
         """
         if not 0.0 < multilabel_threshold < 1.0:
             raise ValueError(f"multilabel_threshold must be between 0 and 1 (exclusive), got {multilabel_threshold}")
-        if load_in_4bit and (lora is None or not pretrained):
-            raise ValueError(
-                "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
-            )
+        check_load_options(load_in_4bit, lora, pretrained)
         super().__init__()
         check_model_ref(backbone, "model.init_args.backbone")
         if tokenizer:
@@ -136,7 +133,7 @@ class EncoderSeqTokenModule(TaskModule):
         self.save_hyperparameters()
         self.init_tasks(tasks, optimizer, lr_scheduler)
         self.loss_weights = resolve_task_weights(self.tasks, task_weights)
-        self.causal = is_causal(AutoConfig.from_pretrained(backbone))
+        self.causal = is_causal(AutoConfig.from_pretrained(backbone))  # before the weights: option errors come first
         self.pooling = resolve_pooling(pooling, self.causal)
         self.backbone = load_backbone(
             backbone,
