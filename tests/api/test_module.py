@@ -225,3 +225,14 @@ def test_the_papers_gpt_rows_compose(model, task, shots, capsys):
     args = printed["model"]["init_args"]
     assert args["backbone"].startswith(model) and args["shots"] == (5 if shots == "five" else 0)
     assert args["temperature"] == 0.0 and set(args["prices"]) == {"input", "output"}
+
+
+def test_seed_reaches_the_server_and_a_slow_server_times_out_with_one_line(files, chat_server, capsys, monkeypatch):
+    run_cli(api_args(files, chat_server, "--model.init_args.seed=7", "--model.init_args.max_tokens=null"))
+    assert chat_server.requests[0]["seed"] == 7 and "max_tokens" not in chat_server.requests[0]
+    chat_server.delay = 3.0
+    args = api_args(files, chat_server, "--model.init_args.timeout=0.5", "--model.init_args.max_retries=0")
+    args += [f"--model.init_args.cache_dir={files / 'other-cache'}"]  # not answered from the first run's cache
+    line = run_cli_error(args, capsys, monkeypatch)
+    assert line.startswith(f"lit-clf: error: {chat_server.url} (gpt-4o-2024-08-06): Request timed out")
+    assert "after 0 retries" in line
