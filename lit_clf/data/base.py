@@ -120,9 +120,11 @@ class LengthGroupedSampler(EpochSampler):
 
     As in Hugging Face's sampler of the same name: shuffle, cut into mega-batches of
     ``mega_batch_factor * batch_size``, sort each by length (longest first) and shuffle the order of
-    the batches, so padding is small yet batches still vary. Under DDP Lightning wraps this sampler
-    and hands index ``i`` to rank ``i % world_size``: neighbouring indices have similar lengths, so each
-    rank's batches stay grouped. A new permutation is drawn each epoch from ``seed`` and the epoch.
+    the batches, so padding is small yet batches still vary. The one short batch (the end of the last
+    mega-batch) goes last: anywhere else it would shift every later batch across two length groups. Under DDP
+    Lightning wraps this sampler and hands index ``i`` to rank ``i % world_size``: neighbouring indices have
+    similar lengths, so each rank's batches stay grouped. A new permutation is drawn each epoch from ``seed``
+    and the epoch.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
@@ -140,6 +142,7 @@ class LengthGroupedSampler(EpochSampler):
             chunk = sorted(order[start : start + mega], key=self.lengths.__getitem__, reverse=True)
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
+        batches.sort(key=lambda batch: len(batch) < self.batch_size)  # stable: only the short batch moves
         return [index for batch in batches for index in batch]
 
 

@@ -94,6 +94,17 @@ def test_length_grouped_sampler_is_a_grouped_permutation():
     assert LengthGroupedSampler(lengths, 8, seed=3, mega_batch_factor=5).__iter__().__next__() == first[0]
 
 
+def test_length_grouped_batches_stay_whole_with_a_short_batch():
+    # 403 distinct lengths, 40-example mega-batches: the last mega-batch has 3 examples. Each loader batch (a run of
+    # 8 in the order) must be one length group, longest first; a short batch in the middle would shift the rest.
+    lengths = torch.randperm(403, generator=torch.Generator().manual_seed(1)).tolist()
+    for epoch in range(3):
+        order = list(LengthGroupedSampler(lengths, batch_size=8, seed=epoch, mega_batch_factor=5))
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        assert [len(b) for b in batches] == [8] * 50 + [3]
+        assert all([lengths[j] for j in b] == sorted((lengths[j] for j in b), reverse=True) for b in batches)
+
+
 def test_sorted_sampler_and_padding():
     assert list(SortedByLengthSampler([3, 9, 1, 5])) == [1, 3, 0, 2]
     left = pad_sequences([[1, 2], [3]], pad=0, side="left")
