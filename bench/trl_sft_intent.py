@@ -55,6 +55,7 @@ def main() -> None:
             use_cpu=not torch.cuda.is_available(),
             disable_tqdm=True,
             bf16=False,
+            model_init_kwargs={"dtype": torch.float32},  # as lit_clf's recipe (32-true), whatever the hub config says
         )
         trainer = SFTTrainer(model=args.model, args=config, train_dataset=dataset)
         result = trainer.train()
