@@ -2,13 +2,15 @@
 zero-shot MASSIVE intent prompt (chat format), same training examples, steps, batch size and learning rate.
 
 It first writes the training subset lit_clf's recipe draws (``configs/massive/smollm2-135m-intent.yaml``:
-``max_train_examples`` = steps x batch, seeded) as prompt-completion chat records for TRL, then times each
-side as one process under ``/usr/bin/time -v``, alternating, ``--runs`` times each: lit_clf (``lit-clf fit`` of the
-recipe, the shared prompt prefix on as by default, no validation or checkpoint), TRL (padded batches) and TRL
-``padding_free``. Reported: training examples/s (each side's own training-loop time), wall, peak RSS and the mean
-loss of the last 16 steps. Needs a quiet machine. Usage::
+``max_train_examples`` = steps x batch, seeded) as prompt-completion chat records for TRL, then times each side as
+one process under ``/usr/bin/time -v``, alternating, ``--runs`` times each: lit_clf (``lit-clf fit`` of the recipe,
+the shared prompt prefix on as by default, no validation or checkpoint), TRL (padded batches) and, on a CUDA GPU,
+TRL ``padding_free`` (``--sides lit trl trl-padding-free``; TRL supports it only with FlashAttention). Reported:
+training examples/s (each side's own training-loop time), wall, peak RSS and the mean loss of the last 16 steps.
+Needs a quiet machine; on a 2-core CPU the padded TRL side takes about 10 minutes (and 20 GB) for 8 steps of batch
+16. Usage::
 
-    python bench/decoder_peer.py --model models/smollm2-135m-instruct --data-dir ../shared/data --steps 64 \
+    python bench/decoder_peer.py --model models/smollm2-135m-instruct --data-dir ../shared/data --steps 8 \
         --runs 2 --out docs/bench-decoder-peer.json
 """
 
@@ -98,7 +100,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--sides", nargs="+", default=["lit", "trl", "trl-padding-free"])
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=["lit", "trl"],
+        choices=["lit", "trl", "trl-padding-free"],
+        help="trl-padding-free needs FlashAttention 2/3 (a CUDA GPU), as TRL documents",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     for name in ("model", "data_dir"):  # the sides run in their own folders

@@ -1,13 +1,13 @@
 """The peer of the decoder benchmark: TRL's ``SFTTrainer`` on the same prompt-completion data.
 
 Reads the jsonl that ``bench/decoder_peer.py`` prepares (the paper's zero-shot MASSIVE intent prompt as chat
-messages, the intent as the completion; the training subset lit_clf's recipe uses) and fine-tunes the decoder
-with TRL's documented defaults for prompt-completion data: the loss on the completion only
-(``completion_only_loss``), fused AdamW, and padding-free batches when ``--padding-free`` is given (TRL flattens
-the batch and passes position ids). Activation checkpointing, on by default in ``SFTConfig``, is switched off:
-it trades speed for memory, and the lit_clf side does not use it. Same steps, batch size and learning rate as
-the lit_clf side. Prints one JSON line with the training time, examples/s and the mean loss of the last 16
-logged steps::
+messages, the intent as the completion; the training subset lit_clf's recipe uses) and fine-tunes the decoder with
+TRL's documented defaults for prompt-completion data: the loss on the completion only (``completion_only_loss``),
+fused AdamW, and padding-free batches when ``--padding-free`` is given (TRL flattens the batch and passes position
+ids; TRL supports it only with FlashAttention 2/3, so a CUDA GPU). Activation checkpointing, on by default in
+``SFTConfig``, is switched off: it trades speed for memory, and the lit_clf side does not use it. Same steps, batch
+size and learning rate as the lit_clf side. Prints one JSON line with the training time, examples/s and the mean
+loss of the last 16 logged steps::
 
     python bench/trl_sft_intent.py --model models/smollm2-135m-instruct --data /tmp/intent-sft.jsonl --steps 64
 """
@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--padding-free", action="store_true")
     args = parser.parse_args()
+    if args.padding_free and not torch.cuda.is_available():
+        # SFTConfig.padding_free: "only supported with FlashAttention 2 or 3". Under sdpa on a CPU the flattened
+        # batch (16 x ~480 tokens) gets one dense causal mask: killed at 24 GB on the 2-core machine.
+        parser.error("--padding-free needs FlashAttention 2/3 on a CUDA GPU (TRL's SFTConfig.padding_free)")
     start = time.perf_counter()
     dataset = load_dataset("json", data_files=args.data, split="train")
     with tempfile.TemporaryDirectory() as out:
@@ -55,7 +59,9 @@ def main() -> None:
             use_cpu=not torch.cuda.is_available(),
             disable_tqdm=True,
             bf16=False,
-            model_init_kwargs={"dtype": torch.float32},  # as lit_clf's recipe (32-true), whatever the hub config says
+            # fp32 as lit_clf's recipe (32-true), whatever the hub config says; padding-free needs FlashAttention
+            model_init_kwargs={"dtype": torch.float32}
+            | ({"attn_implementation": "flash_attention_2"} if args.padding_free else {}),
         )
         trainer = SFTTrainer(model=args.model, args=config, train_dataset=dataset)
         result = trainer.train()
