@@ -278,6 +278,7 @@ def _single_process_reference() -> list[float]:
     return [*f32, acc.compute().item(), invalid.compute().item()]
 
 
+@pytest.mark.slow  # spawns two processes
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo")
 def test_metrics_in_a_real_two_process_group_equal_single_process():
     ctx = mp.get_context("spawn")

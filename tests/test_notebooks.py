@@ -104,6 +104,7 @@ def _images(outputs) -> int:
     return sum("image/png" in output.get("data", {}) for output in outputs)
 
 
+@pytest.mark.slow  # the decoder-run case below executes the same notebook by default
 def test_inspect_predictions_runs(tiny_run, monkeypatch):
     outputs = execute("inspect_predictions.ipynb", monkeypatch, LIT_CLF_RUN_DIR=str(tiny_run))
     text = _texts(outputs)
@@ -112,6 +113,7 @@ def test_inspect_predictions_runs(tiny_run, monkeypatch):
     assert _images(outputs) == 1  # the intent confusion matrix
 
 
+@pytest.mark.slow
 def test_compare_runs_runs(tiny_run, other_runs, monkeypatch):
     outputs = execute("compare_runs.ipynb", monkeypatch, LIT_CLF_RUN_DIRS=f"{tiny_run}:{other_runs}")
     text = _texts(outputs)

@@ -84,11 +84,11 @@ def last_metrics(root: Path, version: str) -> dict[str, str]:
 
 # Constrained slot lists have one label per word: the ranks' utterances give them answers of different lengths.
 # Not covered on CPU: rank-0-only loading of pretrained weights (FSDP's sync_module_states needs GPU tensors).
-# The consolidated constrained case (uneven generation lengths across ranks: the classic hang) runs by default;
-# label scoring under FSDP (about a minute more) with -m slow.
-@pytest.mark.parametrize(
-    ("recipe", "decoding"), [("joint", "constrained"), pytest.param("intent", "score", marks=pytest.mark.slow)]
-)
+# Two-rank runs take 35-60 s each, so all of them run with -m slow (`make test-slow`), the default suite's 5-minute
+# budget: the consolidated constrained case (uneven generation lengths across ranks: the classic hang), label
+# scoring, and the head-based module.
+@pytest.mark.slow
+@pytest.mark.parametrize(("recipe", "decoding"), [("joint", "constrained"), ("intent", "score")])
 def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smollm_dir, shared_data, recipe, decoding):
     config = ["--config", str(REPO / "configs" / "massive" / f"smollm2-135m-{recipe}.yaml")]
     common = [
@@ -112,6 +112,7 @@ def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smoll
     assert fitted["test/intent_acc"] == reloaded["test/intent_acc"]  # the same weights came back
 
 
+@pytest.mark.slow
 def test_fsdp_two_cpu_ranks_fit_and_reload_a_decoder_with_heads(tmp_path, tiny_smollm_dir, shared_data):
     """The head-based module on a causal backbone shards like the decoder module (auto-wrap and activation
     checkpointing on LlamaDecoderLayer, sharded checkpoints), and its sharded checkpoint reloads to the same scores.
