@@ -84,9 +84,9 @@ def last_metrics(root: Path, version: str) -> dict[str, str]:
 
 # Constrained slot lists have one label per word: the ranks' utterances give them answers of different lengths.
 # Not covered on CPU: rank-0-only loading of pretrained weights (FSDP's sync_module_states needs GPU tensors).
-# Two-rank runs take 35-60 s each, so all of them run with -m slow (`make test-slow`), the default suite's 5-minute
-# budget: the consolidated constrained case (uneven generation lengths across ranks: the classic hang), label
-# scoring, and the head-based module.
+# Two-rank runs take 35-60 s each, more than the default suite's 5-minute budget allows, so all of them run with
+# -m slow (`make test-slow`): the consolidated constrained case (uneven generation lengths across ranks: the
+# classic hang), label scoring, and the head-based module.
 @pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "decoding"), [("joint", "constrained"), ("intent", "score")])
 def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smollm_dir, shared_data, recipe, decoding):
