@@ -75,14 +75,18 @@ def name_loggers(config: Namespace, stage: str) -> None:
     unnamed = [lg for lg in loggers if isinstance(lg, Namespace) and lg.get("init_args.name") == _DEFAULT_NAME]
     if not unnamed:
         return
-    dataset = config.get("data.init_args.name") or _dataset_name(config.get("data.class_path"))
+    dataset = config.get("data.init_args.name") or dataset_name(config.get("data.class_path"))
     facts = run_facts(config.as_dict(), str(dataset), stage)
     for lg in unnamed:
         lg.init_args.name = facts.name
 
 
-def _dataset_name(class_path: str | None) -> str:
-    """``dataset_name`` of a DataModule class path (``massive``, ``newsgroups``); ``data`` when it has none."""
+def dataset_name(class_path: str | None) -> str:
+    """``dataset_name`` of a DataModule class path (``massive``, ``newsgroups``); ``data`` when it has none.
+
+    Raises:
+        ImportError, AttributeError: The class does not import.
+    """
     if not class_path:
         return "data"
     module, _, name = class_path.rpartition(".")

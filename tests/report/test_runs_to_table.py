@@ -553,7 +553,19 @@ def test_runs_on_other_datasets_get_their_own_table(tmp_path):
     assert text.split("\n\n")[1].splitlines() == [
         "| Run | Model | Dataset | Test scores |",
         "|---|---|---|---|",
-        "| wnut | all-MiniLM-L6-v2 | Wnut17 | ner_f1 43.2 |",
+        "| wnut | all-MiniLM-L6-v2 | wnut17 | ner_f1 43.2 |",
+    ]
+
+
+def test_a_dataset_class_that_does_not_import_is_named_by_its_class(tmp_path):
+    for name, class_path in [("mine", "my_project.data.ReviewsDataModule"), ("theirs", "lit_clf.data.NoSuchDataModule")]:
+        config = encoder_config(f"{name}-MiniLM", ["ner"])
+        config["data"]["class_path"] = class_path
+        write_csv_run(tmp_path / "runs" / name, config, fit_rows(**{"test/ner_f1": 0.5}), 1000)
+    rows = to_markdown(build_table(find_runs([tmp_path / "runs"]))).split("\n\n")[1].splitlines()[2:]
+    assert sorted(rows) == [
+        "| mine | mine-MiniLM | Reviews | ner_f1 50.0 |",
+        "| theirs | theirs-MiniLM | NoSuch | ner_f1 50.0 |",
     ]
 
 
