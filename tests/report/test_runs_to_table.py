@@ -558,7 +558,10 @@ def test_runs_on_other_datasets_get_their_own_table(tmp_path):
 
 
 def test_a_dataset_class_that_does_not_import_is_named_by_its_class(tmp_path):
-    for name, class_path in [("mine", "my_project.data.ReviewsDataModule"), ("theirs", "lit_clf.data.NoSuchDataModule")]:
+    for name, class_path in [
+        ("mine", "my_project.data.ReviewsDataModule"),
+        ("theirs", "lit_clf.data.NoSuchDataModule"),
+    ]:
         config = encoder_config(f"{name}-MiniLM", ["ner"])
         config["data"]["class_path"] = class_path
         write_csv_run(tmp_path / "runs" / name, config, fit_rows(**{"test/ner_f1": 0.5}), 1000)
