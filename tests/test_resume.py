@@ -15,7 +15,8 @@ from tests.helpers import REPO
 TIMING = ("cost/", "train/samples_per_s", "train/tokens_per_s")
 
 
-def fit(folder: Path, backbone: Path, *extra: str) -> subprocess.CompletedProcess:
+def start(folder: Path, backbone: Path, *extra: str) -> subprocess.Popen:
+    """``lit-clf fit`` of the toy recipe in ``folder``, started (the caller waits)."""
     args = [
         sys.executable,
         "-m",
@@ -36,7 +37,13 @@ def fit(folder: Path, backbone: Path, *extra: str) -> subprocess.CompletedProces
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIT_CLF_TRACEBACK": "1"}
-    return subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    """The exit code and stderr of a started run."""
+    _, stderr = process.communicate(timeout=600)
+    return process.returncode, stderr
 
 
 def history(folder: Path) -> list[dict[str, str]]:
@@ -49,14 +56,15 @@ def history(folder: Path) -> list[dict[str, str]]:
 def test_a_killed_run_resumed_from_last_ends_as_an_uninterrupted_one(tmp_path, tiny_roberta_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    done = fit(whole, tiny_roberta_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
     kill = killed / "kill.yaml"
     kill.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.KillAtStep\n      init_args: {step: 7}\n")
-    crashed = fit(killed, tiny_roberta_dir, f"--config={kill}")
-    assert crashed.returncode == -9  # SIGKILL after step 7, mid-epoch 2; the last checkpoint is from step 6
-    resumed = fit(killed, tiny_roberta_dir, "--ckpt_path=last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The uninterrupted run and the one to be killed are independent: run them side by side.
+    done, crashed = start(whole, tiny_roberta_dir), start(killed, tiny_roberta_dir, f"--config={kill}")
+    (code, stderr), (crash_code, _) = finish(done), finish(crashed)
+    assert code == 0, stderr[-3000:]
+    assert crash_code == -9  # SIGKILL after step 7, mid-epoch 2; the last checkpoint is from step 6
+    code, stderr = finish(start(killed, tiny_roberta_dir, "--ckpt_path=last"))
+    assert code == 0, stderr[-3000:]
     expected, got = history(whole), history(killed)
     assert [row for row in expected if "test/intent_acc" in row]  # test_after_fit ran
     assert sum("train/loss" in row for row in expected) == 12  # one row per step: the whole history

@@ -16,7 +16,7 @@ def test_minilm_learns_massive_intents(minilm_dir, shared_data):
         backbone=str(minilm_dir),
         tasks=data.task_specs,
         max_length=32,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=3e-4),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=3e-4, fused=True),
     )
     trainer = L.Trainer(
         max_epochs=2,
