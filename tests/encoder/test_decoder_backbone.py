@@ -163,3 +163,22 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llama2_di
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     for a, b in zip(plain.backbone.parameters(), checkpointed.backbone.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_dtype_and_attention_kernel_reach_the_backbone_and_heads_stay_float32(tiny_llama2_dir):
+    reference = make_module(tiny_llama2_dir, toy_specs(), attn_implementation="sdpa").eval()
+    module = make_module(tiny_llama2_dir, toy_specs(), torch_dtype="bfloat16", attn_implementation="eager").eval()
+    assert {p.dtype for p in module.backbone.parameters()} == {torch.bfloat16}
+    assert module.backbone.config._attn_implementation == "eager"
+    assert reference.backbone.config._attn_implementation == "sdpa"
+    assert {p.dtype for name, p in module.named_parameters() if not name.startswith("backbone.")} == {torch.float32}
+    batch = batch_for(module, toy_examples()[:4])
+    with torch.no_grad():
+        low = module(batch["input_ids"], batch["attention_mask"])
+        full = reference(batch["input_ids"], batch["attention_mask"])
+    for task in ("intent", "slots"):  # the same seeded weights, rounded to bfloat16 and run by another kernel
+        assert low[task].dtype == torch.float32
+        torch.testing.assert_close(low[task], full[task], rtol=0.05, atol=0.05)
+    loss, _, _ = module.train().model_step(batch)
+    loss.backward()
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
