@@ -67,9 +67,10 @@ step() {
   esac
 }
 
+# In order of what the results need first: the fine-tuned rows (claims a and b), the encoder rows, then the w/o FT rows.
 STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
-  noft-intent-0shot-score ft-intent ft-intent-free noft-slots-0shot-constrained ft-slots ft-slots-free ft-joint
-  ft-joint-free noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained
-  noft-slots-0shot-free noft-intent-5shot-free minilm-newsgroups smollm2-heads)
+  ft-intent ft-intent-free ft-slots ft-slots-free ft-joint ft-joint-free minilm-newsgroups smollm2-heads
+  noft-slots-0shot-constrained noft-intent-0shot-score noft-intent-5shot-constrained noft-slots-0shot-free
+  noft-joint-0shot-constrained noft-slots-5shot-constrained noft-intent-5shot-free)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
 for s in "${@:-${STEPS[@]}}"; do step "$s"; done
