@@ -75,22 +75,27 @@ def name_loggers(config: Namespace, stage: str) -> None:
     unnamed = [lg for lg in loggers if isinstance(lg, Namespace) and lg.get("init_args.name") == _DEFAULT_NAME]
     if not unnamed:
         return
-    dataset = config.get("data.init_args.name") or dataset_name(config.get("data.class_path"))
-    facts = run_facts(config.as_dict(), str(dataset), stage)
+    dataset = dataset_name(config.get("data.class_path"), config.get("data.init_args.name"))
+    facts = run_facts(config.as_dict(), dataset, stage)
     for lg in unnamed:
         lg.init_args.name = facts.name
 
 
-def dataset_name(class_path: str | None) -> str:
-    """``dataset_name`` of a DataModule class path (``massive``, ``newsgroups``); ``data`` when it has none.
-
-    Raises:
-        ImportError, AttributeError: The class does not import.
-    """
+def dataset_name(class_path: str | None, name: str | None = None) -> str:
+    """A run's dataset as run names, tags and the report spell it: ``name`` (a files DataModule's
+    ``data.init_args.name``) when given, else the ``dataset_name`` of the DataModule class (``massive``,
+    ``newsgroups``), else, for a class that does not import here (the report reading someone else's runs), its
+    class name without ``DataModule``; ``data`` when none of these says anything."""
+    if name:
+        return str(name)
     if not class_path:
         return "data"
-    module, _, name = class_path.rpartition(".")
-    return getattr(getattr(importlib.import_module(module), name), "dataset_name", "") or "data"
+    module, _, attr = class_path.rpartition(".")
+    try:
+        found = getattr(getattr(importlib.import_module(module), attr), "dataset_name", "")
+    except (ImportError, AttributeError, ValueError):  # ValueError: a bare class name, no module
+        found = attr.removesuffix("DataModule")
+    return found or "data"
 
 
 class LitClfSaveConfigCallback(SaveConfigCallback):

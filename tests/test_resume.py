@@ -7,7 +7,9 @@ import csv
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO
 
 from tests.helpers import REPO
 
@@ -15,8 +17,9 @@ from tests.helpers import REPO
 TIMING = ("cost/", "train/samples_per_s", "train/tokens_per_s")
 
 
-def start(folder: Path, backbone: Path, *extra: str) -> subprocess.Popen:
-    """``lit-clf fit`` of the toy recipe in ``folder``, started (the caller waits)."""
+def start(folder: Path, backbone: Path, *extra: str) -> tuple[subprocess.Popen, IO[str]]:
+    """``lit-clf fit`` of the toy recipe in ``folder``, started (the caller waits), and the file its stderr goes to
+    (a file, not a pipe: a run nobody reads yet must not block on a full pipe)."""
     args = [
         sys.executable,
         "-m",
@@ -37,13 +40,17 @@ def start(folder: Path, backbone: Path, *extra: str) -> subprocess.Popen:
         *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIT_CLF_TRACEBACK": "1"}
-    return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = tempfile.TemporaryFile("w+")
+    return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True), stderr
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str]:
+def finish(run: tuple[subprocess.Popen, IO[str]]) -> tuple[int, str]:
     """The exit code and stderr of a started run."""
-    _, stderr = process.communicate(timeout=600)
-    return process.returncode, stderr
+    process, stderr = run
+    with stderr:
+        process.wait(timeout=600)
+        stderr.seek(0)
+        return process.returncode, stderr.read()
 
 
 def history(folder: Path) -> list[dict[str, str]]:

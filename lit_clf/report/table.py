@@ -167,26 +167,15 @@ def _others_markdown(table: Table) -> str:
     """Runs on other datasets: model, dataset, their test scores in percent."""
     if not table.others:
         return ""
+    from lit_clf.tracking import dataset_name  # here, not at import: it imports Lightning
+
     lines = ["", "| Run | Model | Dataset | Test scores |", "|---|---|---|---|"]
     for run in table.others:
         scores = ", ".join(f"{key.removeprefix('test/')} {100 * value:.1f}" for key, value in _test_scores(run).items())
-        lines.append(f"| {Path(run.source).name} | {run.row.label} | {_dataset(run.config or {})} | {scores} |")
+        data = (run.config or {}).get("data") or {}
+        dataset = dataset_name(data.get("class_path"), (data.get("init_args") or {}).get("name"))
+        lines.append(f"| {Path(run.source).name} | {run.row.label} | {dataset} | {scores} |")
     return "\n".join(lines) + "\n"
-
-
-def _dataset(config: dict) -> str:
-    """A run's dataset as its run names and tags spell it: the ``name`` of a files DataModule, else the DataModule's
-    ``dataset_name`` (``wnut17``), else its class name without ``DataModule`` (a class that does not import here)."""
-    data = config.get("data") or {}
-    if name := (data.get("init_args") or {}).get("name"):
-        return str(name)
-    class_path = str(data.get("class_path") or "")
-    try:
-        from lit_clf.tracking import dataset_name
-
-        return dataset_name(class_path)
-    except (ImportError, AttributeError, ValueError):
-        return class_path.rsplit(".", 1)[-1].removesuffix("DataModule")
 
 
 def _cost_markdown(table: Table) -> str:
