@@ -6,7 +6,10 @@ the cases in ``TRAIN_CASES`` at batch 8 and 16, with ``share_prefix`` true and f
 
 Evaluation (one process): the same ``--eval-examples`` test utterances decoded free, constrained and by label
 scoring, with the split's prompt prefix cached (``share_prefix: auto``) and without (``false``); the prompts'
-prefill alone; and the consolidated model against the two dual models (constrained, both tasks).
+prefill alone; and the consolidated model against the two dual models (constrained, both tasks). Intent runs report
+accuracy and invalid rate too (``--intent-ckpt``: a fine-tuned intent model's lit-clf checkpoint for them).
+
+On a GPU: ``--device cuda --dtype bfloat16 --eval-batch-size 128 --eval-examples 2974`` (the whole test split).
 
     python bench/shared_prefix.py --model models/smollm2-135m-instruct --data-dir ../shared/data \\
         --out docs/bench-shared-prefix.json
@@ -53,7 +56,12 @@ def module(args, data: MassiveDataModule, share, shots: int = 0, draw: str = "pe
         decoding=decoding,
         share_prefix=share,
         attn_implementation="sdpa",
+        torch_dtype=args.dtype,
     )
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
 def train_one(args) -> dict:
@@ -64,10 +72,14 @@ def train_one(args) -> dict:
     data = MassiveDataModule(tasks=tasks, data_dir=args.data_dir, seed=42)
     model = module(args, data, share, shots, draw)
     model.configure_model()
+    model.to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)  # the fastest AdamW on CPU too
     examples = data.examples("train")[: args.batch * (args.steps + 1)]
     features = model.featurizer.featurize(examples, train=True, info=data.info)
-    batches = [model.featurizer.collate(features[i : i + args.batch]) for i in range(0, len(features), args.batch)]
+    batches = [
+        to_device(model.featurizer.collate(features[i : i + args.batch]), args.device)
+        for i in range(0, len(features), args.batch)
+    ]
     seconds, losses, tokens, saved = 0.0, [], 0, []
     for step, batch in enumerate(batches):
         start = time.perf_counter()
@@ -75,9 +87,10 @@ def train_one(args) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        loss = loss.item()  # waits for the step on a GPU
         if step:  # the first batch warms up allocators and kernels
             seconds += time.perf_counter() - start
-            losses.append(loss.item())
+            losses.append(loss)
             tokens += batch["input_ids"].numel()
             saved.append(batch.get("shared_prefix_frac", 0.0))
     rows = args.batch * args.steps
@@ -95,25 +108,36 @@ def train_one(args) -> dict:
 
 
 def evaluate(args, tasks: list[str], decoding: str, share) -> dict:
-    data = MassiveDataModule(tasks=tasks, data_dir=args.data_dir, max_examples=args.eval_examples, eval_batch_size=16)
+    size = args.eval_batch_size
+    data = MassiveDataModule(tasks=tasks, data_dir=args.data_dir, max_examples=args.eval_examples)
     model = module(args, data, share, decoding=decoding)
     model.configure_model()
-    model.eval()
-    features = model.featurizer.featurize(data.examples("test"), train=False, info=data.info)
+    if args.intent_ckpt and tasks == ["intent"]:
+        model.load_state_dict(torch.load(args.intent_ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    model.to(args.device).eval()
+    examples = data.examples("test")
+    features = model.featurizer.featurize(examples, train=False, info=data.info)
     features.sort(key=lambda f: len(f["input_ids"]), reverse=True)  # as the evaluation loader orders them
-    batches = [model.featurizer.collate(features[i : i + 16]) for i in range(0, len(features), 16)]
+    batches = [
+        to_device(model.featurizer.collate(features[i : i + size]), args.device) for i in range(0, len(features), size)
+    ]
     model.on_test_epoch_start()
     start = time.perf_counter()
-    answers = [row.text for batch in batches for row in model.decode(batch)]
+    decoded = [row for batch in batches for row in model.decode(batch)]
     seconds = time.perf_counter() - start
-    return {
+    result = {
         "tasks": tasks,
         "decoding": decoding,
         "share_prefix": share,
         "seconds": seconds,
         "examples_per_s": len(features) / seconds,
-        "answers": answers,
+        "invalid_rate": sum(not all(a.valid for a in row.answers.values()) for row in decoded) / len(decoded),
     }
+    if tasks == ["intent"]:  # accuracy beside speed: label scoring's target is free decoding's speed x5 at no loss
+        gold = [examples[feature["index"]].labels["intent"] for feature in features]
+        result["intent_acc"] = sum(row.answers["intent"].value == g for row, g in zip(decoded, gold)) / len(gold)
+    result["answers"] = [row.text for row in decoded]
+    return result
 
 
 @torch.no_grad()
@@ -122,9 +146,12 @@ def prefill(args, share) -> dict:
     data = MassiveDataModule(tasks=["intent"], data_dir=args.data_dir, max_examples=args.eval_examples)
     model = module(args, data, share)
     model.configure_model()
-    model.eval()
+    model.to(args.device).eval()
     features = model.featurizer.featurize(data.examples("test"), train=False, info=data.info)
-    batches = [model.featurizer.collate(features[i : i + 16]) for i in range(0, len(features), 16)]
+    size = args.eval_batch_size
+    batches = [
+        to_device(model.featurizer.collate(features[i : i + size]), args.device) for i in range(0, len(features), size)
+    ]
     model.on_test_epoch_start()
     start = time.perf_counter()
     for batch in batches:
@@ -139,6 +166,8 @@ def prefill(args, share) -> dict:
             use_cache=True,
             logits_to_keep=1,
         )
+    if args.device != "cpu":
+        torch.cuda.synchronize()
     return {"decoding": "prefill only", "share_prefix": share, "seconds": time.perf_counter() - start}
 
 
@@ -192,6 +221,12 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["train", "eval"], choices=["train", "eval"])
     parser.add_argument("--cases", nargs="+", default=list(TRAIN_CASES), choices=list(TRAIN_CASES))
     parser.add_argument("--out", default="docs/bench-shared-prefix.json")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default=None, help="weights' dtype (bfloat16...); unset: float32")
+    parser.add_argument(
+        "--intent-ckpt", default=None, help="lit-clf checkpoint of a fine-tuned intent model for the intent evaluations"
+    )
+    parser.add_argument("--eval-batch-size", type=int, default=16, help="prompts per evaluation batch")
     parser.add_argument("--table", action="store_true", help="print the Markdown tables of --out and exit")
     # one training measurement (the parent runs each in its own process)
     parser.add_argument("--case", choices=list(TRAIN_CASES), help=argparse.SUPPRESS)
@@ -208,7 +243,8 @@ def main() -> None:
     results = {
         "command": " ".join(sys.argv),
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name(0)}" if args.device != "cpu" else ""),
         "train": [],
         "eval": [],
     }
@@ -229,7 +265,11 @@ def main() -> None:
                         str(batch),
                         "--share",
                         share,
+                        "--device",
+                        args.device,
                     ]
+                    if args.dtype:
+                        command += ["--dtype", args.dtype]
                     if args.data_dir:
                         command += ["--data-dir", args.data_dir]
                     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

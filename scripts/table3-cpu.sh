@@ -15,18 +15,23 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 MODELS=${MODELS:-models}
 SMOL="--model.init_args.backbone $MODELS/smollm2-135m-instruct"
 LR=${LR:-1.0e-4}  # the SmolLM2 fine-tuning rate, from the lr-* steps (docs/RESULTS.md)
+# Set by scripts/table3-gpu.sh: a run-name suffix, options added to every run and options added to fits.
+SUFFIX=${SUFFIX:-}
+read -r -a EXTRA <<< "${EXTRA:-}"
+read -r -a FIT_EXTRA <<< "${FIT_EXTRA:-}"
 
 # run KIND NAME SUBCOMMAND ARGS...: one lit-clf run logged to runs/[<KIND>/]<NAME>/version_<n> (KIND runs: runs/),
 # copied to docs/<KIND>/<NAME>/ when it ends. A fit stopped before (the session ended) resumes from its last.ckpt.
 run() {
-  local kind=$1 name=$2 save=runs resume=(); shift 2
+  local kind=$1 name=$2$SUFFIX save=runs resume=() extra=("${EXTRA[@]}"); shift 2
   [[ $kind != runs ]] && save=runs/$kind
+  [[ $1 == fit ]] && extra+=("${FIT_EXTRA[@]}")
   if [[ -f docs/$kind/$name/metrics.csv ]]; then echo "skip $name (docs/$kind/$name exists)"; return; fi
   if [[ $1 == fit ]] && compgen -G "$save/$name/version_*/checkpoints/last.ckpt" >/dev/null; then
     resume=(--ckpt_path last)
   fi
   echo "=== $name: lit-clf $* ${resume[*]} ($(date -u +%FT%TZ))"
-  lit-clf "$@" "${resume[@]}" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
+  lit-clf "$@" "${extra[@]}" "${resume[@]}" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
     --trainer.enable_progress_bar false
   local folder
   folder=$(ls -d "$save/$name"/version_* | sort -V | tail -1)
@@ -36,7 +41,7 @@ run() {
 }
 
 # best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
-best_ckpt() { ls -d runs/"$1"/version_* | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
+best_ckpt() { ls -d runs/"$1$SUFFIX"/version_* | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
 
 step() {
   case $1 in
@@ -56,10 +61,10 @@ step() {
       local five=(); [[ $shots == 5shot ]] && five=(-c configs/decoder/shots/five.yaml)
       run runs "massive-smollm2-$task-$shots-noft-$decoding" test -c "configs/massive/smollm2-135m-$task.yaml" \
         "${five[@]}" $SMOL --model.init_args.decoding "$decoding" ;;
-    ft-*-free)  # ft-intent-free: the fine-tuned checkpoint tested again with free decoding
-      local task=${1#ft-}; task=${task%-free}
-      run runs "massive-smollm2-$task-0shot-ft-free" test -c "configs/massive/smollm2-135m-$task.yaml" $SMOL \
-        --ckpt_path "$(best_ckpt "massive-smollm2-$task-0shot-ft")" --model.init_args.decoding free ;;
+    ft-*-free|ft-*-score)  # ft-intent-free: the fine-tuned checkpoint tested again with free decoding
+      local task=${1#ft-} decoding=${1##*-}; task=${task%-*}
+      run runs "massive-smollm2-$task-0shot-ft-$decoding" test -c "configs/massive/smollm2-135m-$task.yaml" $SMOL \
+        --ckpt_path "$(best_ckpt "massive-smollm2-$task-0shot-ft")" --model.init_args.decoding "$decoding" ;;
     ft-*)  # ft-intent: fine-tune, then test the best checkpoint (constrained)
       run runs "massive-smollm2-${1#ft-}-0shot-ft" fit -c "configs/massive/smollm2-135m-${1#ft-}.yaml" $SMOL \
         --model.init_args.optimizer.init_args.lr "$LR" ;;

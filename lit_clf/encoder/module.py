@@ -170,7 +170,9 @@ class EncoderSeqTokenModule(TaskModule):
         activation checkpointing recomputes a layer)."""
         extra = {"position_ids": position_ids(attention_mask), "use_cache": False} if self.causal else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        hidden = out.last_hidden_state.float()  # (B, T, H); the heads are float32 whatever the backbone's dtype
+        # (B, T, H) in the heads' dtype: float32 whatever the backbone's, except under precision bf16-true/16-true,
+        # where Lightning converts the heads too
+        hidden = out.last_hidden_state.to(next(self.heads.parameters()).dtype)
         pooled = pool(hidden, attention_mask, self.pooling) if any(t.kind != "token" for t in self.tasks) else None
         return {task.name: self.heads[task.name](hidden if task.kind == "token" else pooled) for task in self.tasks}
 

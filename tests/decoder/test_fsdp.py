@@ -65,7 +65,8 @@ STRATEGY = (
 
 def lit_clf(args: list[str], cwd: Path, timeout: float = 240) -> None:
     """``lit-clf ARGS`` in a new session, so a hang kills rank 0 and the rank it launched (one run: ~15 s)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": path}
     command = [sys.executable, "-m", "lit_clf", *args]
     with subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True) as run:
         try:

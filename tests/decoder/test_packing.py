@@ -163,17 +163,3 @@ def test_block_mask_for_flex_attention_equals_the_dense_mask():
     query, key = torch.arange(n)[:, None], torch.arange(n)[None, :]
     assert torch.equal(mask.mask_mod(0, 0, query, key), segment_mask(segments)[0, 0])
     assert mask.shape[-2:] == (n, n)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention trains on CUDA only (no CPU backward)")
-def test_flex_attention_shared_prefix_equals_per_row_on_cuda(tiny_smollm_dir):
-    module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat", attn_implementation="flex_attention")
-    module.cuda()
-    features = module.featurizer.featurize(toy_examples()[:4], train=True, info=DatasetInfo("massive"))
-    padded_module = module.featurizer
-    padded_module.share_prefix = False
-    padded = {k: v.cuda() if torch.is_tensor(v) else v for k, v in padded_module.collate(features).items()}
-    padded_module.share_prefix = True
-    packed = {k: v.cuda() if torch.is_tensor(v) else v for k, v in padded_module.collate(features).items()}
-    torch.testing.assert_close(module.answer_loss(packed), module.answer_loss(padded), rtol=1e-4, atol=1e-5)

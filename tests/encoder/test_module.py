@@ -228,3 +228,10 @@ def test_a_multilabel_head_trains_with_binary_cross_entropy_and_predicts_above_t
     for row, p in zip(rows, probs.tolist()):
         assert row["tasks"]["genres"]["pred"] == [label for label, q in zip(spec.labels, p) if q > 0.5]
         assert len(row["tasks"]["genres"]["top"]) == 3
+
+
+def test_bf16_true_trains_heads_and_backbone_in_bf16(tmp_path, tiny_roberta_dir):
+    """Under ``precision: bf16-true`` Lightning converts the heads too: the pooled states must follow them."""
+    trainer, module, _ = fit_tiny(tmp_path, tiny_roberta_dir, enable_checkpointing=False, precision="bf16-true")
+    assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
