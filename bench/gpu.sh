@@ -32,7 +32,7 @@ part() {
   if (($(left) < 30)); then echo "=== skip $1: no time left"; return; fi
   echo "=== $1 ($(date -u +%FT%TZ))"
   case $1 in
-    tests) timeout "$(left)" "$PY" -m pytest -q -m gpu -n 0 -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} tests 2>&1 | tee "$LOGS/tests.log" ;;
+    tests) timeout "$(left)" "$PY" -m pytest -q -m gpu -n 0 -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} tests/gpu 2>&1 | tee "$LOGS/tests.log" ;;
     llama8b) timeout "$(left)" "$PY" bench/llama8b_full_ft.py --tokenizer "${LLAMA3_TOKENIZER:-meta-llama/Meta-Llama-3-8B}" \
       ${LIT_CLF_DATA:+--data-dir "$LIT_CLF_DATA"} ${LLAMA8B_ARGS:-} --out docs/bench-llama8b.json 2>&1 | tee "$LOGS/llama8b.log" ;;
     table3) MODELS=$MODELS scripts/table3-gpu.sh --until "$UNTIL" $TABLE3_STEPS 2>&1 | tee -a "$LOGS/table3.log" ;;

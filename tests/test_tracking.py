@@ -26,7 +26,8 @@ def test_fit_and_test_write_a_complete_wandb_run(offline_wandb, tmp_path, tiny_r
     config = compose_encoder("roberta-base", "massive-joint")  # the paper row: logs to W&B and CSV
     args = ["fit", *config, *encoder_overrides(tmp_path, tiny_roberta_dir, shared_data)]
     run_cli([*args, "--throughput.log_every_n_steps=1", "--trainer.log_every_n_steps=1"])
-    wandb.finish()  # what process exit does for `lit-clf`: flush the run log
+    wandb.finish()
+    wandb.teardown()  # what process exit does for `lit-clf`: the W&B service writes out the run log and stops
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     log = read_wandb_run(run_dir)
 
