@@ -215,8 +215,13 @@ def run_from_config(
     if not _is_set(args["backbone"]):
         raise ReportError(f"{where}: no model.init_args.backbone (expected a resolved lit-clf config)")
     shots = (_as_int(args["shots"], "model.init_args.shots", where) or 0) if decoder else None
+    fine_tuned = _fine_tuned(config, metrics)
     variant = _variant(args, decoder)
-    row = Row(display_name(str(args["backbone"])), decoder, shots, _fine_tuned(config, metrics), variant)
+    key = "data.init_args.max_train_examples"
+    train_subset = _as_int(config_get(config, key), key, where) if fine_tuned else None
+    if train_subset is not None:  # trained on a subset of the training split: not comparable with a full-split run
+        variant = ", ".join(filter(None, [variant, f"{train_subset:,} train examples"]))
+    row = Row(display_name(str(args["backbone"])), decoder, shots, fine_tuned, variant)
     subset = None
     for key in ("data.init_args.max_eval_examples", "data.init_args.max_examples"):
         subset = _as_int(config_get(config, key), key, where)

@@ -583,6 +583,22 @@ def test_a_decoder_with_heads_is_its_own_row():
     assert run_from_config(config, {"step": 10}, "a", "a/config.yaml", 0.0).row.label == "SmolLM2-135M-Instruct"
 
 
+def test_a_run_trained_on_a_subset_of_the_training_split_is_its_own_row():
+    from lit_clf.report.runs import run_from_config
+
+    config = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"])
+    config["model"]["init_args"]["decoding"] = "constrained"
+    config["data"]["init_args"]["max_train_examples"] = 4096
+    trained = run_from_config(config, {"test/intent_acc": 0.8, "step": 256}, "a", "a/config.yaml", 0.0)
+    assert trained.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained, 4,096 train examples)"
+    # w/o FT the training subset does not matter: the released model's row
+    released = run_from_config(config, {"test/intent_acc": 0.1}, "b", "b/config.yaml", 0.0)
+    assert released.row.label == "SmolLM2-135M-Instruct Zero-shot w/o FT (constrained)"
+    config["data"]["init_args"]["max_train_examples"] = None  # the full split: the paper's setting
+    full = run_from_config(config, {"test/intent_acc": 0.85, "step": 1440}, "c", "c/config.yaml", 0.0)
+    assert full.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
+
+
 def test_api_model_runs_fill_the_papers_gpt_rows():
     from lit_clf.report.runs import run_from_config
 
