@@ -42,11 +42,13 @@ class RunCost(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.enabled:
             return
+        # The module moves to its device after this hook: the strategy already knows the device.
+        device = trainer.strategy.root_device
         self._start[stage] = time.perf_counter()
-        self._energy[stage] = _energy_mj(pl_module.device)
+        self._energy[stage] = _energy_mj(device)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_hyperparams({"cost/device": device_name(trainer, pl_module.device)})
+                logger.log_hyperparams({"cost/device": device_name(trainer, device)})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._log(trainer, pl_module, "fit")
@@ -86,7 +88,7 @@ class RunCost(Callback):
         seconds = time.perf_counter() - self._start.pop(stage)
         devices = trainer.world_size if pl_module.device.type != "cpu" else trainer.num_nodes
         metrics = {f"cost/{stage}_wall_s": seconds, f"cost/{stage}_device_hours": seconds / 3600 * devices}
-        start, end = self._energy.pop(stage, None), _energy_mj(pl_module.device)
+        start, end = self._energy.pop(stage, None), _energy_mj(trainer.strategy.root_device)
         used = torch.tensor(end - start if start is not None and end is not None else float("nan"))
         used = trainer.strategy.reduce(used.to(pl_module.device), reduce_op="sum")  # every rank: a collective
         if torch.isfinite(used):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 
+import torch
 import yaml
 
+from lit_clf import cost
+from lit_clf.cost import RunCost
 from tests.helpers import REPO, encoder_overrides, run_cli
 
 
@@ -38,3 +42,15 @@ def test_cost_logging_can_be_switched_off(tmp_path, tiny_roberta_dir, shared_dat
     )
     (metrics_file,) = tmp_path.rglob("metrics.csv")
     assert "cost/" not in metrics_file.read_text()
+
+
+def test_the_device_is_read_from_the_strategy_before_the_module_moves(monkeypatch):
+    """Lightning calls ``setup`` while the module is still on the CPU: a GPU fit must name and meter the GPU."""
+    read, logged = [], []
+    monkeypatch.setattr(cost, "_energy_mj", lambda device: read.append(device) or 1000.0)
+    monkeypatch.setattr(cost, "device_name", lambda trainer, device: f"1x {device.type}")
+    logger = SimpleNamespace(log_hyperparams=logged.append)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), is_global_zero=True)
+    trainer.loggers = [logger]
+    RunCost().setup(trainer, SimpleNamespace(device=torch.device("cpu")), "fit")  # the module: still on the CPU
+    assert read == [torch.device("cuda", 0)] and logged == [{"cost/device": "1x cuda"}]
