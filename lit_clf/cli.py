@@ -13,8 +13,9 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
@@ -48,6 +49,14 @@ class LitClfCLI(LightningCLI):
             default=False,
             help="Let this run write over the config.yaml and metrics.csv a previous run left in its log folder "
             "(refused otherwise; runs logged with a CSVLogger get a new version folder each and never clash).",
+        )
+        parser.add_argument(
+            "--float32_matmul_precision",
+            type=Literal["highest", "high", "medium"] | None,
+            default="high",
+            help="torch.set_float32_matmul_precision on a CUDA GPU: 'high' lets float32 matrix products use "
+            "TensorFloat-32 tensor cores (what Lightning advises and litgpt does), 'highest' keeps full float32; "
+            "null leaves torch's setting. Not applied without CUDA.",
         )
         parser.add_argument(
             "--test_after_fit",
@@ -109,6 +118,9 @@ class LitClfCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        precision = config.get("float32_matmul_precision")
+        if precision and torch.cuda.is_available():
+            torch.set_float32_matmul_precision(precision)
         name_loggers(config, self.subcommand)
         if config.get("ckpt_path") == "last":
             # The newest last.ckpt of the run this config names; fit resumes into that run's log folder.

@@ -254,3 +254,26 @@ def test_every_adam_in_the_configs_and_the_default_is_fused():
             assert optimizer["init_args"].get("fused") is True, path
     assert len(found) >= 10
     assert default_optimizer(torch.nn.Linear(2, 2).parameters()).defaults["fused"] is True
+
+
+@pytest.mark.parametrize(
+    ("cuda", "option", "expected"), [(True, [], "high"), (True, ["medium"], "medium"), (False, [], None)]
+)
+def test_float32_matmul_precision_is_set_on_cuda_only(cuda, option, expected, monkeypatch):
+    """The TF32 setting Lightning advises on tensor-core GPUs; a CPU run keeps torch's full float32."""
+    import lit_clf.cli as cli
+
+    class Reached(Exception):
+        pass
+
+    def stop(*args):
+        raise Reached(args[0] if isinstance(args[0], str) else None)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", stop)
+    monkeypatch.setattr(cli, "name_loggers", stop)  # the next step of the same hook: nothing gets built
+    args = ["fit", f"--config={CONFIG_DIR / 'massive' / 'minilm-intent.yaml'}"]
+    args += [f"--float32_matmul_precision={value}" for value in option]
+    with pytest.raises(Reached) as reached:
+        cli.main(args)
+    assert reached.value.args[0] == expected
