@@ -151,6 +151,7 @@ class ThroughputLogger(Callback):
         """
         self.log_every_n_steps = log_every_n_steps
         self._start: float | None = None
+        self._validation_start: float | None = None
         self._samples = 0
         self._tokens = 0
 
@@ -180,6 +181,15 @@ class ThroughputLogger(Callback):
             metrics["train/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(ids.device) / 2**30
         pl_module.log_dict(metrics, rank_zero_only=True)
         self._start, self._samples, self._tokens = time.perf_counter(), 0, 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # A validation inside an epoch (val_check_interval) is not training time: the window skips it.
+        if self._start is not None and self._validation_start is not None:
+            self._start += time.perf_counter() - self._validation_start
+        self._validation_start = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._start, self._samples, self._tokens = None, 0, 0  # validation time is not training time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import wandb
@@ -63,3 +64,26 @@ def test_run_facts_from_config():
     assert facts == RunFacts("newsgroups", "Meta-Llama-3-8B-Instruct", ("topic20",), 5, False)
     assert facts.name == "newsgroups-Meta-Llama-3-8B-Instruct-topic20-5shot-noft"
     assert facts.tags[-2:] == ["dual", "5-shot"]
+
+
+def test_throughput_leaves_out_a_validation_inside_the_epoch(monkeypatch):
+    """val_check_interval validates mid-epoch: its time must not count as training time."""
+    import torch
+
+    from lit_clf import tracking
+    from lit_clf.tracking import ThroughputLogger
+
+    clock = iter([0.0, 10.0, 70.0, 80.0, 80.0])  # train start, validation 10 s -> 70 s, window end, next start
+    monkeypatch.setattr(tracking.time, "perf_counter", lambda: next(clock))
+    logged = []
+    module = SimpleNamespace(log_dict=lambda metrics, **_: logged.append(metrics))
+    trainer = SimpleNamespace(world_size=1)
+    batch = {"input_ids": torch.zeros(4, 5, dtype=torch.long), "attention_mask": torch.ones(4, 5)}
+    logger = ThroughputLogger(log_every_n_steps=2)
+    logger.on_train_batch_start(trainer, module, batch, 0)
+    logger.on_train_batch_end(trainer, module, None, batch, 0)
+    logger.on_validation_start(trainer, module)
+    logger.on_validation_end(trainer, module)
+    logger.on_train_batch_start(trainer, module, batch, 1)
+    logger.on_train_batch_end(trainer, module, None, batch, 1)
+    assert logged == [{"train/samples_per_s": 8 / 20.0, "train/tokens_per_s": 40 / 20.0}]
