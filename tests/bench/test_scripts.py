@@ -34,7 +34,7 @@ def test_timing_helpers_read_time_and_rotate_the_sides():
 @pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("*.py") if p.name != "peer_timing.py"))
 def test_every_script_explains_its_options(name, monkeypatch, capsys):
     if name == "trl_sft_intent.py":
-        pytest.importorskip("trl", reason="the TRL peer needs `pip install trl`")
+        pytest.importorskip("trl", reason="the TRL peer needs `pip install 'lit_clf[bench]'`")
     with pytest.raises(SystemExit) as done:
         run_script(name, "--help", monkeypatch=monkeypatch)
     assert done.value.code == 0
