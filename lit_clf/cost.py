@@ -51,7 +51,7 @@ class RunCost(Callback):
                 logger.log_hyperparams({"cost/device": device_name(trainer, device)})
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module, "fit")
+        self._log(trainer, "fit")
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._train_start, self._validation_s = time.perf_counter(), 0.0
@@ -74,23 +74,24 @@ class RunCost(Callback):
             self._validation_s += time.perf_counter() - self._validation_start
             self._validation_start = None
         if trainer.state.fn == "validate":  # not the validation loops inside fit
-            self._log(trainer, pl_module, "validate")
+            self._log(trainer, "validate")
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module, "test")
+        self._log(trainer, "test")
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module, "predict")
+        self._log(trainer, "predict")
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def _log(self, trainer: L.Trainer, stage: str) -> None:
         if not self.enabled or stage not in self._start:
             return
         seconds = time.perf_counter() - self._start.pop(stage)
-        devices = trainer.world_size if pl_module.device.type != "cpu" else trainer.num_nodes
+        device = trainer.strategy.root_device
+        devices = trainer.world_size if device.type != "cpu" else trainer.num_nodes
         metrics = {f"cost/{stage}_wall_s": seconds, f"cost/{stage}_device_hours": seconds / 3600 * devices}
-        start, end = self._energy.pop(stage, None), _energy_mj(trainer.strategy.root_device)
+        start, end = self._energy.pop(stage, None), _energy_mj(device)
         used = torch.tensor(end - start if start is not None and end is not None else float("nan"))
-        used = trainer.strategy.reduce(used.to(pl_module.device), reduce_op="sum")  # every rank: a collective
+        used = trainer.strategy.reduce(used.to(device), reduce_op="sum")  # every rank: a collective
         if torch.isfinite(used):
             metrics[f"cost/{stage}_energy_kwh"] = float(used) / 3.6e9  # mJ -> kWh
         if trainer.is_global_zero:

@@ -158,9 +158,10 @@ def model_id(config: Mapping) -> str | None:
     return str(backbone) if _is_set(backbone) else None
 
 
-def _variant(init_args: Mapping, decoder: bool) -> str:
+def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None) -> str:
     """Settings the paper did not use: a decoder's decoding other than free generation; heads reading another
-    vector than the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA."""
+    vector than the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; fine-tuning
+    on ``train_subset`` examples of the training split (not comparable with a full-split run)."""
     parts = []
     decoding = init_args.get("decoding")
     if decoder and _is_set(decoding) and decoding != "free":
@@ -170,6 +171,8 @@ def _variant(init_args: Mapping, decoder: bool) -> str:
         parts.append(f"heads, {pooling} pooling")
     if _is_set(init_args.get("lora")):
         parts.append("QLoRA" if init_args.get("load_in_4bit") in (True, "true", "True") else "LoRA")
+    if train_subset is not None:
+        parts.append(f"{train_subset:,} train examples")
     return ", ".join(parts)
 
 
@@ -216,12 +219,9 @@ def run_from_config(
         raise ReportError(f"{where}: no model.init_args.backbone (expected a resolved lit-clf config)")
     shots = (_as_int(args["shots"], "model.init_args.shots", where) or 0) if decoder else None
     fine_tuned = _fine_tuned(config, metrics)
-    variant = _variant(args, decoder)
     key = "data.init_args.max_train_examples"
     train_subset = _as_int(config_get(config, key), key, where) if fine_tuned else None
-    if train_subset is not None:  # trained on a subset of the training split: not comparable with a full-split run
-        variant = ", ".join(filter(None, [variant, f"{train_subset:,} train examples"]))
-    row = Row(display_name(str(args["backbone"])), decoder, shots, fine_tuned, variant)
+    row = Row(display_name(str(args["backbone"])), decoder, shots, fine_tuned, _variant(args, decoder, train_subset))
     subset = None
     for key in ("data.init_args.max_eval_examples", "data.init_args.max_examples"):
         subset = _as_int(config_get(config, key), key, where)
