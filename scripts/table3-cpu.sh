@@ -40,6 +40,17 @@ run() {
   echo "=== $name done ($(date -u +%FT%TZ))"
 }
 
+# recipe TASK: the config (and prompt) of a decoder task name: slots -> the paper's prompt; slots-inline -> the same
+# recipe with the inline slot answer of configs/prompts/ (not the paper's; lit_clf/decoder/inline.py).
+recipe() {
+  local task=${1%-inline}
+  RECIPE=(-c "configs/massive/smollm2-135m-$task.yaml" $SMOL)
+  if [[ $1 == *-inline ]]; then
+    local names=$task; [[ $task == joint ]] && names=intent+slots
+    RECIPE+=(--model.init_args.prompt_file "configs/prompts/massive-$names-inline-0shot.yaml")
+  fi
+}
+
 # best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
 best_ckpt() { ls -d runs/"$1$SUFFIX"/version_* | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
 
@@ -53,9 +64,12 @@ step() {
       --model.init_args.backbone "$MODELS/smollm2-135m-instruct" ;;
     minilm-newsgroups) run runs newsgroups-all-MiniLM-L6-v2-topic20+topic7-ft fit \
       -c configs/newsgroups/minilm-joint.yaml --model.init_args.backbone "${MINILM:-../shared/models/all-MiniLM-L6-v2}" ;;
-    lr-*)  # lr-3.0e-5: the intent recipe on the search budget at that rate
-      run lr-search "massive-smollm2-intent-lr${1#lr-}" fit -c configs/massive/smollm2-135m-intent.yaml \
-        -c configs/trainer/lr-search.yaml $SMOL --model.init_args.optimizer.init_args.lr "${1#lr-}" ;;
+    lr-*)  # lr-3.0e-5: the intent recipe on the search budget at that rate; lr-slots-inline:1.0e-4: another task
+      local task=intent rate=${1#lr-}
+      [[ $rate == *:* ]] && task=${rate%%:*} rate=${rate#*:}
+      recipe "$task"
+      run lr-search "massive-smollm2-$task-lr$rate" fit "${RECIPE[@]}" -c configs/trainer/lr-search.yaml \
+        --model.init_args.optimizer.init_args.lr "$rate" ;;
     noft-*)  # noft-intent-0shot-constrained: the released model, tested (w/o FT)
       IFS=- read -r _ task shots decoding <<< "$1"
       local five=(); [[ $shots == 5shot ]] && five=(-c configs/decoder/shots/five.yaml)
@@ -63,11 +77,12 @@ step() {
         "${five[@]}" $SMOL --model.init_args.decoding "$decoding" ;;
     ft-*-free|ft-*-score)  # ft-intent-free: the fine-tuned checkpoint tested again with free decoding
       local task=${1#ft-} decoding=${1##*-}; task=${task%-*}
-      run runs "massive-smollm2-$task-0shot-ft-$decoding" test -c "configs/massive/smollm2-135m-$task.yaml" $SMOL \
+      recipe "$task"
+      run runs "massive-smollm2-$task-0shot-ft-$decoding" test "${RECIPE[@]}" \
         --ckpt_path "$(best_ckpt "massive-smollm2-$task-0shot-ft")" --model.init_args.decoding "$decoding" ;;
-    ft-*)  # ft-intent: fine-tune, then test the best checkpoint (constrained)
-      run runs "massive-smollm2-${1#ft-}-0shot-ft" fit -c "configs/massive/smollm2-135m-${1#ft-}.yaml" $SMOL \
-        --model.init_args.optimizer.init_args.lr "$LR" ;;
+    ft-*)  # ft-intent: fine-tune, then test the best checkpoint (constrained); ft-slots-inline: the inline answer
+      recipe "${1#ft-}"
+      run runs "massive-smollm2-${1#ft-}-0shot-ft" fit "${RECIPE[@]}" --model.init_args.optimizer.init_args.lr "$LR" ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }
@@ -76,6 +91,7 @@ step() {
 STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot-constrained noft-intent-0shot-free
   ft-intent ft-intent-free ft-slots ft-slots-free ft-joint ft-joint-free minilm-newsgroups smollm2-heads
   noft-slots-0shot-constrained noft-intent-0shot-score noft-intent-5shot-constrained noft-slots-0shot-free
-  noft-joint-0shot-constrained noft-slots-5shot-constrained noft-intent-5shot-free)
+  noft-joint-0shot-constrained noft-slots-5shot-constrained noft-intent-5shot-free ft-slots-inline ft-slots-inline-free
+  ft-joint-inline)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
 for s in "${@:-${STEPS[@]}}"; do step "$s"; done

@@ -15,7 +15,7 @@ from tests.helpers import REPO, compose_encoder, encoder_overrides, run_cli, run
 
 CONFIG_DIR = REPO / "configs"
 # Composed with -c a.yaml -c b.yaml ...: encoder rows tested here, decoder rows in tests/decoder/test_module.py.
-FRAGMENTS = ("api", "decoder", "encoder", "task", "trainer")
+FRAGMENTS = ("api", "decoder", "encoder", "prompts", "task", "trainer")
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
 

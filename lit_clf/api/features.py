@@ -93,7 +93,7 @@ class ApiFeaturizer:
         template, tasks = self.template, self.answer_tasks
         shots = select_shots(example, self.info.train, template.shots, self.info.seed, self.shots_draw)
         keys = template.keys or None
-        answers = [render_answer(shot, tasks, keys, template.style) for shot in shots]
+        answers = [render_answer(shot, tasks, keys, template.style, template.token_format) for shot in shots]
         system, user = template.render(tasks, example.text, [(shot.text, a) for shot, a in zip(shots, answers)])
         return chat_messages(system, user)
 

@@ -113,13 +113,16 @@ class ChatApiModule(TaskModule):
         if self.hparams.structured_output:
             token = any(task.kind == "token" for task in tasks)
             extras = [
-                {"response_format": response_format(tasks, template.keys, n if token else None)}
+                {"response_format": response_format(tasks, template.keys, n if token else None, template.token_format)}
                 for n in batch["num_words"]
             ]
         completions = self.client.complete_all(batch["messages"], extras)
         self._count(completions)
         texts = [completion.text for completion in completions]
-        parsed = [parse_answer(text, tasks, keys, n, template.style) for text, n in zip(texts, batch["num_words"])]
+        parsed = [
+            parse_answer(text, tasks, keys, n, template.style, template.token_format)
+            for text, n in zip(texts, batch["num_words"])
+        ]
         return texts, parsed
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ A task's *value* has one syntax per task kind, the same in every answer:
   object);
 * token task (``slots``): a JSON list of strings, one label per whitespace word of the input, e.g.
   ``["Other", "Other", "time", "time"]``. The paper asks for "the slots list" (Listings 9-12) without
-  printing its syntax; a JSON list is the one syntax that is also valid inside the multi-task JSON object;
+  printing its syntax; a JSON list is the one syntax that is also valid inside the multi-task JSON object.
+  With ``token_format="inline"`` (not the paper's; :mod:`lit_clf.decoder.inline`) it is instead the input with
+  each span in brackets, ``wake me up at [time : five am]`` (a JSON string inside a JSON object);
 * multi-label task: a JSON list of the labels that apply, each once, in the order of the task's label list
   (``["anger", "joy"]``; ``[]`` when none applies).
 
@@ -38,6 +40,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
+from lit_clf.decoder.inline import check_token_format, parse_inline, render_inline
 
 __all__ = [
     "STYLES",
@@ -143,10 +146,23 @@ def answer_layout(
     return [*layout, "}"]
 
 
-def render_value(task: TaskSpec, value: str | Sequence[str], quoted: bool = False) -> str:
-    """One task's value: a label (a JSON string when ``quoted``, inside a JSON object) or a JSON list of labels."""
+def render_value(
+    task: TaskSpec,
+    value: str | Sequence[str],
+    quoted: bool = False,
+    token_format: str = "labels",
+    words: Sequence[str] | None = None,
+) -> str:
+    """One task's value: a label (a JSON string when ``quoted``, inside a JSON object) or a JSON list of labels;
+    with ``token_format="inline"``, a token task's ``words`` with its spans in brackets (a JSON string when
+    ``quoted``)."""
     if task.kind == "sequence":
         return json.dumps(value, ensure_ascii=False) if quoted else value
+    if task.kind == "token" and check_token_format(token_format) == "inline":
+        if words is None:
+            raise ValueError(f"task {task.name!r}: an inline answer needs the input's words")
+        text = render_inline(task, words, value)
+        return json.dumps(text, ensure_ascii=False) if quoted else text
     return render_word_labels(value)
 
 
@@ -156,7 +172,11 @@ def render_word_labels(labels: Sequence[str]) -> str:
 
 
 def render_answer(
-    example: Example, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, style: str | None = None
+    example: Example,
+    tasks: Sequence[TaskSpec],
+    keys: Sequence[str] | None = None,
+    style: str | None = None,
+    token_format: str = "labels",
 ) -> str:
     """The gold answer text of ``example`` for ``tasks`` (without end-of-sequence token).
 
@@ -165,14 +185,18 @@ def render_answer(
         tasks: The tasks, in answer order.
         keys: JSON key per task (``json`` style); default :func:`default_keys`.
         style: ``serial`` or ``json``; unset: ``serial`` for one task, ``json`` for several.
+        token_format: How token tasks answer: ``labels`` (the paper's list) or ``inline``.
 
     Returns:
         ``rec.autos``, ``["Other", "time"]``, ``intent: alarm_set\nslots: ["Other", "time"]`` or
         ``{"task1": "alarm_set", "task2": ["Other", "time"]}``.
     """
     quoted = answer_style(tasks, style) == "json"
+    words = example.words
     return "".join(
-        piece if isinstance(piece, str) else render_value(piece, _gold_value(example, piece), quoted)
+        piece
+        if isinstance(piece, str)
+        else render_value(piece, _gold_value(example, piece), quoted, token_format, words)
         for piece in answer_layout(tasks, keys, style)
     )
 
@@ -195,6 +219,7 @@ def parse_answer(
     keys: Sequence[str] | None = None,
     num_words: int | None = None,
     style: str | None = None,
+    token_format: str = "labels",
 ) -> dict[str, ParsedAnswer]:
     """Read a generation written in the syntax :func:`render_answer` produces for ``tasks``. Never raises.
 
@@ -204,28 +229,36 @@ def parse_answer(
         keys: JSON key per task (``json`` style); default :func:`default_keys`.
         num_words: Number of whitespace words of the input, to check token-task answers; None skips the check.
         style: ``serial`` or ``json``; unset: ``serial`` for one task, ``json`` for several.
+        token_format: How token tasks answer: ``labels`` (the paper's list) or ``inline``.
 
     Returns:
         Task name -> :class:`ParsedAnswer`, for every task in ``tasks``.
     """
     style = answer_style(tasks, style)
     if style == "json":
-        return parse_json_answer(text, tasks, keys, num_words)
+        return parse_json_answer(text, tasks, keys, num_words, token_format)
     if len(tasks) > 1:
-        return parse_serial_answer(text, tasks, num_words)
-    return {tasks[0].name: parse_value(text, tasks[0], num_words)}
+        return parse_serial_answer(text, tasks, num_words, token_format)
+    return {tasks[0].name: parse_value(text, tasks[0], num_words, token_format)}
 
 
-def parse_value(text: str, task: TaskSpec, num_words: int | None = None) -> ParsedAnswer:
-    """Read one task's value (a label, or a JSON list of labels) from ``text``. Never raises."""
+def parse_value(text: str, task: TaskSpec, num_words: int | None = None, token_format: str = "labels") -> ParsedAnswer:
+    """Read one task's value (a label, a JSON list of labels, or an inline answer) from ``text``. Never raises."""
     if task.kind == "sequence":
         return parse_label(text, task.labels)
     if task.kind == "multilabel":
         return parse_label_list(text, task.labels)
+    if token_format == "inline":
+        if not isinstance(text, str):
+            return ParsedAnswer([], False, f"expected text, got {type(text).__name__}")
+        labels, problem = parse_inline(_CUE.sub("", text[:_MAX_CHARS].strip(), count=1), task, num_words)
+        return ParsedAnswer(labels, not problem, problem)
     return parse_word_labels(text, task.labels, num_words, task.outside)
 
 
-def parse_serial_answer(text: str, tasks: Sequence[TaskSpec], num_words: int | None = None) -> dict[str, ParsedAnswer]:
+def parse_serial_answer(
+    text: str, tasks: Sequence[TaskSpec], num_words: int | None = None, token_format: str = "labels"
+) -> dict[str, ParsedAnswer]:
     """Read a ``serial`` answer of several tasks: one ``name: value`` line per task, in any order. Never raises.
 
     A task's line is the first whose text before the first colon is the task's name (case, quotes and list
@@ -243,7 +276,9 @@ def parse_serial_answer(text: str, tasks: Sequence[TaskSpec], num_words: int | N
     for task in tasks:
         value = lines.get(task.name.casefold())
         results[task.name] = (
-            _missing(task, f"no line {task.name}: ...") if value is None else parse_value(value, task, num_words)
+            _missing(task, f"no line {task.name}: ...")
+            if value is None
+            else parse_value(value, task, num_words, token_format)
         )
     return results
 
@@ -323,7 +358,11 @@ def parse_label_list(text: str, labels: Sequence[str]) -> ParsedAnswer:
 
 
 def parse_json_answer(
-    text: str, tasks: Sequence[TaskSpec], keys: Sequence[str] | None = None, num_words: int | None = None
+    text: str,
+    tasks: Sequence[TaskSpec],
+    keys: Sequence[str] | None = None,
+    num_words: int | None = None,
+    token_format: str = "labels",
 ) -> dict[str, ParsedAnswer]:
     """Read the consolidated prompts' JSON object, one field per task. Never raises.
 
@@ -338,6 +377,7 @@ def parse_json_answer(
         tasks: The tasks, in the order of ``keys``.
         keys: JSON key per task; default :func:`default_keys`.
         num_words: Number of input words, for token tasks; None skips the check.
+        token_format: How token tasks answer: ``labels`` (a list) or ``inline`` (a string).
 
     Returns:
         Task name -> :class:`ParsedAnswer`, for every task.
@@ -352,7 +392,11 @@ def parse_json_answer(
             found, raw = _lookup(obj, key, task.name)
         else:
             found, raw = _find_field(span, key, task.name)
-        parsed = _field_value(raw, task, num_words) if found else _missing(task, problem or f"missing field {key!r}")
+        parsed = (
+            _field_value(raw, task, num_words, token_format)
+            if found
+            else _missing(task, problem or f"missing field {key!r}")
+        )
         results[task.name] = replace(parsed, valid=False, reason=problem) if problem and parsed.valid else parsed
     return results
 
@@ -420,18 +464,20 @@ def _missing(task: TaskSpec, reason: str) -> ParsedAnswer:
     return ParsedAnswer(None if task.kind == "sequence" else [], False, reason)
 
 
-def _field_value(raw: Any, task: TaskSpec, num_words: int | None) -> ParsedAnswer:
+def _field_value(raw: Any, task: TaskSpec, num_words: int | None, token_format: str = "labels") -> ParsedAnswer:
     """Read one JSON field as ``task``'s answer."""
     if task.kind == "sequence":
         if isinstance(raw, str):
             return parse_label(raw, task.labels)
         return ParsedAnswer(None, False, f"expected a label string, got {_preview(raw)}")
+    if task.kind == "token" and token_format == "inline" and not isinstance(raw, str):
+        return ParsedAnswer([], False, f"expected an inline answer string, got {_preview(raw)}")
     if isinstance(raw, list | tuple):
         if task.kind == "multilabel":
             return _check_label_set(list(raw), task.labels, "")
         return _check_word_labels(list(raw), task.labels, num_words, "", task.outside)
     if isinstance(raw, str):
-        return parse_value(raw, task, num_words)
+        return parse_value(raw, task, num_words, token_format)
     return ParsedAnswer([], False, f"expected a list of labels, got {_preview(raw)}")
 
 

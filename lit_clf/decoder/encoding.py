@@ -168,7 +168,8 @@ class PromptEncoder:
 
     def answer_text(self, example: Example) -> str:
         """The gold answer in the answer syntax of :mod:`lit_clf.decoder.answers`."""
-        return render_answer(example, self.tasks, self.template.keys or None, self.template.style)
+        template = self.template
+        return render_answer(example, self.tasks, template.keys or None, template.style, template.token_format)
 
     def answer_ids(self, example: Example) -> list[int]:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
@@ -180,7 +181,8 @@ class PromptEncoder:
 
     def read(self, text: str, num_words: int | None) -> dict[str, ParsedAnswer]:
         """Read a decoded generation of an input of ``num_words`` words; never raises."""
-        return parse_answer(text, self.tasks, self.template.keys or None, num_words, self.template.style)
+        template = self.template
+        return parse_answer(text, self.tasks, template.keys or None, num_words, template.style, template.token_format)
 
     def shots_for(self, example: Example) -> list[Example]:
         """The few-shot examples of ``example`` (:func:`select_shots`)."""

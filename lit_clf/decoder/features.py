@@ -201,35 +201,52 @@ class DecoderFeaturizer:
         """The prompt encoder of the last featurized dataset."""
         return self.use(None)
 
-    def answer_budget(self, num_words: int) -> int:
-        """New tokens a generation for an input of ``num_words`` words may take (``max_new_tokens`` if set).
+    def answer_budget(self, words: Sequence[str]) -> int:
+        """New tokens a generation for an input of these whitespace ``words`` may take (``max_new_tokens`` if set).
 
         Unset, it is the length of the longest gold answer the task set can produce for such an input, plus EOS
         and :data:`BUDGET_SLACK`: each sequence task answers with its longest label (in tokens) and each token
-        task with its longest label repeated for every word. Only the input's word count is used, never its
-        gold labels.
+        task with its longest label repeated for every word; an ``inline`` token answer writes the words
+        themselves, each in a span of its own with one of the two longest labels. Only the input's words are
+        used (their count, unless inline), never its gold labels.
         """
         if self.max_new_tokens is not None:
             return self.max_new_tokens
-        key = num_words if any(task.kind == "token" for task in self.tasks) else 0
+        token = any(task.kind == "token" for task in self.tasks)
+        inline = token and self.encoder.template.token_format == "inline"
+        key: Any = tuple(words) if inline else len(words) if token else 0
         if key not in self._budgets:
-            labels = {task.name: self._longest_label(task) for task in self.tasks}
-            worst = {t.name: self._worst_value(t, labels[t.name], key) for t in self.tasks}
-            answer = self.encoder.answer_ids(Example("longest-answer", " ".join(["w"] * key), worst))
-            self._budgets[key] = len(answer) + 1 + BUDGET_SLACK
+            text = " ".join(words) if inline else " ".join(["w"] * (key if token else 0))
+            n = len(text.split())
+            worst = {task.name: self._worst_value(task, n, inline) for task in self.tasks}
+            answer = self.encoder.answer_ids(Example("longest-answer", text, worst))
+            budget = len(answer) + 1 + BUDGET_SLACK
+            if not inline:  # inline budgets depend on the words: not kept
+                self._budgets[key] = budget
+            return budget
         return self._budgets[key]
 
-    @staticmethod
-    def _worst_value(task: TaskSpec, longest: str, num_words: int) -> str | tuple[str, ...]:
+    def _worst_value(self, task: TaskSpec, num_words: int, inline: bool) -> str | tuple[str, ...]:
+        longest = self._longest_labels(task)
         if task.kind == "sequence":
-            return longest
-        return task.labels if task.kind == "multilabel" else (longest,) * num_words
+            return longest[0]
+        if task.kind == "multilabel":
+            return task.labels
+        if not inline:
+            return (longest[0],) * num_words
+        if task.scheme == "bio":  # B- tags only: one span per word
+            kind = max((label for label in task.labels if label.startswith("B-")), key=self._label_cost)
+            return (kind,) * num_words
+        # alternating the two longest labels: one span per word (equal neighbours would make one span)
+        pair = [label for label in longest if label != task.outside][:2] or [task.outside]
+        return tuple(pair[i % len(pair)] for i in range(num_words))
 
-    def _longest_label(self, task: TaskSpec) -> str:
-        def cost(label: str) -> int:
-            return len(self.tokenizer(json.dumps(label, ensure_ascii=False), add_special_tokens=False)["input_ids"])
+    def _longest_labels(self, task: TaskSpec) -> list[str]:
+        """``task``'s labels, the most tokens first."""
+        return sorted(task.labels, key=self._label_cost, reverse=True)
 
-        return max(task.labels, key=cost)
+    def _label_cost(self, label: str) -> int:
+        return len(self.tokenizer(json.dumps(label, ensure_ascii=False), add_special_tokens=False)["input_ids"])
 
     # -------------------------------------------------------------- featurize
     def featurize(
@@ -254,10 +271,10 @@ class DecoderFeaturizer:
 
     def generation_feature(self, index: int, example: Example) -> dict[str, Any]:
         """Prompt ids, the gold label ids per task (metrics), the word count and the generation budget."""
-        num_words = len(example.words)
-        budget = self.answer_budget(num_words)
+        words = tuple(example.words)
+        budget = self.answer_budget(words)
         feature = {"index": index, **self.encoder.encode_for_generation(example, budget)}
-        feature.update(num_words=num_words, max_new_tokens=budget, gold=gold_ids(example, self.tasks))
+        feature.update(words=words, num_words=len(words), max_new_tokens=budget, gold=gold_ids(example, self.tasks))
         return feature
 
     def _packs(self, features: list[dict[str, Any]]) -> bool:
@@ -288,7 +305,8 @@ class DecoderFeaturizer:
         """Training features: right-padded ``input_ids``/``attention_mask``/``labels``, or one packed sequence
         (``share_prefix``). Generation features: the evaluation split's shared prompt prefix (``prefix_length``
         tokens, the same in every batch of the split, so its KV cache is computed once per evaluation pass), then
-        the rest of each prompt left-padded; with ``gold``, ``num_words`` and the batch's ``max_new_tokens``."""
+        the rest of each prompt left-padded; with ``gold``, ``words``, ``num_words`` and the batch's
+        ``max_new_tokens``."""
         index = torch.tensor([f["index"] for f in features])
         if "labels" in features[0]:
             if self._packs(features):
@@ -310,6 +328,7 @@ class DecoderFeaturizer:
             "index": index,
             **batch,
             "gold": gold,
+            "words": [f["words"] for f in features],
             "num_words": [f["num_words"] for f in features],
             "max_new_tokens": max(f["max_new_tokens"] for f in features),
             "prefix_length": prefix,

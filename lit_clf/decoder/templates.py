@@ -11,7 +11,7 @@ Placeholder syntax of templates (``str.format`` fields; write literal braces as 
 
 One few-shot example is written with the template's ``shot`` pattern (fields ``{text}`` and ``{answer}``);
 examples are separated by a blank line. A template file is YAML/JSON with ``prompt`` (required) and optional
-``system``, ``shot``, ``keys`` and ``style``, or plain text (the prompt itself); the paper's files in
+``system``, ``shot``, ``keys``, ``style`` and ``token_format``, or plain text (the prompt itself); the paper's files in
 ``paper_prompts/`` are examples of the format.
 
 The paper's prompts (appendix Listings 1-12) keep its wording except for these fixes:
@@ -48,6 +48,7 @@ import yaml
 
 from lit_clf.data.tasks import OTHER, TaskSpec
 from lit_clf.decoder.answers import STYLES, default_keys
+from lit_clf.decoder.inline import check_token_format
 
 #: Folder of the paper's prompts, one template file per listing.
 PAPER_PROMPTS = Path(__file__).parent / "paper_prompts"
@@ -101,6 +102,8 @@ class PromptTemplate:
         style: The answer style (:mod:`lit_clf.decoder.answers`): ``serial`` (plain text; several tasks: one
             ``name: value`` line each) or ``json`` (one JSON object under ``keys``). Unset: ``json`` for several
             tasks or when ``keys`` are given, else ``serial``.
+        token_format: How a token task answers: ``labels`` (the paper's list, one label per word) or ``inline``
+            (the input with each span in brackets, ``wake me up at [time : five am]``; :mod:`lit_clf.decoder.inline`).
     """
 
     tasks: tuple[str, ...]
@@ -111,9 +114,11 @@ class PromptTemplate:
     keys: tuple[str, ...] = ()
     source: str = "template"
     style: str | None = None
+    token_format: str = "labels"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        check_token_format(self.token_format, f"{self.source}: token_format")
         style = self.style or ("json" if len(self.tasks) > 1 or self.keys else "serial")
         if style not in STYLES:
             raise ValueError(f"{self.source}: style: expected one of {', '.join(STYLES)}, got {style!r}")
@@ -241,9 +246,9 @@ def load_template(path: str | Path, tasks: Sequence[str], shots: int) -> PromptT
     """Read a user prompt template.
 
     A ``.yaml``/``.yml``/``.json`` file is a mapping with ``prompt`` (required) and optional ``system``,
-    ``shot`` (one few-shot example, ``{text}`` and ``{answer}``), ``keys`` (JSON key per task) and ``style``
-    (``serial`` or ``json``, see :class:`PromptTemplate`). Any other file is the prompt itself. Placeholders: see
-    the module docstring.
+    ``shot`` (one few-shot example, ``{text}`` and ``{answer}``), ``keys`` (JSON key per task), ``style``
+    (``serial`` or ``json``) and ``token_format`` (``labels`` or ``inline``), see :class:`PromptTemplate`. Any
+    other file is the prompt itself. Placeholders: see the module docstring.
 
     Args:
         path: The file.
@@ -268,11 +273,12 @@ def _template_mapping(raw: str, path: Path) -> dict[str, Any]:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
-    allowed = {"prompt", "system", "shot", "keys", "style"}
+    allowed = {"prompt", "system", "shot", "keys", "style", "token_format"}
     if not isinstance(data, Mapping) or "prompt" not in data or set(data) - allowed:
         raise ValueError(f"{path}: expected a mapping with 'prompt' and optionally {sorted(allowed - {'prompt'})}")
-    if any(not isinstance(data[k], str) for k in ("prompt", "system", "shot", "style") if data.get(k) is not None):
-        raise ValueError(f"{path}: 'prompt', 'system', 'shot' and 'style' must be strings")
+    strings = ("prompt", "system", "shot", "style", "token_format")
+    if any(not isinstance(data[k], str) for k in strings if data.get(k) is not None):
+        raise ValueError(f"{path}: 'prompt', 'system', 'shot', 'style' and 'token_format' must be strings")
     keys = data.get("keys")
     if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
         raise ValueError(f"{path}: 'keys' must be a list of strings, one JSON key per task")

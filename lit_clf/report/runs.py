@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -119,7 +119,7 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
 
 
 #: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
-_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling")
+_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling", "prompt_file")
 _DECODER = "lit_clf.decoder.DecoderGenerativeModule"
 
 
@@ -159,13 +159,17 @@ def model_id(config: Mapping) -> str | None:
 
 
 def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None) -> str:
-    """Settings the paper did not use: a decoder's decoding other than free generation; heads reading another
-    vector than the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; fine-tuning
-    on ``train_subset`` examples of the training split (not comparable with a full-split run)."""
+    """Settings the paper did not use: a decoder's decoding other than free generation; a prompt file instead of
+    the paper's prompt (``prompt massive-slots-inline-0shot``, the file's name); heads reading another vector than
+    the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; fine-tuning on
+    ``train_subset`` examples of the training split (not comparable with a full-split run)."""
     parts = []
     decoding = init_args.get("decoding")
     if decoder and _is_set(decoding) and decoding != "free":
         parts.append(str(decoding))
+    prompt_file = init_args.get("prompt_file")
+    if decoder and _is_set(prompt_file):
+        parts.append(f"prompt {PurePath(str(prompt_file)).stem}")
     pooling = init_args.get("pooling")
     if not decoder and _is_set(pooling) and pooling not in ("auto", "first"):
         parts.append(f"heads, {pooling} pooling")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import random
 from types import SimpleNamespace
 
@@ -178,10 +180,12 @@ def all_answers(constraint: AnswerConstraint) -> list[str]:
         else:
             words = itertools.product(task.labels, repeat=constraint.num_words)
             choices.append([(task.name, tuple(labels)) for labels in words])
-    text = " ".join(["w"] * (constraint.num_words or 0))
+    text = " ".join(constraint.words or ["w"] * (constraint.num_words or 0))
     combos = itertools.product(*choices)
-    tasks, keys, style = constraint.tasks, constraint.keys, constraint.style
-    return [render_answer(Example("x", text, dict(combo)), tasks, keys, style) for combo in combos]
+    tasks, keys, style, token_format = constraint.tasks, constraint.keys, constraint.style, constraint.token_format
+    return sorted(
+        {render_answer(Example("x", text, dict(combo)), tasks, keys, style, token_format) for combo in combos}
+    )
 
 
 EMOTION = TaskSpec("emotion", "multilabel", ("anger", "joy", "sadness"))
@@ -195,6 +199,12 @@ BRUTE_FORCE = [
     AnswerConstraint((TOPIC7, EMOTION), style="json"),
     AnswerConstraint((TOPIC7,), ("topic",), style="json"),
     AnswerConstraint((EMOTION, TOPIC7, TaskSpec("slots", "token", (OTHER, "date"))), num_words=1, style="serial"),
+    AnswerConstraint(
+        (TaskSpec("slots", "token", (OTHER, "time", "time_zone")),), token_format="inline", words=("at", "5pm")
+    ),
+    AnswerConstraint(
+        (INTENT, TaskSpec("slots", "token", (OTHER, "date"))), token_format="inline", words=('"hi"', "now", "x")
+    ),
 ]
 BRUTE_FORCE_IDS = [
     "label",
@@ -206,6 +216,8 @@ BRUTE_FORCE_IDS = [
     "json-labels",
     "json-one",
     "serial",
+    "inline",
+    "json-inline",
 ]
 
 
@@ -257,10 +269,22 @@ def test_processor_follows_rows_of_a_left_padded_batch(tokenizers):
 
 
 @pytest.mark.parametrize(("fmt", "name"), FORMATS)
-@pytest.mark.parametrize("task_names", [("intent",), ("slots",), ("intent", "slots")])
-def test_constrained_generation_of_an_untrained_model_always_parses(tokenizers, models, fmt, name, task_names):
+@pytest.mark.parametrize(
+    ("task_names", "token_format"),
+    [
+        (("intent",), "labels"),
+        (("slots",), "labels"),
+        (("intent", "slots"), "labels"),
+        (("slots",), "inline"),
+        (("intent", "slots"), "inline"),
+    ],
+)
+def test_constrained_generation_of_an_untrained_model_always_parses(
+    tokenizers, models, fmt, name, task_names, token_format
+):
     tokenizer = tokenizers(name)
-    encoder = PromptEncoder(tokenizer, get_template("massive", task_names, 0), [INTENT, SLOTS], fmt=fmt)
+    template = dataclasses.replace(get_template("massive", task_names, 0), token_format=token_format)
+    encoder = PromptEncoder(tokenizer, template, [INTENT, SLOTS], fmt=fmt)
     examples = utterances()  # 1 to 8 words: different list lengths and prompt lengths in one batch
     batch = left_padded(encoder, examples)
     assert (batch["attention_mask"][:, 0] == 0).any()
@@ -275,7 +299,13 @@ def test_constrained_generation_of_an_untrained_model_always_parses(tokenizers, 
         if "slots" in parsed:
             assert len(parsed["slots"].value) == len(example.words)
             assert set(parsed["slots"].value) <= set(SLOTS.labels)
-        assert parse_answer(output, encoder.tasks, encoder.template.keys or None, len(example.words)) == parsed
+        keys, style = encoder.template.keys or None, encoder.template.style
+        assert parse_answer(output, encoder.tasks, keys, len(example.words), style, token_format) == parsed
+        if token_format == "inline" and "slots" in parsed:
+            value = output if style == "serial" else json.loads(output)["task2"]
+            assert [word for word in value.replace("]", " ").split() if "[" not in word and word != ":"] == (
+                example.words
+            )  # the input's words, copied
 
 
 @pytest.mark.parametrize("style", ["serial", "json"])

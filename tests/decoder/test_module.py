@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from types import SimpleNamespace
 
@@ -100,6 +101,7 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
         "input_ids",
         "attention_mask",
         "gold",
+        "words",
         "num_words",
         "max_new_tokens",
         "prefix_length",
@@ -115,6 +117,7 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
     intents, slots = specs
     assert batch["gold"]["intent"].tolist() == [intents.label2id[ex.labels["intent"]] for ex in examples]
     assert batch["gold"]["slots"] == [[slots.label2id[w] for w in ex.labels["slots"]] for ex in examples]
+    assert batch["words"] == [tuple(ex.words) for ex in examples]
     assert batch["num_words"] == [len(ex.words) for ex in examples]
     assert batch["index"].tolist() == [0, 1, 2]
 
@@ -125,6 +128,16 @@ def test_answer_budget_covers_every_gold_answer(tiny_llama2_dir):
         featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format="llama2")
         for example, feature in zip(toy_examples(), featurizer.featurize(toy_examples(), train=False)):
             assert feature["max_new_tokens"] >= len(featurizer.encoder.answer_ids(example)) + 1
+    inline = REPO / "configs" / "prompts" / "massive-intent+slots-inline-0shot.yaml"
+    featurizer = DecoderFeaturizer(
+        tokenizer, toy_specs(("intent", "slots")), prompt_format="llama2", prompt_file=inline
+    )
+    for example, feature in zip(toy_examples(), featurizer.featurize(toy_examples(), train=False)):
+        assert featurizer.encoder.template.token_format == "inline"
+        assert feature["max_new_tokens"] >= len(featurizer.encoder.answer_ids(example)) + 1
+        slots = ["date", "time"] * len(example.words)  # every word a span of its own: the longest inline answers
+        worst = Example("w", example.text, {**example.labels, "slots": tuple(slots[: len(example.words)])})
+        assert feature["max_new_tokens"] >= len(featurizer.encoder.answer_ids(worst)) + 1
     fixed = DecoderFeaturizer(tokenizer, toy_specs(), prompt_format="llama2", max_new_tokens=7)
     assert {f["max_new_tokens"] for f in fixed.featurize(toy_examples(), train=False)} == {7}
 
@@ -556,6 +569,31 @@ def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_da
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and set(rows[0]) == {"id", "text", "intent", "slots"}
     assert set(rows[0]["slots"]) == {"gold", "pred", "raw", "valid"}
+
+
+def test_cpu_recipe_with_the_inline_slot_prompt_answers_validly(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):
+    """The consolidated recipe with configs/prompts' inline answer: trains on ``[type : words]`` answers, and its
+    constrained test answers copy every input word and parse (no invalid answer); the run records the prompt."""
+    monkeypatch.chdir(tmp_path)
+    prompt = REPO / "configs" / "prompts" / "massive-intent+slots-inline-0shot.yaml"
+    config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml")]
+    overrides = [*decoder_overrides(tmp_path, tiny_smollm_dir, shared_data), "--model.init_args.max_new_tokens=null"]
+    out = tmp_path / "predictions.jsonl"
+    run_cli(["fit", *config, *overrides, f"--model.init_args.prompt_file={prompt}"])
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    scores = {k: v for row in csv.DictReader(metrics.open()) for k, v in row.items() if v and k.startswith("test/")}
+    assert float(scores["test/slots_invalid_rate"]) == 0.0 and float(scores["test/intent_invalid_rate"]) == 0.0
+    (ckpt,) = tmp_path.rglob("best.ckpt")
+    run_cli(["predict", *config, *overrides, f"--ckpt_path={ckpt}", f"--predictions.output_path={out}"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6
+    for row in rows:
+        inline = json.loads(row["slots"]["raw"])["task2"]  # the consolidated JSON answer's slot field
+        copied = [w for w in inline.replace("]", " ").split() if not w.startswith("[") and w != ":"]
+        assert copied == row["text"].split() and row["slots"]["valid"]
+        assert len(row["slots"]["pred"]) == len(row["text"].split())
+    config_yaml = metrics.parent / "config.yaml"  # the fit's resolved config
+    assert yaml.safe_load(config_yaml.read_text())["model"]["init_args"]["prompt_file"] == str(prompt)
 
 
 def test_the_decoder_fits_and_tests_on_own_files_with_the_generic_prompt(tmp_path, tiny_smollm_dir, monkeypatch):

@@ -599,6 +599,18 @@ def test_a_run_trained_on_a_subset_of_the_training_split_is_its_own_row():
     assert full.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
 
 
+def test_a_run_with_its_own_prompt_file_is_its_own_row():
+    from lit_clf.report.runs import run_from_config
+
+    config = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["slots"], decoding="constrained")
+    config["model"]["init_args"]["prompt_file"] = "configs/prompts/massive-slots-inline-0shot.yaml"
+    run = run_from_config(config, {"test/slots_f1": 0.5, "step": 256}, "a", "a/config.yaml", 0.0)
+    assert run.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained, prompt massive-slots-inline-0shot)"
+    config["model"]["init_args"]["prompt_file"] = None  # the paper's prompt
+    paper = run_from_config(config, {"test/slots_f1": 0.2, "step": 256}, "b", "b/config.yaml", 0.0)
+    assert paper.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
+
+
 def test_api_model_runs_fill_the_papers_gpt_rows():
     from lit_clf.report.runs import run_from_config
 

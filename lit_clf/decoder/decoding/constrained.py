@@ -13,6 +13,8 @@ How constrained decoding works:
    the markers: literal parts (``{"task1": "``) alternate with label choices, each label written as the renderer
    writes it (JSON escapes included), so the format cannot drift from the one training uses. A multi-label value
    branches: the empty list, or labels in the label list's order, each at most once, joined by the separator.
+   An inline token value (:mod:`lit_clf.decoder.inline`) is a graph over the input's words: each word is
+   written as it is, or opens a span (``[type : word``), or continues the open one; ``]`` closes it.
 2. *The text of each token in context.* :class:`TokenVocab` holds the bytes each token adds to a text it
    continues: the byte-level alphabet of byte-level BPE (``Ġ`` is a space) or, for other tokenizers, the decoded
    text after an anchor token (SentencePiece's ``▁`` is a space inside a text, though a lone token decodes
@@ -45,6 +47,7 @@ from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.decoder.answers import answer_layout, answer_style, render_value
 from lit_clf.decoder.decoding.base import Decoded, read_answer
 from lit_clf.decoder.formats import PromptFormat, label_answer_ids
+from lit_clf.decoder.inline import check_token_format, span_types
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -167,6 +170,32 @@ class _GraphBuilder:
                 separators.append(self.add((separator,), {chosen[-1]}))
         self.frontier = exits | ({self.add((tail,), set(chosen))} if tail else set(chosen))
 
+    def inline(self, task: TaskSpec, words: Sequence[str], quoted: bool) -> None:
+        """An inline token value over ``words``: each word written plain, opening a span (``[type : word``) or
+        continuing the open one, ``]`` closing it. Spans are tracked per type, so that in the ``runs`` scheme a
+        span never directly follows one of its own type: those would be one run of equal labels, which
+        :func:`~lit_clf.decoder.inline.render_inline` writes as one span."""
+        escape = (lambda text: json.dumps(text, ensure_ascii=False)[1:-1]) if quoted else (lambda text: text)
+        merge = task.scheme != "bio"
+        if quoted:
+            self.literal('"')
+        plain = set(self.frontier)  # parts after which no span is open and none was just closed
+        inside: dict[str, set[int]] = {}  # span type -> parts after which a span of that type is open
+        for i, word in enumerate(words):
+            space, text = " " if i else "", escape(word)
+            closed = {kind: self.add(("]",), parts) for kind, parts in inside.items()}
+            written = self.add((space + text,), plain | set(closed.values()))
+            opened: dict[str, set[int]] = {}
+            for kind in span_types(task):
+                sources = plain | {part for other, part in closed.items() if not (merge and other == kind)}
+                opened[kind] = {self.add((f"{space}[{escape(kind)} : {text}",), sources)}
+                if kind in inside:
+                    opened[kind].add(self.add((" " + text,), inside[kind]))
+            plain, inside = {written}, opened
+        self.frontier = plain | {self.add(("]",), parts) for parts in inside.values()}
+        if quoted:
+            self.literal('"')
+
     def graph(self) -> AnswerGraph:
         end = len(self.parts)
         for source in self.frontier:
@@ -196,12 +225,16 @@ class AnswerConstraint:
         num_words: Number of whitespace words of the input: the length of every token task's label list.
             Required when a task is a token task.
         style: The answer style (``serial``, ``json``); None: ``serial`` for one task, ``json`` for several.
+        token_format: How token tasks answer (``labels``, ``inline``; :mod:`lit_clf.decoder.inline`).
+        words: The input's whitespace words; required by an ``inline`` token task (``num_words`` is their count).
     """
 
     tasks: tuple[TaskSpec, ...]
     keys: tuple[str, ...] | None = None
     num_words: int | None = None
     style: str | None = None
+    token_format: str = "labels"
+    words: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -209,15 +242,36 @@ class AnswerConstraint:
         if not self.tasks:
             raise ValueError("AnswerConstraint: give at least one task")
         object.__setattr__(self, "style", answer_style(self.tasks, self.style))
+        check_token_format(self.token_format)
+        if self.words is not None:
+            object.__setattr__(self, "words", tuple(self.words))
+            if self.num_words not in (None, len(self.words)):
+                raise ValueError(f"num_words: {self.num_words}, but {len(self.words)} words are given")
+            object.__setattr__(self, "num_words", len(self.words))
         token_task = next((task.name for task in self.tasks if task.kind == "token"), None)
+        if token_task is not None and self.token_format == "inline" and self.words is None:
+            raise ValueError(f"words: the inline answer of token task {token_task!r} needs the input's words")
         if token_task is not None and (self.num_words is None or self.num_words < 0):
             raise ValueError(f"num_words: token task {token_task!r} needs the number of input words")
 
     @classmethod
     def for_example(cls, encoder: PromptEncoder, example: Example) -> AnswerConstraint:
-        """The constraint of ``example`` under ``encoder``'s tasks, JSON keys and answer style."""
+        """The constraint of ``example`` under ``encoder``'s tasks, JSON keys and answer syntax."""
+        return cls.for_words(encoder, example.words)
+
+    @classmethod
+    def for_words(cls, encoder: PromptEncoder, words: Sequence[str]) -> AnswerConstraint:
+        """The constraint of an input of these whitespace ``words`` under ``encoder``'s tasks and answer syntax."""
         template = encoder.template
-        return cls(tuple(encoder.tasks), template.keys or None, len(example.words), template.style)
+        inline = template.token_format == "inline" and any(task.kind == "token" for task in encoder.tasks)
+        return cls(
+            tuple(encoder.tasks),
+            template.keys or None,
+            len(words),
+            template.style,
+            template.token_format,
+            tuple(words) if inline else None,  # only an inline answer depends on the words: fewer automata
+        )
 
     def graph(self, before: str = "", after: str = "") -> AnswerGraph:
         """The valid answers as a graph of parts, between the literal texts ``before`` and ``after``.
@@ -240,6 +294,8 @@ def _graph(constraint: AnswerConstraint, before: str, after: str) -> AnswerGraph
             builder.frontier = {builder.add(tuple(render_value(piece, label, quoted) for label in piece.labels))}
         elif piece.kind == "multilabel":
             builder.label_set(piece, quoted)
+        elif constraint.token_format == "inline":
+            builder.inline(piece, constraint.words or (), quoted)
         else:
             count = constraint.num_words or 0
             items = _list_items(piece)
@@ -611,11 +667,7 @@ class ConstrainedDecoding:
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
-        template = self.encoder.template
-        constraints = [
-            AnswerConstraint(tuple(self.encoder.tasks), template.keys or None, n, template.style)
-            for n in batch["num_words"]
-        ]
+        constraints = [AnswerConstraint.for_words(self.encoder, words) for words in batch["words"]]
         texts = constrained_generate(
             model,
             self.encoder.tokenizer,
