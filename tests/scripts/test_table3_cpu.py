@@ -57,3 +57,19 @@ def test_a_stopped_fit_resumes_and_a_finished_step_is_skipped(checkout):
     assert run_steps(checkout, "ft-intent") == [call]  # in docs/ now: skipped, nothing new
     (call,) = run_steps(checkout, "ft-slots")[1:]  # a first run: no checkpoint, no resume
     assert "--ckpt_path" not in call
+
+
+def test_inline_steps_add_the_inline_prompt_to_the_papers_recipe(checkout):
+    fit, free, search = run_steps(checkout, "ft-joint-inline", "ft-joint-inline-free", "lr-slots-inline:3.0e-4")
+    joint = "configs/massive/smollm2-135m-joint.yaml"
+    prompt = "--model.init_args.prompt_file configs/prompts/massive-intent+slots-inline-0shot.yaml"
+    assert fit.startswith(f"fit -c {joint}") and prompt in fit
+    assert "--trainer.logger.init_args.name massive-smollm2-joint-inline-0shot-ft " in fit + " "
+    assert free.startswith(f"test -c {joint}") and prompt in free and "--model.init_args.decoding free" in free
+    assert "runs/massive-smollm2-joint-inline-0shot-ft/version_0/checkpoints/best.ckpt" in free
+    slots = "-c configs/massive/smollm2-135m-slots.yaml"
+    assert search.startswith(f"fit {slots}") and "configs/prompts/massive-slots-inline-0shot.yaml" in search
+    assert "-c configs/trainer/lr-search.yaml" in search and "--model.init_args.optimizer.init_args.lr 3.0e-4" in search
+    assert "--trainer.logger.init_args.name massive-smollm2-slots-inline-lr3.0e-4" in search
+    (intent,) = run_steps(checkout, "lr-3.0e-5")[3:]  # the intent search keeps its run names
+    assert "massive-smollm2-intent-lr3.0e-5" in intent and "prompt_file" not in intent
