@@ -161,6 +161,7 @@ class DecoderFeaturizer:
         self.info: DatasetInfo | None = None
         self._encoder: PromptEncoder | None = None
         self._budgets: dict[int, int] = {}
+        self._ranked: dict[str, list[str]] = {}  # task name -> labels, the most tokens first
 
     # ----------------------------------------------------------------- prompt
     def template(self, dataset: str | None) -> PromptTemplate:
@@ -213,18 +214,18 @@ class DecoderFeaturizer:
         if self.max_new_tokens is not None:
             return self.max_new_tokens
         token = any(task.kind == "token" for task in self.tasks)
-        inline = token and self.encoder.template.token_format == "inline"
-        key: Any = tuple(words) if inline else len(words) if token else 0
+        if token and self.encoder.template.token_format == "inline":  # depends on the words: not kept
+            return self._budget(" ".join(words), inline=True)
+        key = len(words) if token else 0
         if key not in self._budgets:
-            text = " ".join(words) if inline else " ".join(["w"] * (key if token else 0))
-            n = len(text.split())
-            worst = {task.name: self._worst_value(task, n, inline) for task in self.tasks}
-            answer = self.encoder.answer_ids(Example("longest-answer", text, worst))
-            budget = len(answer) + 1 + BUDGET_SLACK
-            if not inline:  # inline budgets depend on the words: not kept
-                self._budgets[key] = budget
-            return budget
+            self._budgets[key] = self._budget(" ".join(["w"] * key), inline=False)
         return self._budgets[key]
+
+    def _budget(self, text: str, inline: bool) -> int:
+        """Tokens of the longest answer for an input ``text``, plus EOS and :data:`BUDGET_SLACK`."""
+        n = len(text.split())
+        worst = {task.name: self._worst_value(task, n, inline) for task in self.tasks}
+        return len(self.encoder.answer_ids(Example("longest-answer", text, worst))) + 1 + BUDGET_SLACK
 
     def _worst_value(self, task: TaskSpec, num_words: int, inline: bool) -> str | tuple[str, ...]:
         longest = self._longest_labels(task)
@@ -235,18 +236,20 @@ class DecoderFeaturizer:
         if not inline:
             return (longest[0],) * num_words
         if task.scheme == "bio":  # B- tags only: one span per word
-            kind = max((label for label in task.labels if label.startswith("B-")), key=self._label_cost)
-            return (kind,) * num_words
+            return (next(label for label in longest if label.startswith("B-")),) * num_words
         # alternating the two longest labels: one span per word (equal neighbours would make one span)
         pair = [label for label in longest if label != task.outside][:2] or [task.outside]
         return tuple(pair[i % len(pair)] for i in range(num_words))
 
     def _longest_labels(self, task: TaskSpec) -> list[str]:
-        """``task``'s labels, the most tokens first."""
-        return sorted(task.labels, key=self._label_cost, reverse=True)
+        """``task``'s labels, the most tokens first (ranked once per task: budgets are asked for per example)."""
+        if task.name not in self._ranked:
 
-    def _label_cost(self, label: str) -> int:
-        return len(self.tokenizer(json.dumps(label, ensure_ascii=False), add_special_tokens=False)["input_ids"])
+            def cost(label: str) -> int:
+                return len(self.tokenizer(json.dumps(label, ensure_ascii=False), add_special_tokens=False)["input_ids"])
+
+            self._ranked[task.name] = sorted(task.labels, key=cost, reverse=True)
+        return self._ranked[task.name]
 
     # -------------------------------------------------------------- featurize
     def featurize(

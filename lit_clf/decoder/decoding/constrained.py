@@ -176,7 +176,7 @@ class _GraphBuilder:
         span never directly follows one of its own type: those would be one run of equal labels, which
         :func:`~lit_clf.decoder.inline.render_inline` writes as one span."""
         escape = (lambda text: json.dumps(text, ensure_ascii=False)[1:-1]) if quoted else (lambda text: text)
-        merge = task.scheme != "bio"
+        merge, kinds = task.scheme != "bio", span_types(task)
         if quoted:
             self.literal('"')
         plain = set(self.frontier)  # parts after which no span is open and none was just closed
@@ -186,7 +186,7 @@ class _GraphBuilder:
             closed = {kind: self.add(("]",), parts) for kind, parts in inside.items()}
             written = self.add((space + text,), plain | set(closed.values()))
             opened: dict[str, set[int]] = {}
-            for kind in span_types(task):
+            for kind in kinds:
                 sources = plain | {part for other, part in closed.items() if not (merge and other == kind)}
                 opened[kind] = {self.add((f"{space}[{escape(kind)} : {text}",), sources)}
                 if kind in inside:
