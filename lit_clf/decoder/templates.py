@@ -11,8 +11,8 @@ Placeholder syntax of templates (``str.format`` fields; write literal braces as 
 
 One few-shot example is written with the template's ``shot`` pattern (fields ``{text}`` and ``{answer}``);
 examples are separated by a blank line. A template file is YAML/JSON with ``prompt`` (required) and optional
-``system``, ``shot``, ``keys``, ``style`` and ``token_format``, or plain text (the prompt itself); the paper's files in
-``paper_prompts/`` are examples of the format.
+``system``, ``shot``, ``keys``, ``style``, ``token_format`` and ``variant``, or plain text (the prompt itself);
+the paper's files in ``paper_prompts/`` are examples of the format.
 
 The paper's prompts (appendix Listings 1-12) keep its wording except for these fixes:
 
@@ -104,6 +104,9 @@ class PromptTemplate:
             tasks or when ``keys`` are given, else ``serial``.
         token_format: How a token task answers: ``labels`` (the paper's list, one label per word) or ``inline``
             (the input with each span in brackets, ``wake me up at [time : five am]``; :mod:`lit_clf.decoder.inline`).
+        variant: What the report calls runs with this prompt (their row's variant, e.g. ``inline slot answer``):
+            prompts that give the same variant share a row; unset, ``prompt <file name>``
+            (:mod:`lit_clf.report.runs`, which reads it from the file without loading the template).
     """
 
     tasks: tuple[str, ...]
@@ -115,6 +118,7 @@ class PromptTemplate:
     source: str = "template"
     style: str | None = None
     token_format: str = "labels"
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -273,12 +277,12 @@ def _template_mapping(raw: str, path: Path) -> dict[str, Any]:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
-    allowed = {"prompt", "system", "shot", "keys", "style", "token_format"}
+    allowed = {"prompt", "system", "shot", "keys", "style", "token_format", "variant"}
     if not isinstance(data, Mapping) or "prompt" not in data or set(data) - allowed:
         raise ValueError(f"{path}: expected a mapping with 'prompt' and optionally {sorted(allowed - {'prompt'})}")
-    strings = ("prompt", "system", "shot", "style", "token_format")
+    strings = ("prompt", "system", "shot", "style", "token_format", "variant")
     if any(not isinstance(data[k], str) for k in strings if data.get(k) is not None):
-        raise ValueError(f"{path}: 'prompt', 'system', 'shot', 'style' and 'token_format' must be strings")
+        raise ValueError(f"{path}: 'prompt', 'system', 'shot', 'style', 'token_format' and 'variant' must be strings")
     keys = data.get("keys")
     if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
         raise ValueError(f"{path}: 'keys' must be a list of strings, one JSON key per task")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -160,7 +160,8 @@ def model_id(config: Mapping) -> str | None:
 
 def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None) -> str:
     """Settings the paper did not use: a decoder's decoding other than free generation; a prompt file instead of
-    the paper's prompt (``prompt massive-slots-inline-0shot``, the file's name); heads reading another vector than
+    the paper's prompt (the file's ``variant``, ``inline slot answer``, else its name:
+    :func:`_prompt_variant`); heads reading another vector than
     the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; fine-tuning on
     ``train_subset`` examples of the training split (not comparable with a full-split run)."""
     parts = []
@@ -169,7 +170,7 @@ def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None)
         parts.append(str(decoding))
     prompt_file = init_args.get("prompt_file")
     if decoder and _is_set(prompt_file):
-        parts.append(f"prompt {PurePath(str(prompt_file)).stem}")
+        parts.append(_prompt_variant(Path(str(prompt_file))))
     pooling = init_args.get("pooling")
     if not decoder and _is_set(pooling) and pooling not in ("auto", "first"):
         parts.append(f"heads, {pooling} pooling")
@@ -178,6 +179,21 @@ def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None)
     if train_subset is not None:
         parts.append(f"{train_subset:,} train examples")
     return ", ".join(parts)
+
+
+def _prompt_variant(path: Path) -> str:
+    """The ``variant`` of the prompt file ``path`` (relative to the working directory, as the run had it; the
+    template field of :class:`~lit_clf.decoder.templates.PromptTemplate`, read here without importing the decoder),
+    else ``prompt <file name without suffix>``, also for a file that cannot be read: a report never fails on it."""
+    fallback = f"prompt {path.stem}"
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        return fallback
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return fallback
+    variant = data.get("variant") if isinstance(data, Mapping) else None
+    return variant.strip() if isinstance(variant, str) and variant.strip() else fallback
 
 
 def _as_int(value: Any, what: str, where: str) -> int | None:

@@ -259,6 +259,7 @@ def test_template_file_errors_name_the_file(tmp_path, content, shots, message):
         ("- a list", "expected a mapping with 'prompt'"),
         ("prompt: '{text}'\ncolour: red", "expected a mapping with 'prompt'"),
         ("prompt: 3", "must be strings"),
+        ("prompt: '{text}'\nvariant: [a, b]", "must be strings"),
         ("prompt: '{text}'\nkeys: ab", "'keys' must be a list of strings"),
         ("prompt: '{text}'\nkeys: [only_one, two, three]", "2 tasks need 2 keys"),
         ("prompt: '{text} {examples}'\nshot: '{text}'", "the shot pattern must use exactly {text} and {answer}"),

@@ -599,16 +599,31 @@ def test_a_run_trained_on_a_subset_of_the_training_split_is_its_own_row():
     assert full.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
 
 
-def test_a_run_with_its_own_prompt_file_is_its_own_row():
+def test_a_run_with_its_own_prompt_file_is_its_own_row(tmp_path):
     from lit_clf.report.runs import run_from_config
 
-    config = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["slots"], decoding="constrained")
-    config["model"]["init_args"]["prompt_file"] = "configs/prompts/massive-slots-inline-0shot.yaml"
-    run = run_from_config(config, {"test/slots_f1": 0.5, "step": 256}, "a", "a/config.yaml", 0.0)
-    assert run.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained, prompt massive-slots-inline-0shot)"
-    config["model"]["init_args"]["prompt_file"] = None  # the paper's prompt
-    paper = run_from_config(config, {"test/slots_f1": 0.2, "step": 256}, "b", "b/config.yaml", 0.0)
-    assert paper.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
+    def label(tasks, prompt_file):
+        config = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, tasks, decoding="constrained")
+        config["model"]["init_args"]["prompt_file"] = prompt_file and str(prompt_file)
+        metrics = {f"test/{task}_{'f1' if task == 'slots' else 'acc'}": 0.5 for task in tasks} | {"step": 256}
+        return run_from_config(config, metrics, "a", "a/config.yaml", 0.0).row.label
+
+    row = "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained, {})"
+    # the file's variant names the row, so a dual and a consolidated prompt with one variant share it
+    dual, joint = tmp_path / "slots-inline.yaml", tmp_path / "joint-inline.yaml"
+    dual.write_text("variant: inline slot answer\ntoken_format: inline\nprompt: '{text}'\n")
+    joint.write_text("variant: ' inline slot answer '\nprompt: '{text}'\n")
+    assert label(["slots"], dual) == label(["intent", "slots"], joint) == row.format("inline slot answer")
+    # no variant, a plain-text prompt, a missing or malformed file: the file's name
+    plain, text, broken = tmp_path / "mine.yaml", tmp_path / "mine2.txt", tmp_path / "bad.yaml"
+    plain.write_text("prompt: '{text}'\n")
+    text.write_text("variant: not read from a text prompt {text}")
+    broken.write_text("prompt: [unclosed\n")
+    assert label(["slots"], plain) == row.format("prompt mine")
+    assert label(["slots"], text) == row.format("prompt mine2")
+    assert label(["slots"], broken) == row.format("prompt bad")
+    assert label(["slots"], tmp_path / "gone.yaml") == row.format("prompt gone")
+    assert label(["slots"], None) == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"  # the paper's prompt
 
 
 def test_api_model_runs_fill_the_papers_gpt_rows():
