@@ -88,7 +88,7 @@ def prefill(args: argparse.Namespace, model: DecoderGenerativeModule, tasks: lis
     """Wall time of the prompts' forward pass alone (KV cache filled, last logits) on the test batches."""
     data = data_module(args, tasks, args.test_examples)
     data.featurizer = model.featurizer
-    lm = model._causal_lm().eval()
+    lm = model.built_backbone().eval()
     start = time.perf_counter()
     for batch in data.test_dataloader():
         mask = batch["attention_mask"]

@@ -137,6 +137,13 @@ class TaskModule(L.LightningModule):
             for name, metric in self.metrics[stage][task.name].items():
                 self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=name != "invalid_rate", batch_size=batch_size)
 
+    def built_backbone(self) -> nn.Module:
+        """The transformers model. Both families build it in ``configure_model``, not in ``__init__`` (under FSDP
+        on several devices only rank 0 reads the weights); a Trainer calls it, direct use calls it first."""
+        if getattr(self, "backbone", None) is None:
+            raise RuntimeError("the model is not built yet: call configure_model() (a Trainer does)")
+        return self.backbone
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:

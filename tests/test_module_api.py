@@ -17,7 +17,11 @@ from tests.helpers import ToyDataModule, toy_examples
 
 def encoder_module(tiny_roberta_dir, data) -> EncoderSeqTokenModule:
     torch.manual_seed(0)
-    return EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False, max_length=64)
+    module = EncoderSeqTokenModule(
+        backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False, max_length=64
+    )
+    module.configure_model()
+    return module
 
 
 def decoder_module(tiny_smollm_dir, data, **kwargs) -> DecoderGenerativeModule:

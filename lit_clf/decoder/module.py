@@ -187,15 +187,10 @@ class DecoderGenerativeModule(TaskModule):
             trainer=self._trainer,
         )
 
-    def _causal_lm(self) -> nn.Module:
-        if self.backbone is None:
-            raise RuntimeError("the model is not built yet: call configure_model() (a Trainer does)")
-        return self.backbone
-
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(B, T, V)``."""
-        return self._causal_lm()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return self.built_backbone()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def answer_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens (and EOS) of a training batch: right-padded rows, or one packed
@@ -211,7 +206,7 @@ class DecoderGenerativeModule(TaskModule):
         else:  # older transformers: the union of the rows' answer positions, logits (B, K, V)
             keep = answer.any(dim=0).nonzero().squeeze(-1)
             gold = targets[:, keep]
-        model = self._causal_lm()
+        model = self.built_backbone()
         if "segments" in batch:  # one packed sequence: the shared prefix once, then each row's remainder
             inputs = {"attention_mask": attention_mask(model, batch["segments"]), "position_ids": batch["position_ids"]}
         else:
@@ -261,7 +256,7 @@ class DecoderGenerativeModule(TaskModule):
                 length_normalization=self.hparams.length_normalization,
                 candidates_per_pass=self.hparams.candidates_per_pass,
             )
-        model = self._causal_lm()
+        model = self.built_backbone()
         cache = self._prefix_cache(model, batch)
         return self._decodings[key](model, batch, synced_gpus=self._synced_gpus(), past_key_values=cache)
 

@@ -135,19 +135,6 @@ class EncoderSeqTokenModule(TaskModule):
         self.loss_weights = resolve_task_weights(self.tasks, task_weights)
         self.causal = is_causal(AutoConfig.from_pretrained(backbone))  # before the weights: option errors come first
         self.pooling = resolve_pooling(pooling, self.causal)
-        self.backbone = load_backbone(
-            backbone,
-            pretrained,
-            torch_dtype=torch_dtype,
-            load_in_4bit=load_in_4bit,
-            lora=lora,
-            gradient_checkpointing=gradient_checkpointing,
-            attn_implementation=attn_implementation,
-        )
-        hidden = self.backbone.config.hidden_size
-        self.heads = nn.ModuleDict(
-            {task.name: nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, task.num_labels)) for task in self.tasks}
-        )
         by_words = any(task.kind == "token" for task in self.tasks)
         self.tokenizer = load_tokenizer(tokenizer or backbone, by_words)
         specials = self.tokenizer.num_special_tokens_to_add()
@@ -158,7 +145,35 @@ class EncoderSeqTokenModule(TaskModule):
             )
         word_token = "last" if self.causal else "first"
         self.featurizer = EncoderFeaturizer(self.tokenizer, self.tasks, max_length, word_token)
-        if compile:
+        self.backbone: nn.Module | None = None  # built in configure_model, then the heads
+        self.heads: nn.ModuleDict | None = None
+
+    def configure_model(self) -> None:
+        """Build the backbone, then the heads, once: Lightning calls this before sharding (under FSDP on several
+        devices only rank 0 reads the weights) and on checkpoint load; :meth:`predict_texts` and
+        :meth:`export_pretrained` call it too. Other direct use (``module(input_ids, attention_mask)``) calls it
+        first."""
+        if self.backbone is not None:
+            return
+        hp = self.hparams
+        self.backbone = load_backbone(
+            hp.backbone,
+            hp.pretrained,
+            torch_dtype=hp.torch_dtype,
+            load_in_4bit=hp.load_in_4bit,
+            lora=hp.lora,
+            gradient_checkpointing=hp.gradient_checkpointing,
+            attn_implementation=hp.attn_implementation,
+            trainer=self._trainer,
+        )
+        hidden = self.backbone.config.hidden_size
+        self.heads = nn.ModuleDict(
+            {
+                task.name: nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(hidden, task.num_labels))
+                for task in self.tasks
+            }
+        )
+        if hp.compile:
             self.backbone.compile(dynamic=True)
 
     # ----------------------------------------------------------------- forward
@@ -168,8 +183,9 @@ class EncoderSeqTokenModule(TaskModule):
         A causal backbone gets position ids counted over the attended tokens, so a left-padded row is computed
         exactly like a right-padded one, and no KV cache (nothing is generated; a cache would also grow again when
         activation checkpointing recomputes a layer)."""
+        backbone = self.built_backbone()
         extra = {"position_ids": position_ids(attention_mask), "use_cache": False} if self.causal else {}
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        out = backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
         # (B, T, H) in the heads' dtype: float32 whatever the backbone's, except under precision bf16-true/16-true,
         # where Lightning converts the heads too
         hidden = out.last_hidden_state.to(next(self.heads.parameters()).dtype)
@@ -272,6 +288,7 @@ class EncoderSeqTokenModule(TaskModule):
         ``AutoModel.from_pretrained(directory)`` for the encoder alone.
         """
         directory = Path(directory)
+        self.configure_model()
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         if hasattr(backbone, "merge_and_unload"):  # LoRA: the adapters merged into a copy of the weights
             backbone = copy.deepcopy(backbone).merge_and_unload()
@@ -290,6 +307,7 @@ class EncoderSeqTokenModule(TaskModule):
         directory = Path(directory)
         meta = json.loads((directory / TASKS_FILE).read_text(encoding="utf-8"))
         module = cls(backbone=str(directory), tasks=meta["tasks"], max_length=meta["max_length"], **kwargs)
+        module.configure_model()
         module.heads.load_state_dict(load_file(directory / HEADS_FILE))
         return module
 

@@ -17,7 +17,9 @@ from tests.helpers import toy_examples, toy_specs
 def make_module(backbone_dir, tasks, **kwargs) -> EncoderSeqTokenModule:
     torch.manual_seed(0)
     kwargs.setdefault("dropout", 0.0)
-    return EncoderSeqTokenModule(backbone=str(backbone_dir), tasks=tasks, pretrained=False, max_length=64, **kwargs)
+    module = EncoderSeqTokenModule(backbone=str(backbone_dir), tasks=tasks, pretrained=False, max_length=64, **kwargs)
+    module.configure_model()
+    return module
 
 
 def batch_for(module: EncoderSeqTokenModule, examples) -> dict:
@@ -182,3 +184,35 @@ def test_dtype_and_attention_kernel_reach_the_backbone_and_heads_stay_float32(ti
     loss, _, _ = module.train().model_step(batch)
     loss.backward()
     assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+
+
+def test_the_model_is_built_in_configure_model_and_rank_zero_alone_reads_it_under_fsdp(tmp_path, tiny_llama2_dir):
+    """Nothing is loaded in ``__init__``; under FSDP on several devices ranks > 0 build the backbone on the meta
+    device and rank 0 reads the weights (the strategy broadcasts them), as the decoder module does."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers import AutoModel, AutoTokenizer
+
+    saved = tmp_path / "pretrained"
+    torch.manual_seed(1)
+    AutoModel.from_config(AutoConfig.from_pretrained(tiny_llama2_dir)).save_pretrained(saved)
+    AutoTokenizer.from_pretrained(tiny_llama2_dir).save_pretrained(saved)
+    unbuilt = EncoderSeqTokenModule(backbone=str(saved), tasks=toy_specs(), max_length=64)
+    assert unbuilt.backbone is None and unbuilt.heads is None and not list(unbuilt.parameters())
+    batch = batch_for(unbuilt, toy_examples()[:2])
+    with pytest.raises(RuntimeError, match=r"not built yet: call configure_model\(\)"):
+        unbuilt(batch["input_ids"], batch["attention_mask"])
+    weights = {}
+    for rank in (1, 0):
+        strategy = FSDPStrategy(parallel_devices=[torch.device("cpu")] * 2)
+        module = EncoderSeqTokenModule(backbone=str(saved), tasks=toy_specs(), max_length=64)
+        module._trainer = SimpleNamespace(strategy=strategy, world_size=2, global_rank=rank, precision="bf16-mixed")
+        module.configure_model()
+        weights[rank] = module.backbone.norm.weight
+        assert strategy.kwargs["sync_module_states"] is True
+        assert {task.name for task in module.tasks} == set(module.heads)  # heads on every rank, for the broadcast
+    assert weights[1].is_meta and not weights[0].is_meta
+    torch.testing.assert_close(weights[0], AutoModel.from_pretrained(saved).norm.weight)
+    module.configure_model()  # once: a second call keeps the model
+    assert module.backbone.norm.weight is weights[0]

@@ -17,7 +17,9 @@ from tests.helpers import ToyDataModule, toy_examples
 
 def make_module(backbone_dir, tasks, **kwargs) -> EncoderSeqTokenModule:
     torch.manual_seed(0)
-    return EncoderSeqTokenModule(backbone=str(backbone_dir), tasks=tasks, pretrained=False, max_length=64, **kwargs)
+    module = EncoderSeqTokenModule(backbone=str(backbone_dir), tasks=tasks, pretrained=False, max_length=64, **kwargs)
+    module.configure_model()
+    return module
 
 
 def toy_specs(names=("intent", "slots")) -> list[TaskSpec]:
@@ -211,6 +213,7 @@ def test_a_multilabel_head_trains_with_binary_cross_entropy_and_predicts_above_t
     spec = TaskSpec("genres", "multilabel", ("adventure", "crime", "romance"))
     torch.manual_seed(0)
     module = EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=[spec], pretrained=False, max_length=32)
+    module.configure_model()
     examples = [
         Example("0", "a heist at sea", {"genres": ("adventure", "crime")}),
         Example("1", "nothing happens", {"genres": ()}),

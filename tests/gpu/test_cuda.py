@@ -68,6 +68,7 @@ def test_bf16_training_step(tmp_path, tiny_roberta_dir, tiny_smollm_dir, family,
         module = EncoderSeqTokenModule(
             backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False, max_length=64
         )
+        module.configure_model()
     else:
         module = make_decoder(tiny_smollm_dir, data.task_specs, prompt_format="chat")
     before = trainable_copy(module)
@@ -97,7 +98,7 @@ def test_qlora_loads_4bit_weights_and_steps(tmp_path, tiny_roberta_dir, tiny_smo
         module = DecoderGenerativeModule(
             backbone=folder, tasks=data.task_specs, prompt_format="chat", load_in_4bit=True, lora=LORA
         )
-        module.configure_model()
+    module.configure_model()
     four_bit = [m for m in module.backbone.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert four_bit, "no 4-bit linear layer: the weights were not quantized"
     before = trainable_copy(module)
