@@ -137,6 +137,13 @@ class TaskModule(L.LightningModule):
             for name, metric in self.metrics[stage][task.name].items():
                 self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=name != "invalid_rate", batch_size=batch_size)
 
+    def load_options(self) -> dict[str, Any]:
+        """The arguments of :func:`lit_clf.loading.load_model` that both families take from their hyperparameters,
+        with the Trainer (its precision, device and FSDP rank); each family's ``configure_model`` passes them."""
+        hp = self.hparams
+        names = ("pretrained", "torch_dtype", "load_in_4bit", "lora", "gradient_checkpointing", "attn_implementation")
+        return {name: hp[name] for name in names} | {"trainer": self._trainer}
+
     def built_backbone(self) -> nn.Module:
         """The transformers model. Both families build it in ``configure_model``, not in ``__init__`` (under FSDP
         on several devices only rank 0 reads the weights); a Trainer calls it, direct use calls it first."""

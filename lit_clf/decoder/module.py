@@ -175,17 +175,7 @@ class DecoderGenerativeModule(TaskModule):
         """Build the transformers model once (Lightning calls this before sharding, and on checkpoint load)."""
         if self.backbone is not None:
             return
-        hp = self.hparams
-        self.backbone = load_causal_lm(
-            hp.backbone,
-            pretrained=hp.pretrained,
-            torch_dtype=hp.torch_dtype,
-            load_in_4bit=hp.load_in_4bit,
-            lora=hp.lora,
-            gradient_checkpointing=hp.gradient_checkpointing,
-            attn_implementation=hp.attn_implementation,
-            trainer=self._trainer,
-        )
+        self.backbone = load_causal_lm(self.hparams.backbone, **self.load_options())
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

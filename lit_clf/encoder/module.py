@@ -156,16 +156,7 @@ class EncoderSeqTokenModule(TaskModule):
         if self.backbone is not None:
             return
         hp = self.hparams
-        self.backbone = load_backbone(
-            hp.backbone,
-            hp.pretrained,
-            torch_dtype=hp.torch_dtype,
-            load_in_4bit=hp.load_in_4bit,
-            lora=hp.lora,
-            gradient_checkpointing=hp.gradient_checkpointing,
-            attn_implementation=hp.attn_implementation,
-            trainer=self._trainer,
-        )
+        self.backbone = load_backbone(hp.backbone, **self.load_options())
         hidden = self.backbone.config.hidden_size
         self.heads = nn.ModuleDict(
             {
