@@ -144,6 +144,13 @@ class TaskModule(L.LightningModule):
         names = ("pretrained", "torch_dtype", "load_in_4bit", "lora", "gradient_checkpointing", "attn_implementation")
         return {name: hp[name] for name in names} | {"trainer": self._trainer}
 
+    def place_built(self) -> None:
+        """Direct use (no Trainer): weights just built in ``configure_model`` go to the device the module was moved
+        to before (``module.to("cuda")`` moves nothing while there is nothing built, but Lightning records the
+        device). A Trainer places the module itself; 4-bit weights are placed by bitsandbytes as they load."""
+        if self._trainer is None and not self.hparams.load_in_4bit and self.device != torch.device("cpu"):
+            self.to(self.device)
+
     def built_backbone(self) -> nn.Module:
         """The transformers model. Both families build it in ``configure_model``, not in ``__init__`` (under FSDP
         on several devices only rank 0 reads the weights); a Trainer calls it, direct use calls it first."""

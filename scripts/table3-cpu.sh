@@ -52,7 +52,39 @@ recipe() {
 }
 
 # best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
-best_ckpt() { ls -d runs/"$1$SUFFIX"/version_* | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
+best_ckpt() { ls -d runs/"$1$SUFFIX"/version_* 2>/dev/null | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
+
+# refit NAME ARGS...: the fine-tuning run NAME again, without its test, when its checkpoint is gone (runs/ is not
+# committed; docs/runs/NAME holds its metrics). The refit's dev metrics are printed beside the committed ones: the
+# same seed and config give the same run, so they should agree (docs/RESULTS.md says by how much).
+refit() {
+  local name=$1$SUFFIX; shift
+  local ckpt; ckpt=$(best_ckpt "${name%"$SUFFIX"}" || true)
+  if [[ -n $ckpt && -f $ckpt ]]; then return; fi
+  local resume=()
+  compgen -G "runs/$name/version_*/checkpoints/last.ckpt" >/dev/null && resume=(--ckpt_path last)
+  echo "=== refit $name: lit-clf fit $* ${resume[*]} ($(date -u +%FT%TZ))"
+  lit-clf fit "$@" "${EXTRA[@]}" "${FIT_EXTRA[@]}" "${resume[@]}" --test_after_fit false \
+    --trainer.logger.init_args.save_dir runs --trainer.logger.init_args.name "$name" --trainer.enable_progress_bar false
+  local folder; folder=$(ls -d "runs/$name"/version_* | sort -V | tail -1)
+  python - "docs/runs/$name/metrics.csv" "$folder/metrics.csv" <<'PY'
+import csv, sys
+
+def dev(path):  # the dev metrics logged at each validation: {step: {metric: value}}
+    rows = {}
+    for row in csv.DictReader(open(path)):
+        values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
+        if values:
+            rows.setdefault(row["step"], {}).update(values)
+    return rows
+
+committed, refit = (dev(p) for p in sys.argv[1:])
+for step in sorted(set(committed) & set(refit), key=int):
+    diffs = {k: refit[step][k] - v for k, v in committed[step].items() if k in refit[step]}
+    print(f"refit step {step}: " + ", ".join(f"{k} {refit[step][k]:.4f} ({d:+.4f})" for k, d in diffs.items()))
+PY
+  echo "=== refit $name done ($(date -u +%FT%TZ))"
+}
 
 step() {
   case $1 in
@@ -78,6 +110,8 @@ step() {
     ft-*-free|ft-*-score)  # ft-intent-free: the fine-tuned checkpoint tested again with free decoding
       local task=${1#ft-} decoding=${1##*-}; task=${task%-*}
       recipe "$task"
+      [[ -f docs/runs/massive-smollm2-$task-0shot-ft-$decoding$SUFFIX/metrics.csv ]] ||
+        refit "massive-smollm2-$task-0shot-ft" "${RECIPE[@]}" --model.init_args.optimizer.init_args.lr "$LR"
       run runs "massive-smollm2-$task-0shot-ft-$decoding" test "${RECIPE[@]}" \
         --ckpt_path "$(best_ckpt "massive-smollm2-$task-0shot-ft")" --model.init_args.decoding "$decoding" ;;
     ft-*)  # ft-intent: fine-tune, then test the best checkpoint (constrained); ft-slots-inline: the inline answer
@@ -92,6 +126,7 @@ STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot
   ft-intent ft-intent-free ft-slots ft-slots-free ft-joint ft-joint-free minilm-newsgroups smollm2-heads
   noft-slots-0shot-constrained noft-intent-0shot-score noft-intent-5shot-constrained noft-slots-0shot-free
   noft-joint-0shot-constrained noft-slots-5shot-constrained noft-intent-5shot-free ft-slots-inline ft-slots-inline-free
-  ft-joint-inline)
+  ft-joint-inline ft-joint-inline-free noft-joint-0shot-free noft-intent-5shot-score noft-slots-5shot-free
+  noft-joint-5shot-constrained noft-joint-5shot-free)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
 for s in "${@:-${STEPS[@]}}"; do step "$s"; done

@@ -49,6 +49,24 @@ def test_task_specs_are_computed_once():
     assert data.task_specs is data.task_specs
 
 
+@pytest.mark.parametrize("family", ["encoder", "decoder"])
+def test_a_module_moved_before_it_is_built_builds_its_weights_there(tiny_roberta_dir, tiny_smollm_dir, family):
+    # "meta" stands for a GPU here: `module.to(device)` before configure_model (direct use, no Trainer) used to
+    # leave every weight built afterwards on the CPU
+    data = ToyDataModule(tasks=["intent", "slots"])
+    if family == "encoder":
+        module = EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False)
+    else:
+        module = DecoderGenerativeModule(backbone=str(tiny_smollm_dir), tasks=data.task_specs, pretrained=False)
+    module.to("meta")
+    module.configure_model()
+    devices = {p.device.type for p in module.parameters()}
+    assert devices == {"meta"}
+    unmoved = EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False)
+    unmoved.configure_model()
+    assert {p.device.type for p in unmoved.parameters()} == {"cpu"}
+
+
 def test_the_model_hands_its_featurizer_to_the_datamodule_in_setup(tiny_roberta_dir):
     data = ToyDataModule(tasks=["intent"], batch_size=4)
     module = encoder_module(tiny_roberta_dir, data)

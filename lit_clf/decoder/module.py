@@ -176,6 +176,7 @@ class DecoderGenerativeModule(TaskModule):
         if self.backbone is not None:
             return
         self.backbone = load_causal_lm(self.hparams.backbone, **self.load_options())
+        self.place_built()
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -164,6 +164,7 @@ class EncoderSeqTokenModule(TaskModule):
                 for task in self.tasks
             }
         )
+        self.place_built()
         if hp.compile:
             self.backbone.compile(dynamic=True)
 
