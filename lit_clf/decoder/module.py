@@ -27,6 +27,7 @@ from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName,
 from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.decoder.features import DecoderFeaturizer
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.decoder.kv_cache import output_cache
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
 from lit_clf.generated import prediction_rows, update_answer_metrics
@@ -261,7 +262,7 @@ class DecoderGenerativeModule(TaskModule):
         key = tuple(prefix[0].tolist())
         if self._shared_kv is None or self._shared_kv[0] != key:
             out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
-            self._shared_kv = (key, out.past_key_values)
+            self._shared_kv = (key, output_cache(out))
         cache = copy.deepcopy(self._shared_kv[1])
         cache.batch_repeat_interleave(batch["input_ids"].shape[0])
         return cache

@@ -71,3 +71,18 @@ def test_prefix_cache_under_training_is_dropped(tiny_smollm_dir):
     train = module.featurizer.collate(module.featurizer.featurize(toy_examples()[:2], train=True, info=INFO))
     module.training_step(train, 0)
     assert module._shared_kv is None
+
+
+def test_the_cache_goes_by_the_name_the_installed_transformers_takes():
+    # `past_key_values` up to transformers 5.22, `cache` from 5.24: a wrong name is either a TypeError or, in
+    # 5.24+, a deprecation warning on every batch (and an error from 6.0)
+    import inspect
+
+    from transformers import LlamaForCausalLM
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from lit_clf.decoder.kv_cache import CACHE_ARG, cache_kwargs, output_cache
+
+    assert CACHE_ARG in inspect.signature(LlamaForCausalLM.forward).parameters
+    marker = object()
+    assert output_cache(CausalLMOutputWithPast(**cache_kwargs(marker))) is marker

@@ -48,6 +48,7 @@ from lit_clf.decoder.answers import answer_layout, answer_style, render_value
 from lit_clf.decoder.decoding.base import Decoded, read_answer
 from lit_clf.decoder.formats import PromptFormat, label_answer_ids
 from lit_clf.decoder.inline import check_token_format, span_types
+from lit_clf.decoder.kv_cache import cache_kwargs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -677,6 +678,6 @@ class ConstrainedDecoding:
             fmt=self.encoder.fmt,
             max_new_tokens=self.max_new_tokens,
             synced_gpus=synced_gpus,
-            past_key_values=past_key_values,
+            **cache_kwargs(past_key_values),
         )
         return [read_answer(self.encoder, text, n) for text, n in zip(texts, batch["num_words"])]

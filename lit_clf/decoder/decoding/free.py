@@ -9,6 +9,7 @@ from transformers import GenerationConfig
 
 from lit_clf.decoder.decoding.base import Decoded, read_answer
 from lit_clf.decoder.encoding import PromptEncoder
+from lit_clf.decoder.kv_cache import cache_kwargs
 
 
 class FreeDecoding:
@@ -33,7 +34,7 @@ class FreeDecoding:
             attention_mask=batch["attention_mask"],
             generation_config=config,
             synced_gpus=synced_gpus,
-            past_key_values=past_key_values,
+            **cache_kwargs(past_key_values),
         )
         texts = tokenizer.batch_decode(out[:, prompt.shape[1] :], skip_special_tokens=True)
         return [read_answer(self.encoder, text, n) for text, n in zip(texts, batch["num_words"])]

@@ -17,6 +17,7 @@ import torch
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
+from lit_clf.decoder.kv_cache import cache_kwargs, output_cache
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -112,12 +113,12 @@ def score_labels(
         input_ids=prompt_ids[:, cached:],
         attention_mask=attention_mask,
         position_ids=positions[:, cached:],
-        past_key_values=past_key_values,
         use_cache=True,
         logits_to_keep=1,
+        **cache_kwargs(past_key_values),
     )
     first = out.logits[:, -1].float().log_softmax(-1)
-    cache, step = out.past_key_values, max(1, candidates_per_pass)
+    cache, step = output_cache(out), max(1, candidates_per_pass)
     prompt_length = cache.get_seq_length()
     scores = []
     for start in range(0, len(label_token_ids), step):
@@ -196,7 +197,7 @@ def _tree_scores(model, cache, attention_mask, last_positions, tree: CandidateTr
     if attention == "eager":
         mask = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, torch.finfo(torch.float32).min)
     logits = model(
-        input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kwargs(cache)
     ).logits
     node, token, candidate = torch.tensor(tree.picks, device=device).unbind(-1)
     logprobs = logits[:, node, token].float() - logits.float().logsumexp(-1)[:, node]
