@@ -67,7 +67,7 @@ refit() {
   lit-clf fit "$@" "${EXTRA[@]}" "${FIT_EXTRA[@]}" "${resume[@]}" --test_after_fit false \
     --trainer.logger.init_args.save_dir runs --trainer.logger.init_args.name "$name" --trainer.enable_progress_bar false
   local folder; folder=$(ls -d "runs/$name"/version_* | sort -V | tail -1)
-  python - "docs/runs/$name/metrics.csv" "$folder/metrics.csv" <<'PY'
+  python3 - "docs/runs/$name/metrics.csv" "$folder/metrics.csv" <<'PY'
 import csv, sys
 
 def dev(path):  # the dev metrics logged at each validation: {step: {metric: value}}

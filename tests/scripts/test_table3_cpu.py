@@ -14,6 +14,7 @@ from tests.helpers import REPO
 # A stand-in lit-clf: records its arguments and writes the run folder a real run would.
 FAKE = """#!/usr/bin/env bash
 echo "$*" >> "$LOG"
+sub=$1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --trainer.logger.init_args.save_dir) save=$2 ;;
@@ -21,8 +22,10 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-mkdir -p "$save/$name/version_0"
+mkdir -p "$save/$name/version_0/checkpoints"
 for f in config.yaml metrics.csv hparams.yaml; do echo x > "$save/$name/version_0/$f"; done
+[[ $sub == fit ]] && echo x > "$save/$name/version_0/checkpoints/best.ckpt"
+exit 0
 """
 
 
@@ -73,3 +76,17 @@ def test_inline_steps_add_the_inline_prompt_to_the_papers_recipe(checkout):
     assert "--trainer.logger.init_args.name massive-smollm2-slots-inline-lr3.0e-4" in search
     (intent,) = run_steps(checkout, "lr-3.0e-5")[3:]  # the intent search keeps its run names
     assert "massive-smollm2-intent-lr3.0e-5" in intent and "prompt_file" not in intent
+
+
+def test_a_free_decoding_step_whose_checkpoint_is_gone_fits_again_first(checkout):
+    # runs/ is not committed: on a fresh machine the fine-tuned run is in docs/runs/ but its checkpoint is not
+    name = "massive-smollm2-joint-inline-0shot-ft"
+    (checkout / "docs" / "runs" / name).mkdir(parents=True)
+    (checkout / "docs" / "runs" / name / "metrics.csv").write_text("step,val/slots_f1\n255,0.5\n")
+    refit, free = run_steps(checkout, "ft-joint-inline-free")
+    assert refit.startswith("fit -c configs/massive/smollm2-135m-joint.yaml") and "--test_after_fit false" in refit
+    assert "--model.init_args.prompt_file configs/prompts/massive-intent+slots-inline-0shot.yaml" in refit
+    assert f"--trainer.logger.init_args.name {name} " in refit + " "
+    assert free.startswith("test ") and f"runs/{name}/version_0/checkpoints/best.ckpt" in free
+    assert (checkout / "docs" / "runs" / name / "metrics.csv").read_text().startswith("step,")  # kept as it was
+    assert run_steps(checkout, "ft-joint-inline-free")[2:] == []  # its free run is in docs/ now: nothing again
