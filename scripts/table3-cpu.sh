@@ -20,21 +20,31 @@ SUFFIX=${SUFFIX:-}
 read -r -a EXTRA <<< "${EXTRA:-}"
 read -r -a FIT_EXTRA <<< "${FIT_EXTRA:-}"
 
-# run KIND NAME SUBCOMMAND ARGS...: one lit-clf run logged to runs/[<KIND>/]<NAME>/version_<n> (KIND runs: runs/),
-# copied to docs/<KIND>/<NAME>/ when it ends. A fit stopped before (the session ended) resumes from its last.ckpt.
-run() {
-  local kind=$1 name=$2$SUFFIX save=runs resume=() extra=("${EXTRA[@]}"); shift 2
-  [[ $kind != runs ]] && save=runs/$kind
+# launch SAVE NAME SUBCOMMAND ARGS...: one lit-clf run logged to SAVE/NAME/version_<n>, with the options the GPU
+# script adds (EXTRA, and FIT_EXTRA for a fit). A fit stopped before (the session ended) resumes from its last.ckpt.
+launch() {
+  local save=$1 name=$2 resume=() extra=("${EXTRA[@]}"); shift 2
   [[ $1 == fit ]] && extra+=("${FIT_EXTRA[@]}")
-  if [[ -f docs/$kind/$name/metrics.csv ]]; then echo "skip $name (docs/$kind/$name exists)"; return; fi
   if [[ $1 == fit ]] && compgen -G "$save/$name/version_*/checkpoints/last.ckpt" >/dev/null; then
     resume=(--ckpt_path last)
   fi
   echo "=== $name: lit-clf $* ${resume[*]} ($(date -u +%FT%TZ))"
   lit-clf "$@" "${extra[@]}" "${resume[@]}" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
     --trainer.enable_progress_bar false
+}
+
+# newest SAVE/NAME: the run folder of NAME's latest run.
+newest() { ls -d "$1"/version_* | sort -V | tail -1; }
+
+# run KIND NAME SUBCOMMAND ARGS...: one lit-clf run (launch) logged to runs/[<KIND>/]<NAME>/version_<n> (KIND runs:
+# runs/), copied to docs/<KIND>/<NAME>/ when it ends; skipped when docs/<KIND>/<NAME>/ holds it already.
+run() {
+  local kind=$1 name=$2$SUFFIX save=runs; shift 2
+  [[ $kind != runs ]] && save=runs/$kind
+  if [[ -f docs/$kind/$name/metrics.csv ]]; then echo "skip $name (docs/$kind/$name exists)"; return; fi
+  launch "$save" "$name" "$@"
   local folder
-  folder=$(ls -d "$save/$name"/version_* | sort -V | tail -1)
+  folder=$(newest "$save/$name")
   mkdir -p "docs/$kind/$name"
   cp "$folder"/{config.yaml,metrics.csv,hparams.yaml} "docs/$kind/$name/"
   echo "=== $name done ($(date -u +%FT%TZ))"
@@ -52,21 +62,17 @@ recipe() {
 }
 
 # best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
-best_ckpt() { ls -d runs/"$1$SUFFIX"/version_* 2>/dev/null | sort -V | tail -1 | sed 's#$#/checkpoints/best.ckpt#'; }
+best_ckpt() { newest runs/"$1$SUFFIX" 2>/dev/null | sed 's#$#/checkpoints/best.ckpt#'; }
 
 # refit NAME ARGS...: the fine-tuning run NAME again, without its test, when its checkpoint is gone (runs/ is not
 # committed; docs/runs/NAME holds its metrics). The refit's dev metrics are printed beside the committed ones: the
 # same seed and config give the same run, so they should agree (docs/RESULTS.md says by how much).
 refit() {
-  local name=$1$SUFFIX; shift
-  local ckpt; ckpt=$(best_ckpt "${name%"$SUFFIX"}" || true)
+  local ckpt; ckpt=$(best_ckpt "$1" || true)
   if [[ -n $ckpt && -f $ckpt ]]; then return; fi
-  local resume=()
-  compgen -G "runs/$name/version_*/checkpoints/last.ckpt" >/dev/null && resume=(--ckpt_path last)
-  echo "=== refit $name: lit-clf fit $* ${resume[*]} ($(date -u +%FT%TZ))"
-  lit-clf fit "$@" "${EXTRA[@]}" "${FIT_EXTRA[@]}" "${resume[@]}" --test_after_fit false \
-    --trainer.logger.init_args.save_dir runs --trainer.logger.init_args.name "$name" --trainer.enable_progress_bar false
-  local folder; folder=$(ls -d "runs/$name"/version_* | sort -V | tail -1)
+  local name=$1$SUFFIX; shift
+  launch runs "$name" fit "$@" --test_after_fit false
+  local folder; folder=$(newest "runs/$name")
   python3 - "docs/runs/$name/metrics.csv" "$folder/metrics.csv" <<'PY'
 import csv, sys
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
+from transformers import LlamaForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lit_clf.data.base import DatasetInfo
+from lit_clf.decoder.kv_cache import CACHE_ARG, cache_kwargs, output_cache
 from tests.helpers import make_decoder, toy_examples, toy_specs
 
 INFO = DatasetInfo("massive", toy_examples("train-"), seed=0)
@@ -76,13 +81,6 @@ def test_prefix_cache_under_training_is_dropped(tiny_smollm_dir):
 def test_the_cache_goes_by_the_name_the_installed_transformers_takes():
     # `past_key_values` up to transformers 5.22, `cache` from 5.24: a wrong name is either a TypeError or, in
     # 5.24+, a deprecation warning on every batch (and an error from 6.0)
-    import inspect
-
-    from transformers import LlamaForCausalLM
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    from lit_clf.decoder.kv_cache import CACHE_ARG, cache_kwargs, output_cache
-
     assert CACHE_ARG in inspect.signature(LlamaForCausalLM.forward).parameters
     marker = object()
     assert output_cache(CausalLMOutputWithPast(**cache_kwargs(marker))) is marker
