@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU runs of docs/RESULTS.md (Table 3 and WNUT 17), in order, each a lit-clf run from a config in configs/. A step whose run
-# folder is already in docs/runs/ (or docs/lr-search/) is skipped, and a fit stopped half-way (the session ended)
-# resumes from its last.ckpt (--ckpt_path last), so the script resumes after an interruption.
+# folder is already in docs/runs/ (or docs/lr-search/) is skipped, a fit stopped half-way (the session ended)
+# resumes from its last.ckpt (--ckpt_path last) and a test from its answer log, so the script resumes after an
+# interruption.
 # Each finished run's config.yaml, metrics.csv and hparams.yaml (device) are copied to docs/<kind>/<name>/; then
 #   lit-clf-report docs/runs --paper
 # regenerates the table.
@@ -21,13 +22,16 @@ read -r -a EXTRA <<< "${EXTRA:-}"
 read -r -a FIT_EXTRA <<< "${FIT_EXTRA:-}"
 
 # launch SAVE NAME SUBCOMMAND ARGS...: one lit-clf run logged to SAVE/NAME/version_<n>, with the options the GPU
-# script adds (EXTRA, and FIT_EXTRA for a fit). A fit stopped before (the session ended) resumes from its last.ckpt.
+# script adds (EXTRA, and FIT_EXTRA for a fit). A fit stopped before (the session ended) resumes from its last.ckpt;
+# a test (every test here is a decoder's) logs its answers to SAVE/NAME/answers.jsonl, so a test stopped before
+# resumes from the answers logged so far (lit_clf/decoder/answer_log.py).
 launch() {
   local save=$1 name=$2 resume=() extra=("${EXTRA[@]}"); shift 2
   [[ $1 == fit ]] && extra+=("${FIT_EXTRA[@]}")
   if [[ $1 == fit ]] && compgen -G "$save/$name/version_*/checkpoints/last.ckpt" >/dev/null; then
     resume=(--ckpt_path last)
   fi
+  [[ $1 == test ]] && resume=(--model.init_args.answer_log "$save/$name/answers.jsonl")
   echo "=== $name: lit-clf $* ${resume[*]} ($(date -u +%FT%TZ))"
   lit-clf "$@" "${extra[@]}" "${resume[@]}" --trainer.logger.init_args.save_dir "$save" --trainer.logger.init_args.name "$name" \
     --trainer.enable_progress_bar false

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from typing import Any, Literal
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
+from lit_clf.decoder.answer_log import AnswerLog, checkpoint_identity, prompt_digests
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
 from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.decoder.features import DecoderFeaturizer
@@ -50,6 +52,7 @@ class DecoderGenerativeModule(TaskModule):
         "decoding",
         "length_normalization",
         "candidates_per_pass",
+        "answer_log",
         "attn_implementation",
         "share_prefix",
         "share_prefix_min_saving",
@@ -72,6 +75,7 @@ class DecoderGenerativeModule(TaskModule):
         decoding: DecodingName = "free",
         length_normalization: Literal["none", "mean"] = "none",
         candidates_per_pass: int = 64,
+        answer_log: str | None = None,
         lora: dict[str, Any] | None = None,
         load_in_4bit: bool = False,
         torch_dtype: TorchDtype | None = None,
@@ -120,6 +124,11 @@ class DecoderGenerativeModule(TaskModule):
             candidates_per_pass: ``score`` decoding: answers scored per pass over the prompts' KV cache. Each pass
                 holds eval batch x distinct answer prefixes x vocabulary logits in float32: lower it if they do
                 not fit (20NG consolidated with Llama 3: 140 label pairs, a 128k vocabulary).
+            answer_log: Test and predict: a JSONL file each batch's answers are appended to as it finishes. Run the
+                same command again with the same file and the answers already there are read back, not generated
+                again: an interrupted evaluation resumes, with the metrics of an uninterrupted one. A file written
+                by another model, checkpoint, decoding or prompt is an error (:mod:`lit_clf.decoder.answer_log`).
+                Unset: no log.
             lora: LoRA adapters instead of full fine-tuning: ``peft.LoraConfig`` arguments, e.g.
                 ``{r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: all-linear}``.
             load_in_4bit: QLoRA: load the base weights in 4-bit NF4 (bitsandbytes; needs a CUDA GPU and ``lora``).
@@ -171,6 +180,7 @@ class DecoderGenerativeModule(TaskModule):
         self.decoding: DecodingName = decoding
         self._decodings: dict[tuple[str, int], Decoding] = {}
         self._shared_kv: tuple[tuple[int, ...], Any] | None = None
+        self._answer_log: AnswerLog | None = None  # test/predict with answer_log: opened at the pass's start
 
     def configure_model(self) -> None:
         """Build the transformers model once (Lightning calls this before sharding, and on checkpoint load)."""
@@ -217,7 +227,7 @@ class DecoderGenerativeModule(TaskModule):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
-        decoded = self.decode(batch)
+        decoded = self.decode(batch) if stage == "val" else self._logged_decode(batch)
         answers = [row.answers for row in decoded]
         update_answer_metrics(self.metrics[stage], self.tasks, answers, batch["gold"], self.device)
         self.log_metrics(stage, len(decoded))
@@ -225,7 +235,7 @@ class DecoderGenerativeModule(TaskModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per example and task: the prediction (``None``/best effort when invalid), the raw text and validity."""
-        return _prediction_rows(batch, self.decode(batch))
+        return _prediction_rows(batch, self._logged_decode(batch))
 
     # -------------------------------------------------------------- decoding
     @torch.no_grad()
@@ -267,14 +277,70 @@ class DecoderGenerativeModule(TaskModule):
         cache.batch_repeat_interleave(batch["input_ids"].shape[0])
         return cache
 
+    def _logged_decode(self, batch: dict[str, Any]) -> list[Decoded]:
+        """:meth:`decode` for test and predict: with an answer log, a batch whose answers are all logged is read
+        from it (under several processes only when every rank's is), the others are decoded and logged."""
+        log = self._answer_log
+        if log is None:
+            return self.decode(batch)
+        indices, digests = batch["index"].tolist(), prompt_digests(batch)
+        logged = log.lookup(indices, digests)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # ranks generate in lockstep (synced_gpus, collectives)
+            if not trainer.strategy.reduce_boolean_decision(logged is not None, all=True):
+                logged = None
+        if logged is not None:
+            log.count_read_back(indices)
+            return logged
+        start = time.perf_counter()
+        decoded = self.decode(batch)
+        log.append(indices, digests, decoded, time.perf_counter() - start)
+        return decoded
+
+    def _open_answer_log(self, split: str) -> None:
+        path = self.hparams.get("answer_log")
+        if not path:
+            self._answer_log = None
+            return
+        trainer = self._trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self._answer_log = AnswerLog(path, self._answer_log_header(split), rank, world_size)
+
+    def _answer_log_header(self, split: str) -> dict[str, Any]:
+        """What produces this pass's answers: the answer log's header (:mod:`lit_clf.decoder.answer_log`)."""
+        hp, trainer = self.hparams, self._trainer
+        ckpt_path = getattr(trainer, "ckpt_path", None)
+        names = ("backbone", "pretrained", "max_new_tokens", "length_normalization", "lora", "load_in_4bit")
+        return {name: hp.get(name) for name in names} | {
+            "checkpoint": checkpoint_identity(ckpt_path) if ckpt_path else None,
+            "decoding": self.decoding,
+            "torch_dtype": str(hp.get("torch_dtype")),
+            "precision": str(getattr(trainer, "precision", None)),
+            "split": split,
+        }
+
     def on_validation_epoch_start(self) -> None:
         self._shared_kv = None  # new weights since the last pass
 
     def on_test_epoch_start(self) -> None:
         self._shared_kv = None
+        self._open_answer_log("test")
+
+    def on_test_epoch_end(self) -> None:
+        """A test resumed from its answer log logs how many answers it read back and the seconds they took to
+        generate (``cost/test_read_back``, ``cost/test_read_back_s``; this rank's), which the report adds to the
+        run's wall time: the cost of the whole evaluation, not only of its last process."""
+        log, trainer = self._answer_log, self._trainer
+        if log is None or not log.read_back or trainer is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            metrics = {"cost/test_read_back": float(log.read_back), "cost/test_read_back_s": log.read_back_s}
+            logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_predict_epoch_start(self) -> None:
         self._shared_kv = None
+        datamodule = getattr(self._trainer, "datamodule", None)
+        self._open_answer_log(getattr(datamodule, "predict_split", "predict"))
 
     def _synced_gpus(self) -> bool:
         """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""

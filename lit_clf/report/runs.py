@@ -67,12 +67,20 @@ class Run:
 
     @property
     def cost(self) -> dict[str, float]:
-        """``wall_s``, ``device_hours`` and ``energy_kwh`` summed over the run's stages (``cost/<stage>_*``)."""
+        """``wall_s``, ``device_hours`` and ``energy_kwh`` summed over the run's stages (``cost/<stage>_*``). A test
+        resumed from its answer log adds the seconds the answers it read back took to generate
+        (``cost/test_read_back_s``), on as many devices as the resumed process had."""
         totals: dict[str, float] = {}
         for key, value in self.metrics.items():
             if key.startswith("cost/") and "_" in key:
                 name = key.removeprefix("cost/").split("_", 1)[1]
                 totals[name] = totals.get(name, 0.0) + value
+        read_back = self.metrics.get("cost/test_read_back_s", 0.0)
+        wall = self.metrics.get("cost/test_wall_s", 0.0)
+        if read_back and wall:
+            totals["wall_s"] = totals.get("wall_s", 0.0) + read_back
+            devices = self.metrics.get("cost/test_device_hours", 0.0) * 3600 / wall
+            totals["device_hours"] = totals.get("device_hours", 0.0) + read_back / 3600 * devices
         return totals
 
 

@@ -107,10 +107,17 @@ def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smoll
     (ckpt,) = tmp_path.rglob("best.ckpt")
     assert ckpt.is_dir() and (ckpt / "meta.pt").exists()  # sharded: a folder, one shard per rank
     fitted = last_metrics(tmp_path, "version_0")
-    lit_clf(["test", *common, f"--ckpt_path={ckpt}"], tmp_path)
+    log = tmp_path / "answers.jsonl"
+    lit_clf(["test", *common, f"--ckpt_path={ckpt}", f"--model.init_args.answer_log={log}"], tmp_path)
     reloaded = last_metrics(tmp_path, "version_1")
     assert float(fitted["test/intent_invalid_rate"]) == float(reloaded["test/intent_invalid_rate"]) == 0.0
     assert fitted["test/intent_acc"] == reloaded["test/intent_acc"]  # the same weights came back
+    # the answer log: one file per rank; a second test reads every answer back, the ranks agreeing per batch
+    logged = {p.name: p.read_text() for p in tmp_path.glob("answers*.jsonl")}
+    assert sorted(logged) == ["answers.rank0.jsonl", "answers.rank1.jsonl"]
+    lit_clf(["test", *common, f"--ckpt_path={ckpt}", f"--model.init_args.answer_log={log}"], tmp_path)
+    assert last_metrics(tmp_path, "version_2")["test/intent_acc"] == reloaded["test/intent_acc"]
+    assert {p.name: p.read_text() for p in tmp_path.glob("answers*.jsonl")} == logged  # nothing generated again
 
 
 @pytest.mark.slow

@@ -517,6 +517,18 @@ def test_the_cost_each_run_recorded_is_shown_beside_the_table(tmp_path):
     ]  # run b recorded no cost: not listed
 
 
+def test_a_resumed_test_costs_the_time_its_read_back_answers_took(tmp_path):
+    rows = fit_rows(**{"test/intent_acc": 0.9})  # the last process: 0.5 h on 2 devices; 1.5 h of answers read back
+    rows[-1].update({"cost/test_wall_s": 1800.0, "cost/test_device_hours": 1.0, "cost/test_read_back_s": 5400.0})
+    folder = write_csv_run(tmp_path / "runs" / "a", encoder_config("roberta-base", ["intent"]), rows, 1000)
+    (folder / "hparams.yaml").write_text("cost/device: 2x NVIDIA H100 80GB HBM3\n")
+    text = to_markdown(build_table(find_runs([tmp_path / "runs"])))
+    assert (
+        text.splitlines()[-1]
+        == "| a | RoBERTa-base | MASSIVE Dual Intent | 2x NVIDIA H100 80GB HBM3 | 2.00 | 4.00 |  |"
+    )
+
+
 def test_update_replaces_only_the_marked_part_of_a_document(runs_root, tmp_path):
     doc = tmp_path / "RESULTS.md"
     doc.write_text(

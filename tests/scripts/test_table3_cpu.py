@@ -1,4 +1,5 @@
-"""scripts/table3-cpu.sh: steps skipped once their run folder is in docs/, a stopped fit resumed from last.ckpt."""
+"""scripts/table3-cpu.sh: steps skipped once their run folder is in docs/, a stopped fit resumed from last.ckpt, a
+stopped test from its answer log."""
 
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ def test_inline_steps_add_the_inline_prompt_to_the_papers_recipe(checkout):
     assert "--trainer.logger.init_args.name massive-smollm2-joint-inline-0shot-ft " in fit + " "
     assert free.startswith(f"test -c {joint}") and prompt in free and "--model.init_args.decoding free" in free
     assert "runs/massive-smollm2-joint-inline-0shot-ft/version_0/checkpoints/best.ckpt" in free
+    log = "--model.init_args.answer_log runs/massive-smollm2-joint-inline-0shot-ft-free/answers.jsonl"
+    assert log in free and "answer_log" not in fit  # a stopped test resumes from its answers
     slots = "-c configs/massive/smollm2-135m-slots.yaml"
     assert search.startswith(f"fit {slots}") and "configs/prompts/massive-slots-inline-0shot.yaml" in search
     assert "-c configs/trainer/lr-search.yaml" in search and "--model.init_args.optimizer.init_args.lr 3.0e-4" in search

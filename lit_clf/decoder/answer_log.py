@@ -1,0 +1,169 @@
+"""The answer log: a decoder evaluation's answers appended to a JSONL file as its batches finish, so that an
+interrupted ``lit-clf test`` (or ``predict``) resumes. Run the same command again with the same
+``--model.init_args.answer_log`` file: the answers already there are read back instead of generated again, and the
+metrics equal those of an uninterrupted run. Hours-long evaluations (five-shot prompts, 70B models, a CPU) then
+survive a preempted job or the end of a session.
+
+Line 1 is the header: what produced the answers (model, checkpoint file, decoding, precision, split). Each further
+line is one example: its index in the split, a digest of its prompt's token ids, the generated text, each task's
+parsed answer and its share of its batch's decoding seconds (so a resumed run's cost counts the time the answers
+it read back took: ``cost/test_read_back_s``). An answer is reused only when everything agrees: a header that
+differs from the run's, or a prompt that differs from the one the logged answer was generated for (another prompt
+file, shots, tokenizer or max_length), is a one-line error naming the file, never a silent mix of two setups. A
+line cut short by the kill (the last one) is dropped and generated again.
+
+Under several processes each rank appends to ``<name>.rank<N><suffix>`` (as the prediction writer names its files)
+and reads every rank's file, so a resumed run may use another number of devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_clf.decoder.answers import ParsedAnswer
+from lit_clf.decoder.decoding.base import Decoded
+
+FORMAT = 1
+
+
+def prompt_digests(batch: Mapping[str, Any]) -> list[str]:
+    """Per row of a left-padded generation batch: a digest of its prompt's token ids (padding left out)."""
+    digests = []
+    for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+        tokens = ids[mask.bool()].to(device="cpu", dtype=torch.int64).numpy().tobytes()
+        digests.append(hashlib.sha256(tokens).hexdigest()[:32])
+    return digests
+
+
+def checkpoint_identity(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint file's (or sharded checkpoint folder's) path, size in bytes and latest modification time:
+    enough to tell a checkpoint rewritten in place (a refit's ``best.ckpt``) without reading gigabytes to hash it.
+    None when nothing is there."""
+    path = Path(path)
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        return None
+    stats = [f.stat() for f in files]
+    return {
+        "path": str(path.resolve()),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max(s.st_mtime_ns for s in stats),
+    }
+
+
+def rank_path(path: Path, rank: int, world_size: int) -> Path:
+    """The file rank ``rank`` appends to: ``path`` itself for one process."""
+    return path if world_size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+class AnswerLog:
+    """The answers of one evaluation pass, read from and appended to one JSONL file per rank.
+
+    Args:
+        path: The log file (``--model.init_args.answer_log``).
+        header: What produces this run's answers (plain data); must equal the header of the files already there.
+        rank: This process's rank.
+        world_size: The number of processes.
+    """
+
+    def __init__(self, path: str | Path, header: Mapping[str, Any], rank: int = 0, world_size: int = 1) -> None:
+        self.path = Path(path)
+        self.header = json.loads(json.dumps({"lit_clf_answer_log": FORMAT, **header}))  # as read back
+        self.file = rank_path(self.path, rank, world_size)
+        self.known: dict[int, tuple[str, Decoded, float]] = {}  # index -> prompt digest, answer, seconds
+        self.read_back = 0  # examples answered from the log in this pass, and the seconds their decoding took
+        self.read_back_s = 0.0
+        for file in self._files():
+            self._read(file)
+        self._start(self.file)
+
+    def _files(self) -> list[Path]:
+        files = sorted(self.path.parent.glob(f"{self.path.stem}.rank*{self.path.suffix}"))
+        return [f for f in [self.path, *files] if f.is_file()]
+
+    def _read(self, file: Path) -> None:
+        text = file.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        if not text.endswith("\n"):
+            lines = lines[:-1]  # the last line was cut short by the kill: generated again
+        lines = [line for line in lines if line]
+        if not lines:
+            return
+        where = f"model.init_args.answer_log: {file}"
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: line 1 is not JSON; not an answer log?") from None
+        if header != self.header:
+            diff = sorted(k for k in set(header) | set(self.header) if header.get(k) != self.header.get(k))
+            shown = ", ".join(f"{k}: {header.get(k)!r} there, {self.header.get(k)!r} now" for k in diff)
+            raise ValueError(f"{where} holds the answers of another setup ({shown}); give another file or delete it")
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                row = json.loads(line)
+                answers = {task: ParsedAnswer(*answer) for task, answer in row["answers"].items()}
+                seconds = float(row.get("s", 0.0))
+                self.known[int(row["index"])] = (str(row["prompt"]), Decoded(str(row["text"]), answers), seconds)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise ValueError(f"{where}, line {number}: not an answer log row") from None
+
+    def _start(self, file: Path) -> None:
+        """Check the file is writable (before any answer is generated); write the header to a new file, and cut a
+        last line left half-written by a kill."""
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if not file.is_file() or file.stat().st_size == 0:
+                file.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
+                return
+            data = file.read_bytes()
+            if not data.endswith(b"\n"):
+                with file.open("r+b") as out:
+                    out.truncate(data.rfind(b"\n") + 1)
+        except OSError as err:
+            raise ValueError(f"model.init_args.answer_log: cannot write {file} ({err.strerror or err})") from None
+
+    def lookup(self, indices: Sequence[int], digests: Sequence[str]) -> list[Decoded] | None:
+        """The logged answers of a batch's examples, or None when any is missing (the batch is generated).
+
+        Raises:
+            ValueError: An example's logged answer was generated for another prompt.
+        """
+        found = []
+        for index, digest in zip(indices, digests):
+            logged = self.known.get(int(index))
+            if logged is None:
+                return None
+            if logged[0] != digest:
+                raise ValueError(
+                    f"model.init_args.answer_log: {self.path}: example {index} was answered for another prompt "
+                    "(prompt file, shots, tokenizer or max_length changed); give another file or delete it"
+                )
+            found.append(logged[1])
+        return found
+
+    def count_read_back(self, indices: Sequence[int]) -> None:
+        """Count a batch answered from the log (:attr:`read_back`, :attr:`read_back_s`)."""
+        self.read_back += len(indices)
+        self.read_back_s += sum(self.known[int(index)][2] for index in indices)
+
+    def append(
+        self, indices: Sequence[int], digests: Sequence[str], decoded: Sequence[Decoded], seconds: float = 0.0
+    ) -> None:
+        """Log a batch's answers (``seconds``: the batch's decoding time), flushed to disk before the next batch."""
+        lines, share = [], seconds / max(len(decoded), 1)
+        for index, digest, row in zip(indices, digests, decoded):
+            answers = {task: [answer.value, answer.valid, answer.reason] for task, answer in row.answers.items()}
+            record = {"index": int(index), "prompt": digest, "text": row.text, "answers": answers, "s": round(share, 4)}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            self.known[int(index)] = (digest, row, share)
+        with self.file.open("a", encoding="utf-8") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())

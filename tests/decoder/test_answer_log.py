@@ -1,0 +1,136 @@
+"""The answer log (``answer_log``): an interrupted decoder test resumes from the answers logged so far."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import lightning as L
+import pytest
+from lightning.pytorch.loggers import CSVLogger
+
+from lit_clf.decoder.answer_log import checkpoint_identity
+from lit_clf.decoder.answers import ParsedAnswer
+from lit_clf.decoder.decoding.base import Decoded
+from tests.helpers import ToyDataModule, make_decoder
+
+
+def trainer(logger=False) -> L.Trainer:
+    return L.Trainer(logger=logger, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+
+
+def scripted(module, data, calls: list[list[int]]):
+    """Replace the module's decoding with a scripted one: gold answers for even indices, a wrong intent and
+    shifted slots for odd ones (so the metrics are neither 0 nor 1); records each call's example indices."""
+    examples = data.examples("test")
+
+    def decode(batch, decoding=None):
+        indices = batch["index"].tolist()
+        calls.append(indices)
+        rows = []
+        for index in indices:
+            labels = examples[index].labels
+            slots = list(labels["slots"]) if index % 2 == 0 else ["Other", *labels["slots"][:-1]]
+            intent = labels["intent"] if index % 2 == 0 else "alarm_set"
+            answers = {"intent": ParsedAnswer(intent, True), "slots": ParsedAnswer(slots, index != 3, "")}
+            rows.append(Decoded(f"answer {index}", answers))
+        return rows
+
+    module.decode = decode
+
+
+def run_test(model_dir, log, calls, logger=False, **kwargs):
+    data = ToyDataModule(tasks=["intent", "slots"], batch_size=2)
+    module = make_decoder(
+        model_dir, data.task_specs, prompt_format="chat", max_new_tokens=4, answer_log=str(log), **kwargs
+    )
+    scripted(module, data, calls)
+    (metrics,) = trainer(logger).test(module, datamodule=data, verbose=False)
+    return metrics
+
+
+def read_rows(log):
+    lines = log.read_text().splitlines()
+    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+
+
+def test_an_interrupted_test_resumes_from_the_answer_log_with_the_same_metrics(tiny_smollm_dir, tmp_path):
+    log = tmp_path / "answers.jsonl"
+    calls: list[list[int]] = []
+    full = run_test(tiny_smollm_dir, log, calls)
+    batches = list(calls)  # test batches grouped by length: [[1, 0], [2, 6], ...]
+    assert len(batches) == 4 and sorted(sum(batches, [])) == list(range(8))
+    assert (
+        0 < full["test/intent_acc"] < 1 and 0 < full["test/slots_f1"] < 1 and full["test/slots_invalid_rate"] == 1 / 8
+    )
+    header, rows = read_rows(log)
+    assert header["decoding"] == "free" and header["split"] == "test" and header["checkpoint"] is None
+    assert [row["index"] for row in rows] == sum(batches, [])
+    (three,) = [row for row in rows if row["index"] == 3]
+    assert three["text"] == "answer 3" and three["answers"]["slots"][1] is False
+
+    # killed while writing the second batch's second row: three whole rows and a cut one are left
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:4]) + lines[4][:20])
+    calls.clear()
+    csv_logger = CSVLogger(tmp_path / "logs", name="resumed")
+    resumed = run_test(tiny_smollm_dir, log, calls, logger=csv_logger)
+    assert calls == batches[1:]  # the first batch read back; the second had only one of its examples logged
+    assert resumed == full
+    logged = {
+        k: float(v) for row in csv.DictReader(open(csv_logger.log_dir + "/metrics.csv")) for k, v in row.items() if v
+    }
+    seconds = sum(row["s"] for row in rows if row["index"] in batches[0])  # the decoding time of the answers read back
+    assert logged["cost/test_read_back"] == 2 and logged["cost/test_read_back_s"] == pytest.approx(seconds)
+    _, rows = read_rows(log)  # the cut line is gone; the second batch's first example is logged twice
+    assert [row["index"] for row in rows] == batches[0] + batches[1][:1] + sum(batches[1:], [])
+
+    calls.clear()
+    assert run_test(tiny_smollm_dir, log, calls) == full and calls == []  # all logged: nothing generated
+
+
+def test_an_answer_log_of_another_setup_is_an_error(tiny_smollm_dir, tmp_path):
+    log = tmp_path / "answers.jsonl"
+    run_test(tiny_smollm_dir, log, [])
+    with pytest.raises(ValueError, match=r"answer_log: .*answers of another setup \(decoding: 'free' there"):
+        run_test(tiny_smollm_dir, log, [], decoding="constrained")
+    template = tmp_path / "other.yaml"
+    template.write_text('prompt: "Classify: {text}"\n')
+    with pytest.raises(ValueError, match=r"example \d was answered for another prompt"):
+        run_test(tiny_smollm_dir, log, [], prompt_file=str(template))
+    log.write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        run_test(tiny_smollm_dir, log, [])
+
+
+def test_predict_reuses_the_logged_answers(tiny_smollm_dir, tmp_path):
+    log = tmp_path / "answers.jsonl"
+    data = ToyDataModule(tasks=["intent", "slots"], batch_size=4)
+
+    def module():
+        return make_decoder(
+            tiny_smollm_dir, data.task_specs, prompt_format="chat", max_new_tokens=4, answer_log=str(log)
+        )
+
+    first = trainer().predict(module(), datamodule=data)  # real greedy generation, logged
+    again = module()
+    again.decode = lambda *args, **kwargs: pytest.fail("decoded again")
+    second = trainer().predict(again, datamodule=data)
+    assert second == first and sum(len(batch) for batch in first) == 8
+    assert read_rows(log)[0]["split"] == "test"  # predict_split
+
+
+def test_checkpoint_identity_tells_a_checkpoint_rewritten_in_place(tmp_path):
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"weights")
+    first = checkpoint_identity(ckpt)
+    assert first == {"path": str(ckpt), "bytes": 7, "mtime_ns": ckpt.stat().st_mtime_ns}
+    os.utime(ckpt, ns=(first["mtime_ns"] + 10**9, first["mtime_ns"] + 10**9))  # a refit: same size, later
+    assert checkpoint_identity(ckpt) != first
+    sharded = tmp_path / "sharded.ckpt"  # FSDP: a folder of shards
+    (sharded / "shards").mkdir(parents=True)
+    (sharded / "meta.pt").write_bytes(b"abc")
+    (sharded / "shards" / "0.distcp").write_bytes(b"de")
+    assert checkpoint_identity(sharded)["bytes"] == 5
+    assert checkpoint_identity(tmp_path / "missing.ckpt") is None
