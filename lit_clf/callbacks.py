@@ -13,6 +13,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from lit_clf.data.tasks import TaskSpec
 
 
+def rank_path(path: Path, rank: int, world_size: int) -> Path:
+    """The file one process of several writes instead of ``path``: ``<name>.rank<N><suffix>`` (predictions, answer
+    logs); ``path`` itself for one process."""
+    return path if world_size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
 class BestCheckpoint(ModelCheckpoint):
     """Keeps the checkpoint with the best validation score, ``checkpoints/best.ckpt`` in the run's folder.
 
@@ -125,9 +131,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def resolve_path(self, trainer: L.Trainer) -> Path:
         path = Path(self.output_path or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl")
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        return path
+        return rank_path(path, trainer.global_rank, trainer.world_size)
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         datamodule = trainer.datamodule

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from lit_clf.callbacks import rank_path
 from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
 
@@ -58,11 +59,6 @@ def checkpoint_identity(path: str | Path) -> dict[str, Any] | None:
     }
 
 
-def rank_path(path: Path, rank: int, world_size: int) -> Path:
-    """The file rank ``rank`` appends to: ``path`` itself for one process."""
-    return path if world_size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-
-
 class AnswerLog:
     """The answers of one evaluation pass, read from and appended to one JSONL file per rank.
 
@@ -80,20 +76,31 @@ class AnswerLog:
         self.known: dict[int, tuple[str, Decoded, float]] = {}  # index -> prompt digest, answer, seconds
         self.read_back = 0  # examples answered from the log in this pass, and the seconds their decoding took
         self.read_back_s = 0.0
-        for file in self._files():
-            self._read(file)
-        self._start(self.file)
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            for file in self._files():
+                self._read(file)
+            if not self.file.is_file() or self.file.stat().st_size == 0:  # checked writable before any answer
+                self.file.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
+        except OSError as err:
+            where = err.filename or self.file
+            raise ValueError(
+                f"model.init_args.answer_log: cannot read or write {where} ({err.strerror or err})"
+            ) from None
 
     def _files(self) -> list[Path]:
         files = sorted(self.path.parent.glob(f"{self.path.stem}.rank*{self.path.suffix}"))
         return [f for f in [self.path, *files] if f.is_file()]
 
     def _read(self, file: Path) -> None:
-        text = file.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        if not text.endswith("\n"):
-            lines = lines[:-1]  # the last line was cut short by the kill: generated again
-        lines = [line for line in lines if line]
+        """Take the answers of one rank's file. A last line cut short by the kill is left out (generated again) and,
+        in the file this rank appends to, cut off."""
+        data = file.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        if file == self.file and len(whole) < len(data):
+            with file.open("r+b") as out:
+                out.truncate(len(whole))
+        lines = [line for line in whole.decode("utf-8").split("\n") if line]
         if not lines:
             return
         where = f"model.init_args.answer_log: {file}"
@@ -113,21 +120,6 @@ class AnswerLog:
                 self.known[int(row["index"])] = (str(row["prompt"]), Decoded(str(row["text"]), answers), seconds)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise ValueError(f"{where}, line {number}: not an answer log row") from None
-
-    def _start(self, file: Path) -> None:
-        """Check the file is writable (before any answer is generated); write the header to a new file, and cut a
-        last line left half-written by a kill."""
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            if not file.is_file() or file.stat().st_size == 0:
-                file.write_text(json.dumps(self.header) + "\n", encoding="utf-8")
-                return
-            data = file.read_bytes()
-            if not data.endswith(b"\n"):
-                with file.open("r+b") as out:
-                    out.truncate(data.rfind(b"\n") + 1)
-        except OSError as err:
-            raise ValueError(f"model.init_args.answer_log: cannot write {file} ({err.strerror or err})") from None
 
     def lookup(self, indices: Sequence[int], digests: Sequence[str]) -> list[Decoded] | None:
         """The logged answers of a batch's examples, or None when any is missing (the batch is generated).

@@ -302,9 +302,8 @@ class DecoderGenerativeModule(TaskModule):
         if not path:
             self._answer_log = None
             return
-        trainer = self._trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        self._answer_log = AnswerLog(path, self._answer_log_header(split), rank, world_size)
+        trainer = self.trainer
+        self._answer_log = AnswerLog(path, self._answer_log_header(split), trainer.global_rank, trainer.world_size)
 
     def _answer_log_header(self, split: str) -> dict[str, Any]:
         """What produces this pass's answers: the answer log's header (:mod:`lit_clf.decoder.answer_log`)."""
@@ -330,8 +329,8 @@ class DecoderGenerativeModule(TaskModule):
         """A test resumed from its answer log logs how many answers it read back and the seconds they took to
         generate (``cost/test_read_back``, ``cost/test_read_back_s``; this rank's), which the report adds to the
         run's wall time: the cost of the whole evaluation, not only of its last process."""
-        log, trainer = self._answer_log, self._trainer
-        if log is None or not log.read_back or trainer is None or not trainer.is_global_zero:
+        log, trainer, self._answer_log = self._answer_log, self.trainer, None  # the pass is over
+        if log is None or not log.read_back or not trainer.is_global_zero:
             return
         for logger in trainer.loggers:
             metrics = {"cost/test_read_back": float(log.read_back), "cost/test_read_back_s": log.read_back_s}
@@ -341,6 +340,9 @@ class DecoderGenerativeModule(TaskModule):
         self._shared_kv = None
         datamodule = getattr(self._trainer, "datamodule", None)
         self._open_answer_log(getattr(datamodule, "predict_split", "predict"))
+
+    def on_predict_epoch_end(self) -> None:
+        self._answer_log = None  # the pass is over: predict_texts afterwards neither reads nor writes the log
 
     def _synced_gpus(self) -> bool:
         """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""

@@ -102,6 +102,8 @@ def test_an_answer_log_of_another_setup_is_an_error(tiny_smollm_dir, tmp_path):
     log.write_text("not json\n")
     with pytest.raises(ValueError, match="line 1 is not JSON"):
         run_test(tiny_smollm_dir, log, [])
+    with pytest.raises(ValueError, match=r"answer_log: cannot read or write .*answers\.jsonl"):
+        run_test(tiny_smollm_dir, log / "answers.jsonl", [])  # under a file, not a folder
 
 
 def test_predict_reuses_the_logged_answers(tiny_smollm_dir, tmp_path):
@@ -119,6 +121,11 @@ def test_predict_reuses_the_logged_answers(tiny_smollm_dir, tmp_path):
     second = trainer().predict(again, datamodule=data)
     assert second == first and sum(len(batch) for batch in first) == 8
     assert read_rows(log)[0]["split"] == "test"  # predict_split
+    logged = log.read_text()
+    new = make_decoder(tiny_smollm_dir, data.task_specs, prompt_format="chat", max_new_tokens=4, answer_log=str(log))
+    trainer().predict(new, datamodule=data)
+    assert new.predict_texts(["wake me up at nine"])[0].keys() == {"intent", "slots"}  # after the pass: no log
+    assert log.read_text() == logged
 
 
 def test_checkpoint_identity_tells_a_checkpoint_rewritten_in_place(tmp_path):
