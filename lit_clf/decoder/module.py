@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from transformers import AutoTokenizer
 
@@ -304,6 +305,11 @@ class DecoderGenerativeModule(TaskModule):
             return
         trainer = self.trainer
         self._answer_log = AnswerLog(path, self._answer_log_header(split), trainer.global_rank, trainer.world_size)
+        if self._answer_log.known:
+            rank_zero_info(
+                f"answer log {path}: {len(self._answer_log.known):,} answers there; the batches they cover are read "
+                "back, the others generated"
+            )
 
     def _answer_log_header(self, split: str) -> dict[str, Any]:
         """What produces this pass's answers: the answer log's header (:mod:`lit_clf.decoder.answer_log`)."""

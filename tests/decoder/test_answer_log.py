@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 
 import lightning as L
@@ -55,7 +56,7 @@ def read_rows(log):
     return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
 
 
-def test_an_interrupted_test_resumes_from_the_answer_log_with_the_same_metrics(tiny_smollm_dir, tmp_path):
+def test_an_interrupted_test_resumes_from_the_answer_log_with_the_same_metrics(tiny_smollm_dir, tmp_path, caplog):
     log = tmp_path / "answers.jsonl"
     calls: list[list[int]] = []
     full = run_test(tiny_smollm_dir, log, calls)
@@ -75,7 +76,9 @@ def test_an_interrupted_test_resumes_from_the_answer_log_with_the_same_metrics(t
     log.write_text("".join(lines[:4]) + lines[4][:20])
     calls.clear()
     csv_logger = CSVLogger(tmp_path / "logs", name="resumed")
-    resumed = run_test(tiny_smollm_dir, log, calls, logger=csv_logger)
+    with caplog.at_level(logging.INFO):
+        resumed = run_test(tiny_smollm_dir, log, calls, logger=csv_logger)
+    assert f"answer log {log}: 3 answers there" in caplog.text  # the user sees the resume
     assert calls == batches[1:]  # the first batch read back; the second had only one of its examples logged
     assert resumed == full
     logged = {
