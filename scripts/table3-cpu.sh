@@ -55,14 +55,17 @@ run() {
 }
 
 # recipe TASK: the config (and prompt) of a decoder task name: slots -> the paper's prompt; slots-inline -> the same
-# recipe with the inline slot answer of configs/prompts/ (not the paper's; lit_clf/decoder/inline.py).
+# recipe with the inline slot answer of configs/prompts/ (not the paper's; lit_clf/decoder/inline.py); joint-taskloss,
+# joint-inline-taskloss -> with the task-weighted loss (configs/decoder/loss/task.yaml; not the paper's).
 recipe() {
-  local task=${1%-inline}
+  local name=${1%-taskloss}
+  local task=${name%-inline}
   RECIPE=(-c "configs/massive/smollm2-135m-$task.yaml" $SMOL)
-  if [[ $1 == *-inline ]]; then
+  if [[ $name == *-inline ]]; then
     local names=$task; [[ $task == joint ]] && names=intent+slots
     RECIPE+=(--model.init_args.prompt_file "configs/prompts/massive-$names-inline-0shot.yaml")
   fi
+  if [[ $1 == *-taskloss ]]; then RECIPE+=(-c configs/decoder/loss/task.yaml); fi
 }
 
 # best_ckpt NAME: the best checkpoint of the fine-tuning run NAME.
@@ -137,6 +140,6 @@ STEPS=(mpnet-joint minilm-wnut17 lr-3.0e-5 lr-1.0e-4 lr-3.0e-4 noft-intent-0shot
   noft-slots-0shot-constrained noft-intent-0shot-score noft-intent-5shot-constrained noft-slots-0shot-free
   noft-joint-0shot-constrained noft-slots-5shot-constrained noft-intent-5shot-free ft-slots-inline ft-slots-inline-free
   ft-joint-inline ft-joint-inline-free noft-joint-0shot-free noft-intent-5shot-score noft-slots-5shot-free
-  noft-joint-5shot-constrained noft-joint-5shot-free)
+  noft-joint-5shot-constrained noft-joint-5shot-free ft-joint-taskloss ft-joint-inline-taskloss)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${STEPS[@]}"; exit 0; fi
 for s in "${@:-${STEPS[@]}}"; do step "$s"; done

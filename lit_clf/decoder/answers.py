@@ -57,6 +57,7 @@ __all__ = [
     "parse_value",
     "parse_word_labels",
     "render_answer",
+    "render_answer_parts",
     "render_value",
     "render_word_labels",
 ]
@@ -191,14 +192,29 @@ def render_answer(
         ``rec.autos``, ``["Other", "time"]``, ``intent: alarm_set\nslots: ["Other", "time"]`` or
         ``{"task1": "alarm_set", "task2": ["Other", "time"]}``.
     """
+    return render_answer_parts(example, tasks, keys, style, token_format)[0]
+
+
+def render_answer_parts(
+    example: Example,
+    tasks: Sequence[TaskSpec],
+    keys: Sequence[str] | None = None,
+    style: str | None = None,
+    token_format: str = "labels",
+) -> tuple[str, list[int]]:
+    """:func:`render_answer`'s text and, per task (in answer order), the character offset where its value ends:
+    ``('{"task1": "alarm_set", "task2": ["Other"]}', [21, 42])``. The text up to the first offset is the first
+    task's part of the answer, and so on; the literal text after the last value belongs to the last task."""
     quoted = answer_style(tasks, style) == "json"
     words = example.words
-    return "".join(
-        piece
-        if isinstance(piece, str)
-        else render_value(piece, _gold_value(example, piece), quoted, token_format, words)
-        for piece in answer_layout(tasks, keys, style)
-    )
+    text, ends = "", []
+    for piece in answer_layout(tasks, keys, style):
+        if isinstance(piece, str):
+            text += piece
+        else:
+            text += render_value(piece, _gold_value(example, piece), quoted, token_format, words)
+            ends.append(len(text))
+    return text, ends
 
 
 def _gold_value(example: Example, task: TaskSpec) -> str | list[str]:

@@ -26,7 +26,7 @@ import torch
 
 from lit_clf.data.base import pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer, parse_answer, render_answer
+from lit_clf.decoder.answers import ParsedAnswer, parse_answer, render_answer, render_answer_parts
 from lit_clf.decoder.formats import (
     PROMPT_FORMATS,
     PromptFormat,
@@ -141,21 +141,33 @@ class PromptEncoder:
             raise ValueError(f"pool: {self.template.shots}-shot prompts need more than {len(self.pool)} examples")
         self._bos = bos_prefix(self.tokenizer)
 
-    def encode_for_training(self, example: Example) -> dict[str, list[int]]:
+    def encode_for_training(self, example: Example, answer_tasks: bool = False) -> dict[str, list[int]]:
         """``input_ids`` = prompt ids + answer ids + EOS; ``labels`` = -100 on the prompt, the ids after it.
 
         The prompt ids are exactly ``encode_for_generation(example, len(answer ids) + 1)["input_ids"]``.
 
+        Args:
+            example: The example.
+            answer_tasks: Also return ``answer_task``: -100 on the prompt, then :meth:`answer_tasks` (the task each
+                answer id belongs to; for the per-task loss, ``loss_weighting: task``).
+
         Returns:
-            ``{"input_ids", "labels", "attention_mask"}``, lists of equal length, at most ``max_length``.
+            ``{"input_ids", "labels", "attention_mask"}`` (and ``answer_task``), lists of equal length, at most
+            ``max_length``.
         """
         answer = self.answer_ids(example) + [self.tokenizer.eos_token_id]
         prompt = self.prompt_ids(example, reserve=len(answer))
-        return {
+        feature = {
             "input_ids": prompt + answer,
             "labels": [IGNORE_INDEX] * len(prompt) + answer,
             "attention_mask": [1] * (len(prompt) + len(answer)),
         }
+        if answer_tasks:
+            tasks = self.answer_tasks(example)
+            if len(tasks) != len(answer):  # offsets from another tokenization than the answer ids': never misalign
+                raise ValueError(f"example {example.id!r}: {len(tasks)} answer task ids for {len(answer)} answer ids")
+            feature["answer_task"] = [IGNORE_INDEX] * len(prompt) + tasks
+        return feature
 
     def encode_for_generation(self, example: Example, max_new_tokens: int) -> dict[str, list[int]]:
         """Prompt ids only, cut so that ``max_new_tokens`` more still fit ``max_length``.
@@ -174,6 +186,35 @@ class PromptEncoder:
     def answer_ids(self, example: Example) -> list[int]:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
         return self._ids(answer_segment(self.answer_text(example), self.fmt))
+
+    def answer_tasks(self, example: Example) -> list[int]:
+        """For each id of :meth:`answer_ids` and the EOS after them, the index (in answer order) of the task whose
+        part of the answer it is: an id belongs to the first task whose value ends after the id's first character
+        (:func:`~lit_clf.decoder.answers.render_answer_parts`); the literal text after the last value and the EOS
+        belong to the last task. ``{"task1": "alarm_set", "task2": ["Other"]}`` -> 0 up to and including the
+        token that ends ``alarm_set"``, 1 from there on.
+
+        Raises:
+            ValueError: The tokenizer is not a fast one (character offsets are needed).
+        """
+        template = self.template
+        text, ends = render_answer_parts(
+            example, self.tasks, template.keys or None, template.style, template.token_format
+        )
+        segment = answer_segment(text, self.fmt)
+        shift = segment.find(text.strip()) - (len(text) - len(text.lstrip()))  # the format's leading space
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(
+                f"loss_weighting='task': tokenizer {self.tokenizer.name_or_path!r} gives no character offsets "
+                "(not a fast tokenizer); use loss_weighting='token'"
+            )
+        encoded = self.tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        last = len(ends) - 1
+        tasks = [
+            next((k for k, end in enumerate(ends) if start < end + shift), last)
+            for start, _ in encoded["offset_mapping"]
+        ]
+        return tasks + [last]  # EOS
 
     def parse(self, text: str, example: Example) -> dict[str, ParsedAnswer]:
         """Read a decoded generation for ``example`` (:func:`~lit_clf.decoder.answers.parse_answer`); never raises."""
@@ -246,7 +287,8 @@ class PromptEncoder:
 def pad_batch(
     features: Sequence[Mapping[str, Sequence[int]]], pad_id: int, side: Literal["left", "right"] = "right"
 ) -> dict[str, torch.Tensor]:
-    """Pad features to the longest one: ``input_ids`` with ``pad_id``, ``attention_mask`` with 0, ``labels`` with -100.
+    """Pad features to the longest one: ``input_ids`` with ``pad_id``, ``attention_mask`` with 0, ``labels`` (and
+    ``answer_task``) with -100.
 
     Args:
         features: Outputs of :meth:`PromptEncoder.encode_for_training` or ``encode_for_generation``.
@@ -258,7 +300,7 @@ def pad_batch(
     """
     if side not in ("left", "right"):
         raise ValueError(f"side: expected 'left' or 'right', got {side!r}")
-    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX, "answer_task": IGNORE_INDEX}
     unknown = [key for key in features[0] if key not in fill]
     if unknown:
         raise ValueError(f"pad_batch: no padding value for {unknown[0]!r} (knows {', '.join(fill)})")

@@ -27,6 +27,7 @@ from lit_clf.decoder.answers import STYLES
 from lit_clf.decoder.encoding import SHOTS_DRAWS, PromptEncoder, ShotsDraw, pad_batch
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
 from lit_clf.decoder.generic_prompts import check_label_descriptions, generic_template
+from lit_clf.decoder.loss import LOSS_WEIGHTINGS, LossWeighting
 from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
 from lit_clf.decoder.templates import PromptTemplate, get_template, paper_key
 from lit_clf.generated import collate_gold, gold_ids
@@ -111,6 +112,8 @@ class DecoderFeaturizer:
         prompt_style: Answer style of the generic prompt (``serial``, ``json``; unset: serial for one task, json for
             several); the paper's prompts and prompt files fix their own.
         label_descriptions: Task -> label -> description, written into the generic prompt.
+        loss_weighting: ``token`` or ``task``: training features then carry ``answer_task``
+            (:data:`LOSS_WEIGHTINGS`).
 
     The dataset (its name, few-shot pool and seed) comes with each :meth:`featurize` call, from the DataModule.
     """
@@ -129,7 +132,10 @@ class DecoderFeaturizer:
         share_prefix_min_saving: float = 0.2,
         prompt_style: str | None = None,
         label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
+        loss_weighting: LossWeighting = "token",
     ) -> None:
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting: expected one of {', '.join(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
         check_prompt_options(tasks, shots, shots_draw, prompt_style, label_descriptions)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or unset, got {max_new_tokens}")
@@ -145,6 +151,7 @@ class DecoderFeaturizer:
             raise ValueError(f"share_prefix: expected true, false or auto, got {share_prefix!r}")
         if not 0.0 <= share_prefix_min_saving <= 1.0:
             raise ValueError(f"share_prefix_min_saving: expected a fraction in [0, 1], got {share_prefix_min_saving}")
+        self.loss_weighting = loss_weighting
         self.prompt_style = prompt_style
         self.label_descriptions = label_descriptions
         self.shots_draw = shots_draw
@@ -265,7 +272,8 @@ class DecoderFeaturizer:
         """
         self.use(info)
         if train:
-            return [{"index": i, **self.encoder.encode_for_training(ex)} for i, ex in enumerate(examples)]
+            by_task = self.loss_weighting == "task"
+            return [{"index": i, **self.encoder.encode_for_training(ex, by_task)} for i, ex in enumerate(examples)]
         features = [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
         prefix = shared_prompt_length([f["input_ids"] for f in features]) if self.share_prefix is not False else 0
         for feature in features:
@@ -314,7 +322,7 @@ class DecoderFeaturizer:
         if "labels" in features[0]:
             if self._packs(features):
                 return {"index": index, **pack(features)}
-            keys = ("input_ids", "attention_mask", "labels")
+            keys = [k for k in ("input_ids", "attention_mask", "labels", "answer_task") if k in features[0]]
             batch = pad_batch([{k: f[k] for k in keys} for f in features], self.pad_id, side="right")
             return {"index": index, **batch}
         prefix = min(f.get("prefix_length", 0) for f in features)

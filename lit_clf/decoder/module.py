@@ -31,6 +31,7 @@ from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.decoder.features import DecoderFeaturizer
 from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
 from lit_clf.decoder.kv_cache import output_cache
+from lit_clf.decoder.loss import LossWeighting, answer_cross_entropy
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.templates import get_template
 from lit_clf.generated import prediction_rows, update_answer_metrics
@@ -84,6 +85,7 @@ class DecoderGenerativeModule(TaskModule):
         attn_implementation: str | None = None,
         share_prefix: bool | Literal["auto"] = "auto",
         share_prefix_min_saving: float = 0.2,
+        loss_weighting: LossWeighting = "token",
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -148,6 +150,11 @@ class DecoderGenerativeModule(TaskModule):
                 ``false``: padded rows. Needs ``sdpa``, ``eager`` or ``flex_attention`` attention. Each device
                 shares within its own batch: one example per device shares nothing.
             share_prefix_min_saving: ``share_prefix: auto``: the least fraction of tokens sharing must save.
+            loss_weighting: How the answer tokens' cross-entropies are averaged in training: ``token``, all the
+                batch's answer tokens alike (the paper); ``task``, each task's part of the answer averaged on its
+                own, then the tasks with equal weight (a consolidated model's short intent label then weighs as
+                much as its long slot list; :mod:`lit_clf.decoder.loss`; needs a fast tokenizer). Equal for one
+                task.
             optimizer: Optimizer class and arguments (default AdamW, lr 1e-5; the paper: AdamW, lr 1e-6, in
                 configs/decoder/base.yaml); ``bitsandbytes.optim.AdamW8bit`` or ``PagedAdamW`` save memory.
             lr_scheduler: Optional learning-rate scheduler, stepped every optimizer step (the paper: none).
@@ -175,6 +182,7 @@ class DecoderGenerativeModule(TaskModule):
             share_prefix_min_saving=share_prefix_min_saving,
             prompt_style=prompt_style,
             label_descriptions=label_descriptions,
+            loss_weighting=loss_weighting,
         )
         self.backbone: nn.Module | None = None  # built in configure_model
         #: The decoding mode of validation/test/predict; may be changed between runs (``model.decoding = "score"``).
@@ -196,27 +204,30 @@ class DecoderGenerativeModule(TaskModule):
         return self.built_backbone()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def answer_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean cross-entropy over the answer tokens (and EOS) of a training batch: right-padded rows, or one packed
-        sequence with the rows' shared prefix computed once (:mod:`lit_clf.decoder.packing`); the two are equal.
+        """Cross-entropy on the answer tokens (and EOS) of a training batch, averaged over them or per task
+        (``loss_weighting``, :mod:`lit_clf.decoder.loss`): right-padded rows, or one packed sequence with the rows'
+        shared prefix computed once (:mod:`lit_clf.decoder.packing`); the two are equal.
 
         Logits are computed only where an answer token is predicted (``logits_to_keep``): with 16k-token prompts
         and a 128k vocabulary, logits at every position would take tens of GB.
         """
         targets = batch["labels"][:, 1:]  # the token at t + 1 is predicted at position t
         answer = targets != IGNORE_INDEX  # (B, T - 1); B = 1 for a packed batch
+        tasks = batch["answer_task"][:, 1:] if "answer_task" in batch else None  # loss_weighting: task
         if _masked_logits_supported():  # exactly the answer positions of each row: logits (N, V)
             keep, gold = F.pad(answer, (0, 1)), targets[answer]
+            tasks = None if tasks is None else tasks[answer]
         else:  # older transformers: the union of the rows' answer positions, logits (B, K, V)
             keep = answer.any(dim=0).nonzero().squeeze(-1)
             gold = targets[:, keep]
+            tasks = None if tasks is None else tasks[:, keep]
         model = self.built_backbone()
         if "segments" in batch:  # one packed sequence: the shared prefix once, then each row's remainder
             inputs = {"attention_mask": attention_mask(model, batch["segments"]), "position_ids": batch["position_ids"]}
         else:
             inputs = {"attention_mask": batch["attention_mask"]}
         out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **inputs)
-        logits = out.logits.float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.flatten(), ignore_index=IGNORE_INDEX)
+        return answer_cross_entropy(out.logits.float(), gold, tasks)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

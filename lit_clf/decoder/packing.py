@@ -54,43 +54,40 @@ def _first_labelled(labels: Sequence[int]) -> int:
 
 
 def pack(features: Sequence[dict[str, Any]], share: bool = True) -> dict[str, torch.Tensor]:
-    """One packed sequence from training features (``input_ids``, ``labels``; see the module docstring).
+    """One packed sequence from training features (``input_ids``, ``labels`` and, if there, ``answer_task``; see the
+    module docstring).
 
     Args:
         features: Training features of one batch.
         share: Share the common prefix; ``False`` packs the rows whole (padding-free packing).
 
     Returns:
-        ``input_ids``, ``labels``, ``position_ids`` and ``segments`` (0 for the shared prefix, ``r + 1`` for row
-        ``r``'s tokens), each ``(1, T)``; ``rows`` (the batch size) and ``shared_prefix_frac`` (the fraction of
-        the per-row tokens not computed: ``1 - T / sum of row lengths``).
+        ``input_ids``, ``labels`` (``answer_task``), ``position_ids`` and ``segments`` (0 for the shared prefix,
+        ``r + 1`` for row ``r``'s tokens), each ``(1, T)``; ``rows`` (the batch size) and ``shared_prefix_frac``
+        (the fraction of the per-row tokens not computed: ``1 - T / sum of row lengths``).
     """
     ids = [list(f["input_ids"]) for f in features]
     labels = [list(f["labels"]) for f in features]
     prefix = common_prefix_length(ids, labels) if share else 0
-    input_ids, packed_labels, positions, segments = (
-        ids[0][:prefix],
-        labels[0][:prefix],
-        list(range(prefix)),
-        [0] * prefix,
-    )
-    for row, (row_ids, row_labels) in enumerate(zip(ids, labels)):
-        input_ids += row_ids[prefix:]
-        packed_labels += row_labels[prefix:]
-        positions += range(prefix, len(row_ids))
-        segments += [row + 1] * (len(row_ids) - prefix)
+    per_token = [key for key in ("input_ids", "labels", "answer_task") if key in features[0]]
+    packed = {key: list(features[0][key][:prefix]) for key in per_token}  # the prefix: prompt, no label
+    positions, segments = list(range(prefix)), [0] * prefix
+    for row, feature in enumerate(features):
+        for key in per_token:
+            packed[key] += feature[key][prefix:]
+        positions += range(prefix, len(ids[row]))
+        segments += [row + 1] * (len(ids[row]) - prefix)
     total = sum(len(row) for row in ids)
 
     def tensor(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)[None]
 
     return {
-        "input_ids": tensor(input_ids),
-        "labels": tensor(packed_labels),
+        **{key: tensor(values) for key, values in packed.items()},
         "position_ids": tensor(positions),
         "segments": tensor(segments),
         "rows": len(ids),
-        "shared_prefix_frac": 1.0 - len(input_ids) / total if total else 0.0,
+        "shared_prefix_frac": 1.0 - len(packed["input_ids"]) / total if total else 0.0,
     }
 
 

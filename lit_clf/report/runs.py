@@ -127,7 +127,7 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
 
 
 #: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
-_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling", "prompt_file")
+_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling", "prompt_file", "loss_weighting")
 _DECODER = "lit_clf.decoder.DecoderGenerativeModule"
 
 
@@ -166,11 +166,12 @@ def model_id(config: Mapping) -> str | None:
     return str(backbone) if _is_set(backbone) else None
 
 
-def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None) -> str:
+def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None, task_loss: bool = False) -> str:
     """Settings the paper did not use: a decoder's decoding other than free generation; a prompt file instead of
     the paper's prompt (the file's ``variant``, ``inline slot answer``, else its name:
     :func:`_prompt_variant`); heads reading another vector than
-    the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; fine-tuning on
+    the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; a consolidated decoder
+    trained with ``loss_weighting: task`` (``task_loss``; for one task it equals the paper's loss); fine-tuning on
     ``train_subset`` examples of the training split (not comparable with a full-split run)."""
     parts = []
     decoding = init_args.get("decoding")
@@ -184,6 +185,8 @@ def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None)
         parts.append(f"heads, {pooling} pooling")
     if _is_set(init_args.get("lora")):
         parts.append("QLoRA" if init_args.get("load_in_4bit") in (True, "true", "True") else "LoRA")
+    if task_loss:
+        parts.append("task-weighted loss")
     if train_subset is not None:
         parts.append(f"{train_subset:,} train examples")
     return ", ".join(parts)
@@ -249,7 +252,9 @@ def run_from_config(
     fine_tuned = _fine_tuned(config, metrics)
     key = "data.init_args.max_train_examples"
     train_subset = _as_int(config_get(config, key), key, where) if fine_tuned else None
-    row = Row(display_name(str(args["backbone"])), decoder, shots, fine_tuned, _variant(args, decoder, train_subset))
+    task_loss = decoder and fine_tuned and len(tasks) > 1 and args.get("loss_weighting") == "task"
+    variant = _variant(args, decoder, train_subset, task_loss)
+    row = Row(display_name(str(args["backbone"])), decoder, shots, fine_tuned, variant)
     subset = None
     for key in ("data.init_args.max_eval_examples", "data.init_args.max_examples"):
         subset = _as_int(config_get(config, key), key, where)

@@ -611,6 +611,26 @@ def test_a_run_trained_on_a_subset_of_the_training_split_is_its_own_row():
     assert full.row.label == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
 
 
+def test_a_consolidated_decoder_trained_with_the_task_weighted_loss_is_its_own_row():
+    from lit_clf.report.runs import run_from_config
+
+    def label(tasks, weighting, fine_tuned=True):
+        config = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, tasks, decoding="constrained")
+        config["model"]["init_args"]["loss_weighting"] = weighting
+        metrics = {f"test/{task}_{'f1' if task == 'slots' else 'acc'}": 0.5 for task in tasks}
+        return run_from_config(config, metrics | ({"step": 256} if fine_tuned else {}), "a", "a/c.yaml", 0.0).row.label
+
+    paper = "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained)"
+    assert (
+        label(["intent", "slots"], "task") == "SmolLM2-135M-Instruct Zero-shot w/ FT (constrained, task-weighted loss)"
+    )
+    assert label(["intent", "slots"], "token") == label(["intent", "slots"], None) == paper
+    assert label(["intent"], "task") == paper  # one task: the same loss as the paper's
+    assert (
+        label(["intent", "slots"], "task", fine_tuned=False) == "SmolLM2-135M-Instruct Zero-shot w/o FT (constrained)"
+    )
+
+
 def test_a_run_with_its_own_prompt_file_is_its_own_row(tmp_path):
     from lit_clf.report.runs import run_from_config
 

@@ -93,3 +93,20 @@ def test_a_free_decoding_step_whose_checkpoint_is_gone_fits_again_first(checkout
     assert free.startswith("test ") and f"runs/{name}/version_0/checkpoints/best.ckpt" in free
     assert (checkout / "docs" / "runs" / name / "metrics.csv").read_text().startswith("step,")  # kept as it was
     assert run_steps(checkout, "ft-joint-inline-free")[2:] == []  # its free run is in docs/ now: nothing again
+
+
+def test_taskloss_steps_add_the_task_weighted_loss_to_the_consolidated_recipes(checkout):
+    paper, inline = run_steps(checkout, "ft-joint-taskloss", "ft-joint-inline-taskloss")
+    loss = "-c configs/decoder/loss/task.yaml"
+    assert paper.startswith("fit -c configs/massive/smollm2-135m-joint.yaml") and loss in paper
+    assert (
+        "prompt_file" not in paper
+        and "--trainer.logger.init_args.name massive-smollm2-joint-taskloss-0shot-ft " in paper
+    )
+    assert (
+        loss in inline
+        and "--model.init_args.prompt_file configs/prompts/massive-intent+slots-inline-0shot.yaml" in inline
+    )
+    assert "--trainer.logger.init_args.name massive-smollm2-joint-inline-taskloss-0shot-ft " in inline
+    (plain,) = run_steps(checkout, "ft-joint")[2:]
+    assert "loss/task.yaml" not in plain
