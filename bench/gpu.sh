@@ -22,7 +22,7 @@ MODELS=${MODELS:-models}
 LOGS=${LOGS:-runs/gpu-logs}
 UNTIL=${UNTIL:-$(($(date +%s) + 86400))}
 TABLE3_STEPS=${TABLE3_STEPS:-ft-intent ft-slots ft-joint ft-slots-inline ft-joint-inline ft-intent-free ft-intent-score
-  ft-slots-free ft-joint-free
+  ft-slots-free ft-joint-free ft-joint-taskloss ft-joint-inline-taskloss
   noft-intent-0shot-constrained noft-intent-0shot-free noft-intent-0shot-score noft-slots-0shot-constrained
   noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained noft-slots-0shot-free
   noft-intent-5shot-free}
