@@ -148,24 +148,22 @@ class PromptEncoder:
 
         Args:
             example: The example.
-            answer_tasks: Also return ``answer_task``: -100 on the prompt, then :meth:`answer_tasks` (the task each
-                answer id belongs to; for the per-task loss, ``loss_weighting: task``).
+            answer_tasks: Also return ``answer_task``: -100 on the prompt, then the task each answer id and the EOS
+                belong to (:meth:`answer_ids_and_tasks`; for the per-task loss, ``loss_weighting: task``).
 
         Returns:
             ``{"input_ids", "labels", "attention_mask"}`` (and ``answer_task``), lists of equal length, at most
             ``max_length``.
         """
-        answer = self.answer_ids(example) + [self.tokenizer.eos_token_id]
+        ids, tasks = self.answer_ids_and_tasks(example) if answer_tasks else (self.answer_ids(example), None)
+        answer = ids + [self.tokenizer.eos_token_id]
         prompt = self.prompt_ids(example, reserve=len(answer))
         feature = {
             "input_ids": prompt + answer,
             "labels": [IGNORE_INDEX] * len(prompt) + answer,
             "attention_mask": [1] * (len(prompt) + len(answer)),
         }
-        if answer_tasks:
-            tasks = self.answer_tasks(example)
-            if len(tasks) != len(answer):  # offsets from another tokenization than the answer ids': never misalign
-                raise ValueError(f"example {example.id!r}: {len(tasks)} answer task ids for {len(answer)} answer ids")
+        if tasks is not None:
             feature["answer_task"] = [IGNORE_INDEX] * len(prompt) + tasks
         return feature
 
@@ -187,34 +185,26 @@ class PromptEncoder:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
         return self._ids(answer_segment(self.answer_text(example), self.fmt))
 
-    def answer_tasks(self, example: Example) -> list[int]:
-        """For each id of :meth:`answer_ids` and the EOS after them, the index (in answer order) of the task whose
-        part of the answer it is: an id belongs to the first task whose value ends after the id's first character
-        (:func:`~lit_clf.decoder.answers.render_answer_parts`); the literal text after the last value and the EOS
-        belong to the last task. ``{"task1": "alarm_set", "task2": ["Other"]}`` -> 0 up to and including the
-        token that ends ``alarm_set"``, 1 from there on.
-
-        Raises:
-            ValueError: The tokenizer is not a fast one (character offsets are needed).
-        """
+    def answer_ids_and_tasks(self, example: Example) -> tuple[list[int], list[int]]:
+        """:meth:`answer_ids` (from the same tokenization) and, for each of them and the EOS after them, the index
+        (in answer order) of the task whose part of the answer it is: an id belongs to the first task whose value
+        ends after the id's first character (:func:`~lit_clf.decoder.answers.render_answer_parts`); the literal text
+        after the last value and the EOS belong to the last task. ``{"task1": "alarm_set", "task2": ["Other"]}`` ->
+        0 up to and including the token that ends ``alarm_set"``, 1 from there on. Needs a fast tokenizer
+        (character offsets; the featurizer checks it)."""
         template = self.template
         text, ends = render_answer_parts(
             example, self.tasks, template.keys or None, template.style, template.token_format
         )
         segment = answer_segment(text, self.fmt)
         shift = segment.find(text.strip()) - (len(text) - len(text.lstrip()))  # the format's leading space
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ValueError(
-                f"loss_weighting='task': tokenizer {self.tokenizer.name_or_path!r} gives no character offsets "
-                "(not a fast tokenizer); use loss_weighting='token'"
-            )
         encoded = self.tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         last = len(ends) - 1
         tasks = [
             next((k for k, end in enumerate(ends) if start < end + shift), last)
             for start, _ in encoded["offset_mapping"]
         ]
-        return tasks + [last]  # EOS
+        return encoded["input_ids"], tasks + [last]  # the EOS: the last task's
 
     def parse(self, text: str, example: Example) -> dict[str, ParsedAnswer]:
         """Read a decoded generation for ``example`` (:func:`~lit_clf.decoder.answers.parse_answer`); never raises."""

@@ -136,6 +136,11 @@ class DecoderFeaturizer:
     ) -> None:
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting: expected one of {', '.join(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
+        if loss_weighting == "task" and not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"loss_weighting='task': tokenizer {tokenizer.name_or_path!r} gives no character offsets (not a fast "
+                "tokenizer); use loss_weighting='token'"
+            )
         check_prompt_options(tasks, shots, shots_draw, prompt_style, label_descriptions)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or unset, got {max_new_tokens}")

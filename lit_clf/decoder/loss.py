@@ -6,9 +6,10 @@ batch, so a task weighs as much as its answers are long. In the consolidated MAS
 tokens (3.7 of 37.5 on the SmolLM2 tokenizer, over 200 dev utterances): next to a dual intent model, whose loss is
 all intent, the consolidated model learns the intent from a much smaller share of its loss.
 
-``loss_weighting: task``: each task's part of the answer (:meth:`~lit_clf.decoder.encoding.PromptEncoder.answer_tasks`)
-is averaged over the batch on its own, then the tasks present are averaged with equal weight, as the encoder's
-equal-weighted per-task cross-entropy. With one task the two are equal.
+``loss_weighting: task``: each task's part of the answer
+(:meth:`~lit_clf.decoder.encoding.PromptEncoder.answer_ids_and_tasks`) is averaged over the batch on its own, then
+the tasks present are averaged with equal weight, as the encoder's equal-weighted per-task cross-entropy. With one
+task the two are equal.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import yaml
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX
+from lit_clf.decoder.features import DecoderFeaturizer
 from lit_clf.decoder.loss import answer_cross_entropy
 from tests.decoder.test_packing import assert_same_loss_and_grads, loss_and_grads
 from tests.helpers import REPO, make_decoder, run_cli, toy_examples, toy_specs
@@ -25,7 +26,8 @@ def test_answer_tokens_split_at_the_end_of_each_tasks_value(model_dirs, fmt):
     module = make_decoder(model_dirs["chat" if fmt == "chat" else "llama2"], toy_specs(), prompt_format=fmt)
     encoder = module.featurizer.use(INFO)
     example = toy_examples()[0]
-    ids, tasks = encoder.answer_ids(example), encoder.answer_tasks(example)
+    ids, tasks = encoder.answer_ids_and_tasks(example)
+    assert ids == encoder.answer_ids(example)  # the training answer ids, from one tokenization
     assert len(tasks) == len(ids) + 1 and tasks[-1] == 1  # one per answer id, then EOS (the last task's)
     cut = tasks.index(1)
     assert tasks == [0] * cut + [1] * (len(tasks) - cut)  # one run per task, in answer order
@@ -109,3 +111,12 @@ def test_the_loss_config_composes_with_the_consolidated_recipe(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["loss_weighting"] == "task"
     run_cli(["fit", *recipe, "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["loss_weighting"] == "token"  # the paper's
+
+
+def test_the_task_loss_needs_a_fast_tokenizer(tiny_smollm_dir, monkeypatch):
+    module = make_decoder(tiny_smollm_dir, toy_specs(), prompt_format="chat")
+    monkeypatch.setattr(type(module.tokenizer), "is_fast", property(lambda self: False))
+    message = r"^loss_weighting='task': tokenizer '.*' gives no character offsets \(not a fast tokenizer\); use "
+    with pytest.raises(ValueError, match=message + r"loss_weighting='token'$"):
+        DecoderFeaturizer(module.tokenizer, toy_specs(), "chat", loss_weighting="task")
+    DecoderFeaturizer(module.tokenizer, toy_specs(), "chat")  # the paper's loss needs no offsets
