@@ -5,7 +5,8 @@ Everything returns plain lists of dicts (one record per table row), so a noteboo
 
 A predictions file has one JSON object per example: ``id``, ``text`` and per task ``{"gold", "pred"}``,
 with ``top`` (``[[label, probability], ...]``) for the encoder's sequence tasks, and ``raw`` (the generated
-text) and ``valid`` for the decoder's tasks (``pred`` is null when a sequence answer names no label).
+text) and ``valid`` for the decoder's tasks (``pred`` is null when a sequence answer names no label), and for a
+few-shot decoder ``shots``: the examples of the row's prompt, each with its ``id`` and labels per task.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "load_predictions",
     "per_label_accuracy",
     "prediction_tasks",
+    "shot_copying",
     "slot_report",
     "table_records",
     "worst_errors",
@@ -211,6 +213,40 @@ def invalid_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             {"task": task, "invalid": invalid, "total": len(results), "rate": invalid / max(len(results), 1)}
         )
     return records
+
+
+def shot_copying(rows: Sequence[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """How a few-shot decoder's answers for a single-label task relate to the examples its prompts showed (the
+    rows' ``shots``): for every row, the rows whose gold label is among their shots' labels and the others, the
+    ``count`` of rows, their ``accuracy`` and the share of answers that repeat a shot's label (``copied``).
+
+    A model that reads the examples as a menu copies one of their labels whatever the query (``copied`` near 1,
+    accuracy high only where the gold label happens to be among them); one that has learnt the task does not.
+
+    Raises:
+        ValueError: No row holds ``shots`` (a zero-shot run), or ``task`` is not a single-label task of the rows.
+    """
+    shown = [row for row in rows if row.get("shots") and task in row]
+    if not shown:
+        raise ValueError(f"no prediction of task {task!r} holds shots (a zero-shot run, or another task)")
+    if not isinstance(shown[0][task]["gold"], str):
+        raise ValueError(f"task {task!r}: shot copying is measured on a single-label task")
+    groups: dict[str, list[tuple[bool, bool]]] = {"all": [], "gold among the shots": [], "gold not among the shots": []}
+    for row in shown:
+        labels = {shot[task] for shot in row["shots"] if shot.get(task) is not None}
+        gold, pred = row[task]["gold"], row[task].get("pred")
+        outcome = (pred == gold, pred is not None and pred in labels)
+        groups["all"].append(outcome)
+        groups["gold among the shots" if gold in labels else "gold not among the shots"].append(outcome)
+    return [
+        {
+            "examples": name,
+            "count": len(outcomes),
+            "accuracy": sum(right for right, _ in outcomes) / max(len(outcomes), 1),
+            "copied": sum(copied for _, copied in outcomes) / max(len(outcomes), 1),
+        }
+        for name, outcomes in groups.items()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``lit-clf predict`` results: one JSON line per input example.
 
     Each line holds ``id``, ``text``, and per task the ``gold`` label(s), the ``pred`` label(s) and, for
-    sequence tasks of the encoder, the ``top`` labels with their probabilities.
+    sequence tasks of the encoder, the ``top`` labels with their probabilities. A few-shot decoder's lines also
+    hold ``shots``: the examples its prompt showed, each with its ``id`` and its label(s) per task.
     """
 
     def __init__(self, output_path: str | None = None, overwrite: bool = False) -> None:
@@ -142,17 +143,26 @@ class PredictionWriter(BasePredictionWriter):
         with tmp.open("w", encoding="utf-8") as out:
             for batch in predictions:
                 for row in batch:
-                    out.write(json.dumps(_prediction_record(examples[row["index"]], row), ensure_ascii=False) + "\n")
+                    example = examples[row["index"]]
+                    record = _prediction_record(example, row, pl_module.prompt_shots(example))
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
         tmp.replace(path)  # never leave a half-written file under the final name
         print(f"wrote predictions for {sum(len(b) for b in predictions)} examples to {path}")
 
 
-def _prediction_record(example, row: dict[str, Any]) -> dict[str, Any]:
+def _prediction_record(example, row: dict[str, Any], shots: list) -> dict[str, Any]:
     record: dict[str, Any] = {"id": example.id, "text": example.text}
     for task, predicted in row["tasks"].items():
-        gold = example.labels.get(task)
-        record[task] = {"gold": list(gold) if isinstance(gold, tuple) else gold, **predicted}
+        record[task] = {"gold": _labels(example, task), **predicted}
+    if shots:
+        record["shots"] = [{"id": shot.id, **{task: _labels(shot, task) for task in row["tasks"]}} for shot in shots]
     return record
+
+
+def _labels(example, task: str) -> Any:
+    """An example's label(s) for a task, as JSON: a string, a list of word labels, or None."""
+    labels = example.labels.get(task)
+    return list(labels) if isinstance(labels, tuple) else labels
 
 
 class ShowTrainingExamples(Callback):

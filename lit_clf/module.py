@@ -119,6 +119,10 @@ class TaskModule(L.LightningModule):
                 check_label_sets(self.tasks, specs, f"{type(self).__name__} vs {type(datamodule).__name__}")
             datamodule.featurizer = self.featurizer
 
+    def prompt_shots(self, example: Example) -> list[Example]:
+        """The labelled examples the model is shown with ``example`` (a few-shot decoder's prompt); none here."""
+        return []
+
     # ------------------------------------------------------------------ steps
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
         """Update the stage's metrics; return the batch's prediction rows for ``test``."""

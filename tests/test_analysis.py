@@ -15,6 +15,7 @@ from lit_clf.analysis import (
     load_predictions,
     per_label_accuracy,
     prediction_tasks,
+    shot_copying,
     slot_report,
     worst_errors,
 )
@@ -160,6 +161,35 @@ def test_invalid_outputs_and_rates():
     ]
     assert invalid_summary(DECODER_ROWS) == [{"task": "intent", "invalid": 1, "total": 3, "rate": 1 / 3}]
     assert invalid_outputs(ENCODER_ROWS) == []
+
+
+def few_shot_row(id_, gold, pred, shot_labels):
+    shots = [{"id": f"train-{i}", "intent": label, "slots": [O]} for i, label in enumerate(shot_labels)]
+    return {"id": id_, "text": "t", "intent": {"gold": gold, "pred": pred, "raw": pred, "valid": True}, "shots": shots}
+
+
+def test_shot_copying_splits_rows_by_whether_the_gold_label_was_shown():
+    rows = [
+        few_shot_row("1", "alarm_set", "alarm_set", ["alarm_set", "news_query"]),  # shown, right, copied
+        few_shot_row("2", "alarm_set", "news_query", ["alarm_set", "news_query"]),  # shown, wrong, copied
+        few_shot_row("3", "iot_hue", "news_query", ["alarm_set", "news_query"]),  # not shown, wrong, copied
+        few_shot_row("4", "iot_hue", "iot_hue", ["alarm_set", "news_query"]),  # not shown, right, not copied
+        few_shot_row("5", "iot_hue", None, ["alarm_set"]),  # invalid answer: wrong, not copied
+        {"id": "6", "text": "t", "intent": {"gold": "iot_hue", "pred": "iot_hue"}},  # no shots: left out
+    ]
+    assert shot_copying(rows, "intent") == [
+        {"examples": "all", "count": 5, "accuracy": 2 / 5, "copied": 3 / 5},
+        {"examples": "gold among the shots", "count": 2, "accuracy": 1 / 2, "copied": 1.0},
+        {"examples": "gold not among the shots", "count": 3, "accuracy": 1 / 3, "copied": 1 / 3},
+    ]
+
+
+def test_shot_copying_needs_shots_and_a_single_label_task():
+    with pytest.raises(ValueError, match="no prediction of task 'intent' holds shots"):
+        shot_copying(ENCODER_ROWS, "intent")
+    rows = [few_shot_row("1", "alarm_set", "alarm_set", ["alarm_set"]) | {"slots": {"gold": [O], "pred": [O]}}]
+    with pytest.raises(ValueError, match="task 'slots': shot copying is measured on a single-label task"):
+        shot_copying(rows, "slots")
 
 
 def test_load_predictions_from_a_run_folder_file_or_ranks(tmp_path):

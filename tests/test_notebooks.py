@@ -109,7 +109,7 @@ def test_inspect_predictions_runs(tiny_run, monkeypatch):
     outputs = execute("inspect_predictions.ipynb", monkeypatch, LIT_CLF_RUN_DIR=str(tiny_run))
     text = _texts(outputs)
     assert "8 examples, tasks {'intent': 'sequence', 'slots': 'token'}" in text
-    assert "micro avg" in text and "no invalid outputs" in text
+    assert "micro avg" in text and "no invalid outputs" in text and "no examples in these prompts" in text
     assert _images(outputs) == 1  # the intent confusion matrix
 
 
@@ -138,9 +138,12 @@ def test_inspect_predictions_of_a_decoder_run(tmp_path, monkeypatch):
             "slots": {"gold": ["Other"] * 3, "pred": ["Other"], "raw": "I think it is an alarm", "valid": False},
         },
     ]
+    for row in rows:  # five-shot prompts: the examples each one showed
+        row["shots"] = [{"id": f"train-{i}", "intent": "alarm_set", "slots": ["Other"]} for i in range(5)]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     outputs = execute("inspect_predictions.ipynb", monkeypatch, LIT_CLF_RUN_DIR=str(tmp_path))
     text = _texts(outputs)
     assert "2 examples" in text and "(no config.yaml)" in text
     assert "I think it is an alarm" in text  # the invalid outputs table
+    assert "gold among the shots" in text  # the shot-copying table
     assert _images(outputs) == 1

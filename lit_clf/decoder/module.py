@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from transformers import AutoTokenizer
 
-from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
+from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.answer_log import AnswerLog, checkpoint_identity, prompt_digests
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
 from lit_clf.decoder.encoding import ShotsDraw
@@ -248,6 +248,11 @@ class DecoderGenerativeModule(TaskModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per example and task: the prediction (``None``/best effort when invalid), the raw text and validity."""
         return _prediction_rows(batch, self._logged_decode(batch))
+
+    def prompt_shots(self, example: Example) -> list[Example]:
+        """The few-shot examples of ``example``'s prompt, drawn from the training split of the dataset featurized
+        last (:func:`~lit_clf.decoder.encoding.select_shots`); none for a zero-shot prompt."""
+        return self.featurizer.encoder.shots_for(example)
 
     # -------------------------------------------------------------- decoding
     @torch.no_grad()

@@ -572,6 +572,34 @@ def test_cpu_recipe_fits_tests_and_predicts(tmp_path, tiny_smollm_dir, shared_da
     assert set(rows[0]["slots"]) == {"gold", "pred", "raw", "valid"}
 
 
+def test_five_shot_predictions_name_the_examples_of_each_prompt(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):
+    """A five-shot decoder's predictions file holds, per row, the examples its prompt showed (ids and labels, the
+    seeded per-query draw), so that copying from the examples can be measured (lit_clf.analysis.shot_copying)."""
+    from lit_clf.analysis import shot_copying
+    from lit_clf.data.massive import MassiveDataModule
+    from lit_clf.decoder.encoding import select_shots
+
+    monkeypatch.chdir(tmp_path)
+    config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml")]
+    five = ["--config", str(DECODER_CONFIGS / "shots" / "five.yaml")]
+    out = tmp_path / "predictions.jsonl"
+    overrides = decoder_overrides(tmp_path, tiny_smollm_dir, shared_data)
+    run_cli(["predict", *config, *five, *overrides, f"--predictions.output_path={out}"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    data = MassiveDataModule(tasks=["intent", "slots"], data_dir=shared_data, max_examples=6, seed=42, download=False)
+    data.setup("predict")
+    train = {example.id: example for example in data.examples("train")}
+    queries = {example.id: example for example in data.examples("test")}
+    assert sorted(row["id"] for row in rows) == sorted(queries)
+    for row in rows:
+        expected = select_shots(queries[row["id"]], data.examples("train"), 5, seed=42)
+        assert [shot["id"] for shot in row["shots"]] == [example.id for example in expected]
+        for shot in row["shots"]:
+            assert shot["intent"] == train[shot["id"]].labels["intent"]
+            assert shot["slots"] == list(train[shot["id"]].labels["slots"])
+    assert shot_copying(rows, "intent")[0]["count"] == len(rows) == 6
+
+
 def test_cpu_recipe_with_the_inline_slot_prompt_answers_validly(tmp_path, tiny_smollm_dir, shared_data, monkeypatch):
     """The consolidated recipe with configs/prompts' inline answer: trains on ``[type : words]`` answers, and its
     constrained test answers copy every input word and parse (no invalid answer); the run records the prompt."""
