@@ -99,6 +99,7 @@ def main_val_metric(task: TaskSpec) -> str:
 class PredictionWriter(BasePredictionWriter):
     """Writes ``lit-clf predict`` results: one JSON line per input example.
 
+    One line per example in the split's order (under several processes, each rank's examples in that order).
     Each line holds ``id``, ``text``, and per task the ``gold`` label(s), the ``pred`` label(s) and, for
     sequence tasks of the encoder, the ``top`` labels with their probabilities. A few-shot decoder's lines also
     hold ``shots``: the examples its prompt showed, each with its ``id`` and its label(s) per task.
@@ -140,14 +141,14 @@ class PredictionWriter(BasePredictionWriter):
         path = self.resolve_path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        rows = sorted((row for batch in predictions for row in batch), key=lambda row: row["index"])
         with tmp.open("w", encoding="utf-8") as out:
-            for batch in predictions:
-                for row in batch:
-                    example = examples[row["index"]]
-                    record = _prediction_record(example, row, pl_module.prompt_shots(example))
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for row in rows:  # in the split's order, whatever order the length-grouped batches came in
+                example = examples[row["index"]]
+                record = _prediction_record(example, row, pl_module.prompt_shots(example))
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
         tmp.replace(path)  # never leave a half-written file under the final name
-        print(f"wrote predictions for {sum(len(b) for b in predictions)} examples to {path}")
+        print(f"wrote predictions for {len(rows)} examples to {path}")
 
 
 def _prediction_record(example, row: dict[str, Any], shots: list) -> dict[str, Any]:
