@@ -28,6 +28,7 @@ from lit_clf.cost import RunCost
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
+from lit_clf.provenance import RunSoftware
 from lit_clf.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
 
@@ -42,6 +43,7 @@ class LitClfCLI(LightningCLI):
         parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
         parser.add_lightning_class_args(ThroughputLogger, "throughput")
         parser.add_lightning_class_args(RunCost, "cost")
+        parser.add_lightning_class_args(RunSoftware, "software")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
         parser.add_argument(
             "--overwrite_run",
