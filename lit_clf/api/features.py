@@ -88,10 +88,14 @@ class ApiFeaturizer:
             "gold": gold_ids(example, self.tasks),
         }
 
+    def shots_for(self, example: Example) -> list[Example]:
+        """The few-shot examples of ``example``'s prompt (:func:`~lit_clf.decoder.encoding.select_shots`)."""
+        return select_shots(example, self.info.train, self.template.shots, self.info.seed, self.shots_draw)
+
     def messages(self, example: Example) -> list[dict[str, str]]:
         """``[{"role": "system", ...},] {"role": "user", ...}`` for ``example``, few-shot examples included."""
         template, tasks = self.template, self.answer_tasks
-        shots = select_shots(example, self.info.train, template.shots, self.info.seed, self.shots_draw)
+        shots = self.shots_for(example)
         keys = template.keys or None
         answers = [render_answer(shot, tasks, keys, template.style, template.token_format) for shot in shots]
         system, user = template.render(tasks, example.text, [(shot.text, a) for shot, a in zip(shots, answers)])

@@ -8,6 +8,7 @@ from lit_clf.api.cache import ResponseCache
 from lit_clf.api.client import ChatClient, Completion
 from lit_clf.api.features import ApiFeaturizer
 from lit_clf.api.schema import response_format
+from lit_clf.data.tasks import Example
 from lit_clf.decoder.answers import parse_answer
 from lit_clf.decoder.encoding import ShotsDraw
 from lit_clf.generated import prediction_rows, update_answer_metrics
@@ -135,6 +136,11 @@ class ChatApiModule(TaskModule):
         """Per example and task: the prediction (``None``/best effort when invalid), the raw text and validity."""
         texts, parsed = self.answers(batch)
         return prediction_rows(batch["index"].tolist(), texts, parsed)
+
+    def prompt_shots(self, example: Example) -> list[Example]:
+        """The few-shot examples of ``example``'s prompt, drawn from the DataModule's training split; none
+        zero-shot."""
+        return self.featurizer.shots_for(example)
 
     # ------------------------------------------------------------------ usage
     def _count(self, completions: list[Completion]) -> None:

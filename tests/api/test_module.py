@@ -173,6 +173,22 @@ def test_a_killed_run_resumes_without_repeating_paid_calls(files, chat_server):
     assert logged(files)["test/api_cache_hits"] == 3
 
 
+def test_few_shot_predictions_name_the_examples_of_each_prompt(files, chat_server):
+    """The API rows of Table 3 are five-shot too: their predictions name each prompt's examples, the ones the
+    request's messages hold (lit_clf.analysis.shot_copying reads them). Three shots: the files' pool is 5."""
+    out = files / "predictions.jsonl"
+    args = api_args(files, chat_server, "--model.init_args.shots=3", f"--predictions.output_path={out}")
+    run_cli(["predict", *args[1:]])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["text"] for row in rows] == [text for text, _ in TEST]
+    prompts = [json.dumps(request["messages"]) for request in chat_server.requests]
+    for row in rows:
+        (prompt,) = [p for p in prompts if json.dumps(row["text"])[1:-1] in p]  # the request that asked this row
+        shown = [i for i, (text, _) in enumerate(TRAIN) if text in prompt]
+        assert sorted(int(shot["id"].removeprefix("train/")) for shot in row["shots"]) == shown and len(shown) == 3
+        assert all(shot["sentiment"] == TRAIN[int(shot["id"].removeprefix("train/"))][1] for shot in row["shots"])
+
+
 def test_fit_is_refused(files, chat_server, capsys, monkeypatch):
     args = ["fit", *api_args(files, chat_server)[1:]]
     assert "use lit-clf test or predict, not fit" in run_cli_error(args, capsys, monkeypatch)
