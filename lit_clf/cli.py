@@ -19,7 +19,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
@@ -31,10 +31,35 @@ from lit_clf.data.tasks import TaskSpec
 from lit_clf.provenance import RunSoftware
 from lit_clf.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
 from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
+from lit_clf.trust import (
+    ALLOW_OPTION,
+    allowed_on_command_line,
+    check_config,
+    check_hparams,
+    enforced,
+    refusal_from_parser_message,
+)
+
+
+class LitClfArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose refusal of an untrusted class path (:func:`lit_clf.trust.enforced`) is one
+    line, ``lit-clf: error: <key>: class path '<path>' is not trusted ...``, exit 2, instead of a usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        refusal = refusal_from_parser_message(message)
+        if refusal is None or not self.exit_on_error or os.environ.get("LIT_CLF_TRACEBACK"):
+            return super().error(message, ex)
+        print(f"lit-clf: error: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 class LitClfCLI(LightningCLI):
-    """LightningCLI with the data -> model links and the task-derived defaults every lit_clf config relies on."""
+    """LightningCLI with the data -> model links and the task-derived defaults every lit_clf config relies on;
+    every class path it instantiates is one :mod:`lit_clf.trust` trusts or ``allowed_class_paths`` names."""
+
+    def __init__(self, *args: Any, allowed_class_paths: list[str] | tuple[str, ...] = (), **kwargs: Any) -> None:
+        self.allowed_class_paths = tuple(allowed_class_paths)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data", "model.init_args.tasks", compute_fn=self._task_dicts, apply_on="instantiate")
@@ -45,6 +70,16 @@ class LitClfCLI(LightningCLI):
         parser.add_lightning_class_args(RunCost, "cost")
         parser.add_lightning_class_args(RunSoftware, "software")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
+        parser.add_argument(
+            ALLOW_OPTION,
+            type=str | None,
+            default=None,
+            help="Class paths (or packages) of your own that configs and checkpoints may name, comma-separated, "
+            "e.g. my_pkg.MyCallback,my_pkg.models: read from the command line only (a config file or checkpoint "
+            "cannot allow code). lit_clf trusts its own model, data and callback classes, torch/bitsandbytes/"
+            "torchao optimizers and schedulers, Lightning callbacks, loggers, strategies and plugins, and "
+            "transformers/torch module classes; anything else is refused (README: Safety).",
+        )
         parser.add_argument(
             "--overwrite_run",
             type=bool,
@@ -85,6 +120,7 @@ class LitClfCLI(LightningCLI):
 
     def _apply_checkpoint(self, subcommand: str, ckpt_path: str) -> None:
         checkpoint = read_checkpoint(ckpt_path)
+        check_hparams(checkpoint.get("hyper_parameters") or {}, self.allowed_class_paths, f"ckpt_path: {ckpt_path}: ")
         self._checkpoint_callbacks = dict(checkpoint.get("callbacks") or {})  # the metrics history, for a resumed fit
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
@@ -132,6 +168,13 @@ class LitClfCLI(LightningCLI):
                 if self.subcommand == "fit" and version is not None:
                     _set_logger_version(config, version)
                 self._apply_checkpoint(self.subcommand, str(path))
+        with _one_line_errors():
+            check_config(config, self.allowed_class_paths)
+            if config.get("weights_only") is False:
+                raise ValueError(
+                    "weights_only: false would let a checkpoint's pickled objects run code; lit_clf loads "
+                    "checkpoints with weights_only=True only (README: Safety)"
+                )
 
     def before_fit(self) -> None:
         if self._checkpoint_callbacks is not None:  # resuming from a checkpoint file (read in _apply_checkpoint)
@@ -258,13 +301,18 @@ def _import(class_path: str) -> Any:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-clf`` and ``python -m lit_clf``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from DataLoader workers
-    LitClfCLI(
-        model_class=None,
-        datamodule_class=ClassificationDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=LitClfSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-        args=args,
-    )
+    with _one_line_errors():
+        allowed = allowed_on_command_line(sys.argv[1:] if args is None else args)
+    with enforced(allowed):
+        LitClfCLI(
+            allowed_class_paths=allowed,
+            parser_class=LitClfArgumentParser,
+            model_class=None,
+            datamodule_class=ClassificationDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LitClfSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False},
+            args=args,
+        )

@@ -18,10 +18,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from lit_clf.checkpoints import check_finite, check_label_sets
+from lit_clf.checkpoints import check_finite, check_label_sets, read_checkpoint
 from lit_clf.data.base import DatasetInfo, Featurizer
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
+from lit_clf.trust import check_hparams, enforced
 
 STAGES = ("val", "test")
 _PLAIN = (str, int, float, bool, type(None))
@@ -91,6 +92,19 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
 class TaskModule(L.LightningModule):
     """Base of both model families: task specs, per-stage metrics, validation/test steps around the family's
     ``_evaluate(batch, stage)``, optimizer and scheduler from the config, self-describing checkpoints."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args: Any, allowed_class_paths: Sequence[str] = (), **kwargs: Any):
+        """Lightning's ``load_from_checkpoint``, once the checkpoint's class paths are ones lit_clf trusts
+        (:mod:`lit_clf.trust`; ``allowed_class_paths``: your own) and with ``weights_only=True``: Lightning builds
+        the optimizer and other classes a checkpoint of a LightningCLI run names, so an untrusted one is refused
+        (``UntrustedCode``) before anything is imported or called."""
+        if kwargs.setdefault("weights_only", True) is not True:
+            raise ValueError("weights_only: lit_clf loads checkpoints with weights_only=True only (README: Safety)")
+        checkpoint = read_checkpoint(checkpoint_path)
+        check_hparams(checkpoint.get("hyper_parameters") or {}, allowed_class_paths, f"{checkpoint_path}: ")
+        with enforced(allowed_class_paths):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     tasks: list[TaskSpec]
     featurizer: Featurizer

@@ -81,16 +81,20 @@ def name_loggers(config: Namespace, stage: str) -> None:
         lg.init_args.name = facts.name
 
 
-def dataset_name(class_path: str | None, name: str | None = None) -> str:
+def dataset_name(class_path: str | None, name: str | None = None, *, only_lit_clf: bool = False) -> str:
     """A run's dataset as run names, tags and the report spell it: ``name`` (a files DataModule's
     ``data.init_args.name``) when given, else the ``dataset_name`` of the DataModule class (``massive``,
     ``newsgroups``), else, for a class that does not import here (the report reading someone else's runs), its
-    class name without ``DataModule``; ``data`` when none of these says anything."""
+    class name without ``DataModule``; ``data`` when none of these says anything. ``only_lit_clf``: import no
+    module outside lit_clf (the report: a run folder or W&B file must not make it import code; a run's own config
+    was checked by :mod:`lit_clf.trust` before it got here)."""
     if name:
         return str(name)
     if not class_path:
         return "data"
     module, _, attr = class_path.rpartition(".")
+    if only_lit_clf and module != "lit_clf" and not module.startswith("lit_clf."):
+        return attr.removesuffix("DataModule") or "data"
     try:
         found = getattr(getattr(importlib.import_module(module), attr), "dataset_name", "")
     except (ImportError, AttributeError, ValueError):  # ValueError: a bare class name, no module

@@ -41,6 +41,7 @@ class FewerIntentsData(ToyDataModule):
 def toy_args(tmp_path, tiny_roberta_dir, data="tests.helpers.ToyDataModule") -> list[str]:
     return [
         f"--config={ENCODER_CONFIG}",
+        f"--allow_class_path={data.rpartition('.')[0]}",  # the test's own toy DataModule
         f"--model.init_args.backbone={tiny_roberta_dir}",
         "--model.init_args.pretrained=false",
         f"--data={data}",

@@ -65,6 +65,7 @@ def fit_toy(tmp_path, backbone, *extra: str) -> None:
             f"--model.init_args.backbone={backbone}",
             "--model.init_args.pretrained=false",
             "--data=tests.helpers.ToyDataModule",
+            "--allow_class_path=tests.helpers",
             "--data.init_args.tasks=[slots]",
             "--trainer.max_epochs=1",
             "--trainer.logger=false",

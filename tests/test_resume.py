@@ -29,6 +29,7 @@ def start(folder: Path, backbone: Path, *extra: str) -> tuple[subprocess.Popen, 
         f"--model.init_args.backbone={backbone}",
         "--model.init_args.pretrained=false",
         "--data=tests.helpers.ToyDataModule",
+        "--allow_class_path=tests.helpers",
         "--data.init_args.tasks=[intent, slots]",
         "--data.init_args.batch_size=2",  # 4 batches per epoch
         "--trainer.max_epochs=3",

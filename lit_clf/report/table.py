@@ -173,7 +173,7 @@ def _others_markdown(table: Table) -> str:
     for run in table.others:
         scores = ", ".join(f"{key.removeprefix('test/')} {100 * value:.1f}" for key, value in _test_scores(run).items())
         data = (run.config or {}).get("data") or {}
-        dataset = dataset_name(data.get("class_path"), (data.get("init_args") or {}).get("name"))
+        dataset = dataset_name(data.get("class_path"), (data.get("init_args") or {}).get("name"), only_lit_clf=True)
         lines.append(f"| {Path(run.source).name} | {run.row.label} | {dataset} | {scores} |")
     return "\n".join(lines) + "\n"
 

@@ -55,6 +55,7 @@ class CPUFSDPStrategy(FSDPStrategy):
                 self.kwargs["auto_wrap_policy"] = policy
 
 
+ALLOW = "--allow_class_path=tests.decoder.test_fsdp.CPUFSDPStrategy"  # the test's CPU variant of FSDPStrategy
 STRATEGY = (
     "--trainer.strategy={class_path: tests.decoder.test_fsdp.CPUFSDPStrategy, init_args: {"
     "sharding_strategy: FULL_SHARD, state_dict_type: sharded, "
@@ -101,6 +102,7 @@ def test_fsdp_two_cpu_ranks_fit_generate_and_reload_sharded(tmp_path, tiny_smoll
         "--trainer.accelerator=cpu",
         "--trainer.devices=2",
         "--trainer.limit_test_batches=null",
+        ALLOW,
         STRATEGY,
     ]
     lit_clf(["fit", *common], tmp_path)
@@ -133,6 +135,7 @@ def test_fsdp_two_cpu_ranks_fit_and_reload_a_decoder_with_heads(tmp_path, tiny_s
         *encoder_overrides(tmp_path, tiny_smollm_dir, shared_data),
         "--trainer.accelerator=cpu",
         "--trainer.devices=2",
+        ALLOW,
         STRATEGY,
     ]
     lit_clf(["fit", *common], tmp_path)
