@@ -41,7 +41,7 @@ def prepare(args: argparse.Namespace, path: Path) -> int:
     featurizer = ApiFeaturizer(data.task_specs)  # the decoder module's template, as chat messages
     featurizer.featurize([], train=False, info=data.info)
     template, tasks = featurizer.template, featurizer.answer_tasks
-    from lit_clf.decoder.answers import render_answer
+    from lit_clf.prompting.answers import render_answer
 
     with path.open("w", encoding="utf-8") as out:
         examples = data.examples("train")

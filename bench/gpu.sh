@@ -6,7 +6,8 @@
 # tests    the CUDA test cases (pytest -m gpu), log in $LOGS/tests.log
 # llama8b  bench/llama8b_full_ft.py: Llama-3-8B-shaped full fine-tuning, peak memory, tokens/s, MFU
 #          -> docs/bench-llama8b.json
-# table3   scripts/table3-gpu.sh $TABLE3_STEPS: the SmolLM2 rows on the full MASSIVE splits -> docs/runs/<name>-gpu/
+# table3   lit-clf-experiments run table3-cpu --profile gpu [$TABLE3_STEPS]: the SmolLM2 rows on the full MASSIVE
+#          splits (configs/experiments/profiles/gpu.yaml; its steps unless TABLE3_STEPS) -> docs/runs/<name>-gpu/
 # eval     bench/shared_prefix.py on the whole test split: free / constrained / score decoding, with and without the
 #          cached prompt prefix, consolidated vs dual (intent runs on the fine-tuned intent-gpu checkpoint if there
 #          is one) -> docs/bench-shared-prefix-gpu.json
@@ -21,11 +22,7 @@ PY=${PYTHON:-python3}
 MODELS=${MODELS:-models}
 LOGS=${LOGS:-runs/gpu-logs}
 UNTIL=${UNTIL:-$(($(date +%s) + 86400))}
-TABLE3_STEPS=${TABLE3_STEPS:-ft-intent ft-slots ft-joint ft-slots-inline ft-joint-inline ft-intent-free ft-intent-score
-  ft-slots-free ft-joint-free ft-joint-taskloss ft-joint-inline-taskloss
-  noft-intent-0shot-constrained noft-intent-0shot-free noft-intent-0shot-score noft-slots-0shot-constrained
-  noft-joint-0shot-constrained noft-intent-5shot-constrained noft-slots-5shot-constrained noft-slots-0shot-free
-  noft-intent-5shot-free}
+TABLE3_STEPS=${TABLE3_STEPS:-}
 mkdir -p "$LOGS"
 left() { echo $((UNTIL - $(date +%s))); }
 
@@ -36,7 +33,8 @@ part() {
     tests) timeout "$(left)" "$PY" -m pytest -q -m gpu -n 0 -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} tests/gpu 2>&1 | tee "$LOGS/tests.log" ;;
     llama8b) timeout "$(left)" "$PY" bench/llama8b_full_ft.py --tokenizer "${LLAMA3_TOKENIZER:-meta-llama/Meta-Llama-3-8B}" \
       ${LIT_CLF_DATA:+--data-dir "$LIT_CLF_DATA"} ${LLAMA8B_ARGS:-} --out docs/bench-llama8b.json 2>&1 | tee "$LOGS/llama8b.log" ;;
-    table3) MODELS=$MODELS scripts/table3-gpu.sh --until "$UNTIL" $TABLE3_STEPS 2>&1 | tee -a "$LOGS/table3.log" ;;
+    table3) "$PY" -m lit_clf.run.experiments run table3-cpu --profile gpu --until "$UNTIL" --var "models=$MODELS" \
+      $TABLE3_STEPS 2>&1 | tee -a "$LOGS/table3.log" ;;
     eval)
       local ckpt
       ckpt=$(ls -d runs/massive-smollm2-intent-0shot-ft-gpu/version_*/checkpoints/best.ckpt 2>/dev/null | sort -V | tail -1)

@@ -155,7 +155,7 @@ def prefill(args, share) -> dict:
     model.on_test_epoch_start()
     start = time.perf_counter()
     for batch in batches:
-        cache = model._prefix_cache(model.backbone, batch)
+        cache = model.prefix_cache.for_batch(model.backbone, batch)
         done = cache.get_seq_length() if cache is not None else 0
         mask = batch["attention_mask"]
         model.backbone(

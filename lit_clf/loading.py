@@ -6,6 +6,7 @@ Used by the decoder module (``AutoModelForCausalLM``) and by the head-based modu
 
 from __future__ import annotations
 
+import importlib.util
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -13,6 +14,8 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from lit_clf.compat import fsdp_wrap_options
 
 #: Trainer precision -> dtype the weights are loaded in when ``torch_dtype`` is unset (others: float32).
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -26,6 +29,16 @@ def check_load_options(load_in_4bit: bool, lora: dict[str, Any] | None, pretrain
         raise ValueError(
             "load_in_4bit (QLoRA) trains LoRA adapters on pretrained 4-bit weights: set lora and pretrained"
         )
+    if lora is not None:
+        require_extra("peft", "lora", "lora")
+    if load_in_4bit:
+        require_extra("bitsandbytes", "qlora", "load_in_4bit")
+
+
+def require_extra(package: str, extra: str, option: str) -> None:
+    """A one-line error when ``option`` needs ``package`` (an optional dependency) and it is not installed."""
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(f"{option}: needs the {package} package, not installed here: pip install 'lit_clf[{extra}]'")
 
 
 def load_causal_lm(name: str, **options: Any) -> nn.Module:
@@ -119,8 +132,9 @@ def _rank0_loads_for_fsdp(trainer) -> bool:
         return False
     strategy = trainer.strategy
     device = strategy.root_device
-    strategy.kwargs["sync_module_states"] = True
-    strategy.kwargs.setdefault("param_init_fn", lambda module: module.to_empty(device=device, recurse=False))
+    options = fsdp_wrap_options(strategy)
+    options["sync_module_states"] = True
+    options.setdefault("param_init_fn", lambda module: module.to_empty(device=device, recurse=False))
     return True
 
 

@@ -26,6 +26,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
 from torchmetrics.utilities import dim_zero_cat
 
+from lit_clf.compat import MetricSyncHooks
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, SpanScheme, TaskSpec
 
 __all__ = [
@@ -139,7 +140,7 @@ def _flatten_ids(rows: Tensor | Sequence[Sequence[int]], name: str) -> tuple[Ten
     return flat, torch.tensor([len(row) for row in kept], dtype=torch.long)
 
 
-class _WordLabelMetric(Metric):
+class _WordLabelMetric(MetricSyncHooks):
     """Base of the slot metrics: collects word-label id sequences, scores them as strings in ``compute``.
 
     Args:
@@ -192,13 +193,12 @@ class _WordLabelMetric(Metric):
         self.target_ids.append(target_ids.to(self.device))
         self.target_lengths.append(target_lengths.to(self.device))
 
-    def _sync_dist(self, *args, **kwargs) -> None:
+    def before_sync(self) -> None:
         # torchmetrics stands in a float32 tensor for an empty list state (a rank that saw no batch); an
         # all_gather of float32 beside other ranks' int64 would mix dtypes, so stand in an int64 one.
         for name in ("pred_ids", "pred_lengths", "target_ids", "target_lengths"):
             if isinstance(getattr(self, name), list) and not getattr(self, name):
                 setattr(self, name, [torch.zeros(0, dtype=torch.long, device=self.device)])
-        super()._sync_dist(*args, **kwargs)
 
     def _decode(self, ids: list[Tensor] | Tensor, lengths: list[Tensor] | Tensor) -> list[list[str]]:
         if isinstance(lengths, list) and not lengths:

@@ -11,7 +11,7 @@ Two layers enforce it:
 
 * jsonargparse's own import-path policy (:func:`enforced`): every import path a parsed value names must lie in a
   trusted package, checked before it is imported (jsonargparse also checks where the object is defined, so
-  ``lit_clf.cli.os.system`` is refused as ``os.system``);
+  ``lit_clf.run.cli.os.system`` is refused as ``os.system``);
 * :func:`check_config` / :func:`check_hparams`: each class path names a class of the right kind (a trusted package
   holds functions too), with the key named in the error.
 """
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonargparse import Namespace, set_parsing_settings
+
+from lit_clf.compat import jsonargparse_settings
 
 __all__ = [
     "TRUSTED",
@@ -190,7 +192,7 @@ def allowed_on_command_line(args: Sequence[str]) -> list[str]:
 def enforced(allowed: Sequence[str] = ()) -> Iterator[None]:
     """jsonargparse refuses, while parsing, every import path outside :data:`TRUSTED`, :data:`TRUSTED_FUNCTIONS`
     and ``allowed``; its policy is as it was again on exit (a notebook's own jsonargparse use is left alone)."""
-    settings = _jsonargparse_settings()
+    settings = jsonargparse_settings()
     before = {name: settings[name] for name in _POLICY}
     trusted = {rule.package for rule in TRUSTED} | set(TRUSTED_FUNCTIONS)
     set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=[*sorted(trusted), *allowed])
@@ -202,14 +204,6 @@ def enforced(allowed: Sequence[str] = ()) -> Iterator[None]:
 
 #: The entries of jsonargparse's parsing settings that hold its import-path policy.
 _POLICY = ("import_path_verdicts", "import_paths_enforced")
-
-
-def _jsonargparse_settings() -> dict[str, Any]:
-    """jsonargparse's settings dict (set through the public ``set_parsing_settings``; read here only to put the
-    policy back as it was, which no public call does). tests/test_trust.py fails if upstream renames it."""
-    from jsonargparse import _common
-
-    return _common.parsing_settings
 
 
 #: How jsonargparse says it refused an import path (its policy's message) and names the keys around it.

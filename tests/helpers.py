@@ -13,9 +13,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_clf.cli import main
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.tasks import OTHER, Example, TaskKind
+from lit_clf.run.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from lit_clf.callbacks import BestCheckpoint
 from lit_clf.data.tasks import TaskSpec
+from lit_clf.run.callbacks import BestCheckpoint
 from tests.helpers import run_cli
 
 INTENT = TaskSpec("intent", "sequence", ("alarm_set", "weather_query"))

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from lit_clf.cli import main
+from lit_clf.run.cli import main
 from tests.helpers import REPO, compose_encoder, encoder_overrides, run_cli, run_cli_error, tiny_encoder_args
 
 CONFIG_DIR = REPO / "configs"
 # Composed with -c a.yaml -c b.yaml ...: encoder rows tested here, decoder rows in tests/decoder/test_module.py.
-FRAGMENTS = ("api", "decoder", "encoder", "prompts", "task", "trainer")
+FRAGMENTS = ("api", "decoder", "encoder", "experiments", "prompts", "task", "trainer")
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in FRAGMENTS)
 ENCODER_CONFIGS = [c for c in CONFIGS if "EncoderSeqTokenModule" in c.read_text()]
 
@@ -261,7 +261,7 @@ def test_every_adam_in_the_configs_and_the_default_is_fused():
 )
 def test_float32_matmul_precision_is_set_on_cuda_only(cuda, option, expected, monkeypatch):
     """The TF32 setting Lightning advises on tensor-core GPUs; a CPU run keeps torch's full float32."""
-    import lit_clf.cli as cli
+    import lit_clf.run.cli as cli
 
     class Reached(Exception):
         pass

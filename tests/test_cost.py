@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import torch
 import yaml
 
-from lit_clf import cost
-from lit_clf.cost import RunCost
+from lit_clf.run import cost
+from lit_clf.run.cost import RunCost
 from tests.helpers import REPO, encoder_overrides, run_cli
 
 

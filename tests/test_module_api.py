@@ -7,11 +7,11 @@ import lightning as L
 import pytest
 import torch
 
-from lit_clf.callbacks import ShowTrainingExamples
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX
 from lit_clf.decoder import DecoderGenerativeModule
 from lit_clf.encoder import EncoderSeqTokenModule
+from lit_clf.run.callbacks import ShowTrainingExamples
 from tests.helpers import ToyDataModule, toy_examples
 
 

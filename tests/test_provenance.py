@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import lit_clf
-from lit_clf import provenance
-from lit_clf.provenance import software, source_revision
+from lit_clf.run import provenance
+from lit_clf.run.provenance import software, source_revision
 from tests.helpers import REPO, encoder_overrides, run_cli
 
 CONFIG = str(REPO / "configs/massive/minilm-intent.yaml")

@@ -9,8 +9,8 @@ import pytest
 import wandb
 import yaml
 
+from lit_clf.report.identity import RunFacts, run_facts
 from lit_clf.report.wandb_files import read_wandb_run
-from lit_clf.tracking import RunFacts, run_facts
 from tests.helpers import compose_encoder, encoder_overrides, run_cli
 
 
@@ -70,8 +70,8 @@ def test_throughput_leaves_out_a_validation_inside_the_epoch(monkeypatch):
     """val_check_interval validates mid-epoch: its time must not count as training time."""
     import torch
 
-    from lit_clf import tracking
-    from lit_clf.tracking import ThroughputLogger
+    from lit_clf.run import tracking
+    from lit_clf.run.tracking import ThroughputLogger
 
     clock = iter([0.0, 10.0, 70.0, 80.0, 80.0])  # train start, validation 10 s -> 70 s, window end, next start
     monkeypatch.setattr(tracking.time, "perf_counter", lambda: next(clock))

@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
 from lit_clf import trust
+from lit_clf.compat import jsonargparse_settings
 from lit_clf.trust import UntrustedCode, allowed_on_command_line, check_class_path, check_config, enforced
 from tests.helpers import REPO, decoder_overrides, run_cli, run_cli_error
 
@@ -179,7 +180,7 @@ def test_a_class_path_on_the_command_line_runs_nothing(
 
 @pytest.mark.parametrize(
     "path, canonical",
-    [("lit_clf.cli.os.system", "posix.system"), ("lit_clf.trust.functools.partial", "functools.partial")],
+    [("lit_clf.run.cli.os.system", "posix.system"), ("lit_clf.trust.functools.partial", "functools.partial")],
 )
 def test_a_re_export_under_a_trusted_package_is_refused_as_what_it_is(
     path, canonical, tiny_bert_dir, shared_data, tmp_path, capsys, monkeypatch
@@ -345,7 +346,7 @@ def test_a_legitimate_decoder_checkpoint_tests_and_predicts(tiny_smollm_dir, sha
 
 def test_a_prompt_file_cannot_reach_attributes(tmp_path):
     """Placeholders are exact names: ``{text.__class__...}`` could read objects' attributes; refused."""
-    from lit_clf.decoder.templates import load_template
+    from lit_clf.prompting.templates import load_template
 
     file = tmp_path / "prompt.txt"
     file.write_text("{text.__class__.__init__.__globals__} {text}")
@@ -356,7 +357,7 @@ def test_a_prompt_file_cannot_reach_attributes(tmp_path):
 def test_the_report_imports_no_module_a_run_config_names(marker):
     """``lit-clf-report`` reads other people's run folders and W&B files: a data class path outside lit_clf is
     spelled from its name, never imported (the marker module would create the marker)."""
-    from lit_clf.tracking import dataset_name
+    from lit_clf.report.identity import dataset_name
 
     assert dataset_name(f"{MARKER_MODULE}.SomethingDataModule", only_lit_clf=True) == "Something"
     assert dataset_name("lit_clf.data.MassiveDataModule", only_lit_clf=True) == "massive"
@@ -404,7 +405,7 @@ def test_load_from_checkpoint_refuses_what_the_cli_refuses(marker, encoder_check
 
 def test_enforced_puts_jsonargparse_policy_back(capsys):
     """Outside lit_clf's own parsing (a notebook's jsonargparse), the policy is what it was before."""
-    before = dict(trust._jsonargparse_settings()["import_path_verdicts"])
+    before = dict(jsonargparse_settings()["import_path_verdicts"])
     with enforced(["my_pkg"]):
-        assert trust._jsonargparse_settings()["import_path_verdicts"]["*"] is False
-    assert trust._jsonargparse_settings()["import_path_verdicts"] == before
+        assert jsonargparse_settings()["import_path_verdicts"]["*"] is False
+    assert jsonargparse_settings()["import_path_verdicts"] == before

@@ -1,4 +1,4 @@
-"""Chat models behind an OpenAI-compatible API, evaluated with the decoder module's prompts and parsers."""
+"""Chat models behind an OpenAI-compatible API, evaluated with the prompts and parsers of :mod:`lit_clf.prompting`."""
 
 from lit_clf.api.module import ChatApiModule
 

@@ -11,12 +11,12 @@ import torch
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.decoder.answers import render_answer
-from lit_clf.decoder.encoding import ShotsDraw, select_shots
-from lit_clf.decoder.features import check_prompt_options, check_shot_pool, prompt_template
-from lit_clf.decoder.formats import chat_messages
-from lit_clf.decoder.templates import PromptTemplate
-from lit_clf.generated import collate_gold, gold_ids
+from lit_clf.prompting.answers import render_answer
+from lit_clf.prompting.encoding import ShotsDraw, select_shots
+from lit_clf.prompting.formats import chat_messages
+from lit_clf.prompting.options import check_prompt_options, check_shot_pool, prompt_template
+from lit_clf.prompting.scoring import collate_gold, gold_ids
+from lit_clf.prompting.templates import PromptTemplate
 
 __all__ = ["ApiFeaturizer"]
 
@@ -30,7 +30,7 @@ class ApiFeaturizer:
         prompt_file: A template file instead of the paper's or the generic prompt.
         prompt_style: Answer style of the generic prompt (``serial``, ``json``).
         label_descriptions: Task -> label -> description, for the generic prompt.
-        shots_draw: ``per_example`` or ``fixed`` (:func:`~lit_clf.decoder.encoding.select_shots`).
+        shots_draw: ``per_example`` or ``fixed`` (:func:`~lit_clf.prompting.encoding.select_shots`).
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class ApiFeaturizer:
         }
 
     def shots_for(self, example: Example) -> list[Example]:
-        """The few-shot examples of ``example``'s prompt (:func:`~lit_clf.decoder.encoding.select_shots`)."""
+        """The few-shot examples of ``example``'s prompt (:func:`~lit_clf.prompting.encoding.select_shots`)."""
         return select_shots(example, self.info.train, self.template.shots, self.info.seed, self.shots_draw)
 
     def messages(self, example: Example) -> list[dict[str, str]]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from lit_clf.api.cache import ResponseCache
 from lit_clf.api.client import ChatClient, Completion
 from lit_clf.api.features import ApiFeaturizer
 from lit_clf.api.schema import response_format
 from lit_clf.data.tasks import Example
-from lit_clf.decoder.answers import parse_answer
-from lit_clf.decoder.encoding import ShotsDraw
-from lit_clf.generated import prediction_rows, update_answer_metrics
 from lit_clf.module import TaskModule, default_optimizer
+from lit_clf.prompting.answers import AnswerStyle, parse_answer
+from lit_clf.prompting.encoding import ShotsDraw
+from lit_clf.prompting.scoring import prediction_rows, update_answer_metrics
 
 __all__ = ["ChatApiModule"]
 
@@ -41,7 +41,7 @@ class ChatApiModule(TaskModule):
         shots: int = 0,
         shots_draw: ShotsDraw = "per_example",
         prompt_file: str | None = None,
-        prompt_style: Literal["serial", "json"] | None = None,
+        prompt_style: AnswerStyle | None = None,
         label_descriptions: dict[str, dict[str, str]] | None = None,
         temperature: float = 0.0,
         max_tokens: int | None = 512,

@@ -4,7 +4,7 @@ same field).
 
 Only a ``json`` answer (one object, a field per task) has a schema: a label is a string from the task's labels, a
 multi-label or token answer an array of them (a token answer holds exactly one label per word); an ``inline`` token
-answer (:mod:`lit_clf.decoder.inline`) is a string, which a schema cannot check further.
+answer (:mod:`lit_clf.prompting.inline`) is a string, which a schema cannot check further.
 """
 
 from __future__ import annotations

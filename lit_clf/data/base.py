@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lit_clf.compat import batches_trained_this_epoch
 from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec, collect_labels, select_tasks
 
 SPLITS = ("train", "val", "test")
@@ -391,7 +392,7 @@ class ClassificationDataModule(L.LightningDataModule):
             return {}
         return {
             "epoch": trainer.current_epoch,
-            "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "batches": batches_trained_this_epoch(trainer),
             "world_size": trainer.world_size,
         }
 

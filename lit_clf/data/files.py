@@ -14,12 +14,12 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 __all__ = ["FORMATS", "FileFormat", "read_rows"]
 
 FileFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "conll"]
-FORMATS = ("jsonl", "json", "csv", "tsv", "conll")
+FORMATS: tuple[str, ...] = tuple(name for name in get_args(FileFormat) if name != "auto")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".conll": "conll"}
 
 Rows = list[tuple[int, dict[str, Any]]]

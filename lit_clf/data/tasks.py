@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 #: ``sequence``: one label per example; ``multilabel``: any number of labels per example (a tuple, maybe empty);
 #: ``token``: one label per whitespace word.
 TaskKind = Literal["sequence", "multilabel", "token"]
-TASK_KINDS = ("sequence", "multilabel", "token")
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 #: How a token task's word labels mark spans: ``runs`` (a span is a run of equal labels, outside words ``Other``:
 #: MASSIVE's word labels) or ``bio`` (IOB2 tags such as ``B-person``/``I-person``, outside words ``O``: CoNLL).
 SpanScheme = Literal["runs", "bio"]

@@ -21,15 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lit_clf.callbacks import rank_path
-from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
+from lit_clf.prompting.answers import ParsedAnswer
+from lit_clf.ranks import rank_path
 
 FORMAT = 1
 
@@ -159,3 +160,49 @@ class AnswerLog:
             out.writelines(lines)
             out.flush()
             os.fsync(out.fileno())
+
+
+class LoggedDecoding:
+    """Decoding with an answer log (test and predict): a batch whose answers are all logged is read back (under
+    several processes only when every rank's is: ``agree`` is the ranks' all-reduce of a yes/no), the others are
+    decoded with ``decode`` and appended."""
+
+    def __init__(self, log: AnswerLog, agree: Callable[[bool], bool] = lambda found: found) -> None:
+        self.log = log
+        self.agree = agree
+
+    def __call__(self, batch: Mapping[str, Any], decode: Callable[[Mapping[str, Any]], list[Decoded]]) -> list[Decoded]:
+        indices, digests = batch["index"].tolist(), prompt_digests(batch)
+        logged = self.log.lookup(indices, digests)
+        if not self.agree(logged is not None):  # ranks generate in lockstep (synced_gpus, collectives)
+            logged = None
+        if logged is not None:
+            self.log.count_read_back(indices)
+            return logged
+        start = time.perf_counter()
+        decoded = decode(batch)
+        self.log.append(indices, digests, decoded, time.perf_counter() - start)
+        return decoded
+
+    def log_read_back(self, trainer) -> None:
+        """A pass resumed from the log logs how many answers it read back and the seconds they took to generate
+        (``cost/test_read_back``, ``cost/test_read_back_s``; this rank's), which the report adds to the run's wall
+        time: the cost of the whole evaluation, not only of its last process."""
+        if not self.log.read_back or not trainer.is_global_zero:
+            return
+        metrics = {"cost/test_read_back": float(self.log.read_back), "cost/test_read_back_s": self.log.read_back_s}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def log_header(hparams: Mapping[str, Any], trainer, decoding: str, split: str) -> dict[str, Any]:
+    """What produces a pass's answers (the log's header): model options, checkpoint, decoding, precision, split."""
+    ckpt_path = getattr(trainer, "ckpt_path", None)
+    names = ("backbone", "pretrained", "max_new_tokens", "length_normalization", "lora", "load_in_4bit")
+    return {name: hparams.get(name) for name in names} | {
+        "checkpoint": checkpoint_identity(ckpt_path) if ckpt_path else None,
+        "decoding": decoding,
+        "torch_dtype": str(hparams.get("torch_dtype")),
+        "precision": str(getattr(trainer, "precision", None)),
+        "split": split,
+    }

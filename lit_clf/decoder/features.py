@@ -1,7 +1,7 @@
 """Examples -> decoder inputs: masked prompt + answer for training, left-padded prompts for generation.
 
 The prompt itself (template, format, few-shot draw, token budgets, answer mask) is
-:class:`~lit_clf.decoder.encoding.PromptEncoder`'s job; this module picks its inputs and pads batches:
+:class:`~lit_clf.prompting.encoding.PromptEncoder`'s job; this module picks its inputs and pads batches:
 
 * training (``train=True``): ``encode_for_training`` features (labels -100 except answer + EOS), padded on the RIGHT;
 * evaluation and prediction (any split): prompt ids only, the gold label ids for the metrics, the number of
@@ -23,76 +23,17 @@ import torch
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
-from lit_clf.decoder.answers import STYLES
-from lit_clf.decoder.encoding import SHOTS_DRAWS, PromptEncoder, ShotsDraw, pad_batch
-from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
-from lit_clf.decoder.generic_prompts import check_label_descriptions, generic_template
 from lit_clf.decoder.loss import LOSS_WEIGHTINGS, LossWeighting
 from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
-from lit_clf.decoder.templates import PromptTemplate, get_template, paper_key
-from lit_clf.generated import collate_gold, gold_ids
+from lit_clf.prompting.encoding import PromptEncoder, ShotsDraw, pad_batch
+from lit_clf.prompting.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.prompting.options import check_prompt_options, check_shot_pool, prompt_template
+from lit_clf.prompting.scoring import collate_gold, gold_ids
+from lit_clf.prompting.templates import PromptTemplate
 
 #: Tokens added to the estimated longest answer (see :meth:`DecoderFeaturizer.answer_budget`): re-tokenizing a
 #: label in another context can take a token more or less.
 BUDGET_SLACK = 4
-
-
-def prompt_template(
-    dataset: str | None,
-    tasks: Sequence[TaskSpec],
-    shots: int,
-    prompt_file: str | Path | None = None,
-    prompt_style: str | None = None,
-    label_descriptions: Mapping[str, Mapping[str, str]] | None = None,
-) -> PromptTemplate:
-    """The prompt: the ``prompt_file``, else the paper's for ``dataset`` (None: the one for these tasks), else a
-    generic one written from the task specs (:func:`~lit_clf.decoder.generic_prompts.generic_template`).
-
-    Raises:
-        ValueError: ``prompt_style`` or ``label_descriptions`` given for a prompt that is not the generic one (a
-            paper prompt or a file fixes its own style and wording).
-    """
-    names = [task.name for task in tasks]
-    if prompt_file is None and paper_key(names, shots, dataset) is None:
-        return generic_template(tasks, shots, prompt_style, label_descriptions)
-    template = get_template(dataset, names, shots, path=prompt_file)
-    if prompt_style not in (None, template.style):
-        raise ValueError(
-            f"prompt_style={prompt_style!r}: {template.source} answers in the {template.style} style; "
-            "a prompt_file sets its own (style: ...)"
-        )
-    if label_descriptions:
-        raise ValueError(
-            f"label_descriptions: {template.source} is not the generic prompt; write the descriptions into a "
-            "prompt_file instead"
-        )
-    return template
-
-
-def check_prompt_options(
-    tasks: Sequence[TaskSpec],
-    shots: int,
-    shots_draw: str,
-    prompt_style: str | None,
-    label_descriptions: Mapping[str, Mapping[str, str]] | None,
-) -> None:
-    """One-line errors for prompt options that cannot work, shared by the featurizers that write prompts."""
-    if shots < 0:
-        raise ValueError(f"shots must be >= 0, got {shots}")
-    if shots_draw not in SHOTS_DRAWS:
-        raise ValueError(f"shots_draw: expected one of {', '.join(SHOTS_DRAWS)}, got {shots_draw!r}")
-    if prompt_style is not None and prompt_style not in STYLES:
-        raise ValueError(f"prompt_style: expected one of {', '.join(STYLES)}, got {prompt_style!r}")
-    check_label_descriptions(tasks, label_descriptions)
-
-
-def check_shot_pool(shots: int, info: DatasetInfo) -> None:
-    """``shots`` few-shot examples need a pool of more than ``shots`` training examples (the query is never one)."""
-    if shots and len(info.train) <= shots:
-        raise ValueError(
-            f"shots={shots}: the few-shot pool has {len(info.train)} training examples; it needs more "
-            "than shots: use fewer shots or more training examples (in code, pass the DataModule's `info`)"
-        )
 
 
 class DecoderFeaturizer:
@@ -103,10 +44,10 @@ class DecoderFeaturizer:
         tasks: Task specs; the template fixes the answer order.
         prompt_format: ``chat`` (the tokenizer's chat template), ``llama2`` (``[INST] ... [/INST]``) or ``raw``.
         shots: Few-shot examples per prompt (0 or 5 for the paper's prompts).
-        prompt_file: A user template (see :func:`~lit_clf.decoder.templates.load_template`) instead of the paper's.
+        prompt_file: A user template (see :func:`~lit_clf.prompting.templates.load_template`) instead of the paper's.
         max_length: Most tokens of prompt + answer + EOS; texts are cut to fit.
         max_new_tokens: Generation budget per example; unset: :meth:`answer_budget`.
-        shots_draw: ``per_example`` or ``fixed`` few-shot draws (:func:`~lit_clf.decoder.encoding.select_shots`).
+        shots_draw: ``per_example`` or ``fixed`` few-shot draws (:func:`~lit_clf.prompting.encoding.select_shots`).
         share_prefix: Collate training batches as one packed sequence (:mod:`lit_clf.decoder.packing`): ``True``,
             ``False`` (right-padded rows) or ``auto`` (when it saves ``share_prefix_min_saving`` of the tokens).
         prompt_style: Answer style of the generic prompt (``serial``, ``json``; unset: serial for one task, json for

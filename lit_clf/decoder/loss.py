@@ -7,14 +7,14 @@ tokens (3.7 of 37.5 on the SmolLM2 tokenizer, over 200 dev utterances): next to 
 all intent, the consolidated model learns the intent from a much smaller share of its loss.
 
 ``loss_weighting: task``: each task's part of the answer
-(:meth:`~lit_clf.decoder.encoding.PromptEncoder.answer_ids_and_tasks`) is averaged over the batch on its own, then
+(:meth:`~lit_clf.prompting.encoding.PromptEncoder.answer_ids_and_tasks`) is averaged over the batch on its own, then
 the tasks present are averaged with equal weight, as the encoder's equal-weighted per-task cross-entropy. With one
 task the two are equal.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from lit_clf.data.tasks import IGNORE_INDEX
 
 #: ``token``: every answer token weighs the same (the paper). ``task``: every task's part of the answer does.
 LossWeighting = Literal["token", "task"]
-LOSS_WEIGHTINGS: tuple[str, ...] = ("token", "task")
+LOSS_WEIGHTINGS: tuple[str, ...] = get_args(LossWeighting)
 
 
 def answer_cross_entropy(

@@ -1,7 +1,7 @@
 """DecoderGenerativeModule: a causal LM fine-tuned to write the answer after a classification prompt.
 
 Training is next-token cross-entropy on the answer tokens (and EOS) only: the prompt's labels are -100 (the
-prompt encoder's mask, :mod:`lit_clf.decoder.encoding`). Evaluation reads an answer per prompt with a decoding mode
+prompt encoder's mask, :mod:`lit_clf.prompting.encoding`). Evaluation reads an answer per prompt with a decoding mode
 (:mod:`lit_clf.decoder.decoding`: free or constrained generation, or label scoring); an answer that names no label
 counts as wrong and in ``{stage}/{task}_invalid_rate``.
 
@@ -11,9 +11,7 @@ The transformers model is built in :meth:`DecoderGenerativeModule.configure_mode
 
 from __future__ import annotations
 
-import copy
 import functools
-import time
 from typing import Any, Literal
 
 import torch
@@ -25,19 +23,20 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
-from lit_clf.decoder.answer_log import AnswerLog, checkpoint_identity, prompt_digests
-from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding
-from lit_clf.decoder.encoding import ShotsDraw
+from lit_clf.decoder.answer_log import AnswerLog, LoggedDecoding, log_header
+from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding, check_decoding
 from lit_clf.decoder.features import DecoderFeaturizer
-from lit_clf.decoder.formats import PROMPT_FORMATS, PromptFormat
-from lit_clf.decoder.kv_cache import output_cache
 from lit_clf.decoder.loss import LossWeighting, answer_cross_entropy
 from lit_clf.decoder.packing import attention_mask
-from lit_clf.decoder.templates import get_template
-from lit_clf.generated import prediction_rows, update_answer_metrics
+from lit_clf.decoder.prefix_cache import PrefixCache
 from lit_clf.hub import check_model_ref
 from lit_clf.loading import TorchDtype, check_load_options, load_causal_lm
 from lit_clf.module import TaskModule, default_optimizer
+from lit_clf.prompting.answers import AnswerStyle
+from lit_clf.prompting.encoding import ShotsDraw
+from lit_clf.prompting.formats import PROMPT_FORMATS, PromptFormat
+from lit_clf.prompting.scoring import prediction_rows, update_answer_metrics
+from lit_clf.prompting.templates import get_template
 
 
 class DecoderGenerativeModule(TaskModule):
@@ -70,7 +69,7 @@ class DecoderGenerativeModule(TaskModule):
         shots: int = 0,
         shots_draw: ShotsDraw = "per_example",
         prompt_file: str | None = None,
-        prompt_style: Literal["serial", "json"] | None = None,
+        prompt_style: AnswerStyle | None = None,
         label_descriptions: dict[str, dict[str, str]] | None = None,
         max_length: int = 16384,
         max_new_tokens: int | None = None,
@@ -106,7 +105,7 @@ class DecoderGenerativeModule(TaskModule):
                 ``fixed``: one seeded draw for the whole run (a query that is itself among them gets the next
                 example instead), so the examples become part of the prompt every row shares (``share_prefix``).
             prompt_file: A prompt template file (text, or YAML/JSON with ``prompt``, ``system``, ``shot``,
-                ``keys``, ``style``; see ``lit_clf.decoder.templates``) instead of the paper's prompt for the dataset
+                ``keys``, ``style``; see ``lit_clf.prompting.templates``) instead of the paper's prompt for the dataset
                 and tasks. Without either, a generic prompt is written from the task specs (any dataset).
             prompt_style: Answer style of the generic prompt: ``serial`` (plain text: the label, or a JSON list of
                 labels; several tasks: one ``name: answer`` line each) or ``json`` (one JSON object keyed by task
@@ -188,8 +187,8 @@ class DecoderGenerativeModule(TaskModule):
         #: The decoding mode of validation/test/predict; may be changed between runs (``model.decoding = "score"``).
         self.decoding: DecodingName = decoding
         self._decodings: dict[tuple[str, int], Decoding] = {}
-        self._shared_kv: tuple[tuple[int, ...], Any] | None = None
-        self._answer_log: AnswerLog | None = None  # test/predict with answer_log: opened at the pass's start
+        self.prefix_cache = PrefixCache()
+        self._logged: LoggedDecoding | None = None  # test/predict with answer_log: opened at the pass's start
 
     def configure_model(self) -> None:
         """Build the transformers model once (Lightning calls this before sharding, and on checkpoint load)."""
@@ -231,7 +230,7 @@ class DecoderGenerativeModule(TaskModule):
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        self._shared_kv = None  # the weights change: an evaluation prefix cache would be stale
+        self.prefix_cache.reset()  # the weights change: an evaluation prefix cache would be stale
         loss = self.answer_loss(batch)
         rows = batch["rows"] if "segments" in batch else batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=rows)
@@ -251,7 +250,7 @@ class DecoderGenerativeModule(TaskModule):
 
     def prompt_shots(self, example: Example) -> list[Example]:
         """The few-shot examples of ``example``'s prompt, drawn from the training split of the dataset featurized
-        last (:func:`~lit_clf.decoder.encoding.select_shots`); none for a zero-shot prompt."""
+        last (:func:`~lit_clf.prompting.encoding.select_shots`); none for a zero-shot prompt."""
         return self.featurizer.encoder.shots_for(example)
 
     # -------------------------------------------------------------- decoding
@@ -276,95 +275,49 @@ class DecoderGenerativeModule(TaskModule):
                 candidates_per_pass=self.hparams.candidates_per_pass,
             )
         model = self.built_backbone()
-        cache = self._prefix_cache(model, batch)
+        cache = self.prefix_cache.for_batch(model, batch)
         return self._decodings[key](model, batch, synced_gpus=self._synced_gpus(), past_key_values=cache)
 
-    def _prefix_cache(self, model: nn.Module, batch: dict[str, Any]):
-        """One copy per row of the KV cache of the evaluation split's shared prompt prefix, computed once per
-        evaluation pass (the weights do not change during one); None when the prompts share nothing."""
-        length = int(batch.get("prefix_length", 0))
-        if not length:
-            return None
-        prefix = batch["input_ids"][:1, :length]
-        key = tuple(prefix[0].tolist())
-        if self._shared_kv is None or self._shared_kv[0] != key:
-            out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
-            self._shared_kv = (key, output_cache(out))
-        cache = copy.deepcopy(self._shared_kv[1])
-        cache.batch_repeat_interleave(batch["input_ids"].shape[0])
-        return cache
-
     def _logged_decode(self, batch: dict[str, Any]) -> list[Decoded]:
-        """:meth:`decode` for test and predict: with an answer log, a batch whose answers are all logged is read
-        from it (under several processes only when every rank's is), the others are decoded and logged."""
-        log = self._answer_log
-        if log is None:
-            return self.decode(batch)
-        indices, digests = batch["index"].tolist(), prompt_digests(batch)
-        logged = log.lookup(indices, digests)
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:  # ranks generate in lockstep (synced_gpus, collectives)
-            if not trainer.strategy.reduce_boolean_decision(logged is not None, all=True):
-                logged = None
-        if logged is not None:
-            log.count_read_back(indices)
-            return logged
-        start = time.perf_counter()
-        decoded = self.decode(batch)
-        log.append(indices, digests, decoded, time.perf_counter() - start)
-        return decoded
+        """:meth:`decode` for test and predict, through the answer log when there is one."""
+        return self.decode(batch) if self._logged is None else self._logged(batch, self.decode)
 
-    def _open_answer_log(self, split: str) -> None:
+    def _start_pass(self, split: str | None = None) -> None:
+        """An evaluation pass starts: new weights since the last one, and (test, predict: ``split``) the answer
+        log opened for it."""
+        self.prefix_cache.reset()
         path = self.hparams.get("answer_log")
-        if not path:
-            self._answer_log = None
+        self._logged = None
+        if split is None or not path:
             return
         trainer = self.trainer
-        self._answer_log = AnswerLog(path, self._answer_log_header(split), trainer.global_rank, trainer.world_size)
-        if self._answer_log.known:
+        header = log_header(self.hparams, trainer, self.decoding, split)
+        log = AnswerLog(path, header, trainer.global_rank, trainer.world_size)
+        if log.known:
             rank_zero_info(
-                f"answer log {path}: {len(self._answer_log.known):,} answers there; the batches they cover are read "
-                "back, the others generated"
+                f"answer log {path}: {len(log.known):,} answers there; the batches they cover are read back, the "
+                "others generated"
             )
-
-    def _answer_log_header(self, split: str) -> dict[str, Any]:
-        """What produces this pass's answers: the answer log's header (:mod:`lit_clf.decoder.answer_log`)."""
-        hp, trainer = self.hparams, self._trainer
-        ckpt_path = getattr(trainer, "ckpt_path", None)
-        names = ("backbone", "pretrained", "max_new_tokens", "length_normalization", "lora", "load_in_4bit")
-        return {name: hp.get(name) for name in names} | {
-            "checkpoint": checkpoint_identity(ckpt_path) if ckpt_path else None,
-            "decoding": self.decoding,
-            "torch_dtype": str(hp.get("torch_dtype")),
-            "precision": str(getattr(trainer, "precision", None)),
-            "split": split,
-        }
+        several = trainer.world_size > 1
+        agree = functools.partial(trainer.strategy.reduce_boolean_decision, all=True) if several else None
+        self._logged = LoggedDecoding(log, agree) if agree else LoggedDecoding(log)
 
     def on_validation_epoch_start(self) -> None:
-        self._shared_kv = None  # new weights since the last pass
+        self._start_pass()
 
     def on_test_epoch_start(self) -> None:
-        self._shared_kv = None
-        self._open_answer_log("test")
+        self._start_pass("test")
 
     def on_test_epoch_end(self) -> None:
-        """A test resumed from its answer log logs how many answers it read back and the seconds they took to
-        generate (``cost/test_read_back``, ``cost/test_read_back_s``; this rank's), which the report adds to the
-        run's wall time: the cost of the whole evaluation, not only of its last process."""
-        log, trainer, self._answer_log = self._answer_log, self.trainer, None  # the pass is over
-        if log is None or not log.read_back or not trainer.is_global_zero:
-            return
-        for logger in trainer.loggers:
-            metrics = {"cost/test_read_back": float(log.read_back), "cost/test_read_back_s": log.read_back_s}
-            logger.log_metrics(metrics, step=trainer.global_step)
+        logged, self._logged = self._logged, None  # the pass is over
+        if logged is not None:
+            logged.log_read_back(self.trainer)
 
     def on_predict_epoch_start(self) -> None:
-        self._shared_kv = None
-        datamodule = getattr(self._trainer, "datamodule", None)
-        self._open_answer_log(getattr(datamodule, "predict_split", "predict"))
+        self._start_pass(getattr(getattr(self._trainer, "datamodule", None), "predict_split", "predict"))
 
     def on_predict_epoch_end(self) -> None:
-        self._answer_log = None  # the pass is over: predict_texts afterwards neither reads nor writes the log
+        self._logged = None  # the pass is over: predict_texts afterwards neither reads nor writes the log
 
     def _synced_gpus(self) -> bool:
         """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""
@@ -404,16 +357,9 @@ def _check_options(
     """One-line errors for option combinations that cannot work, raised before any weights are loaded."""
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
-    if decoding not in DECODINGS:
-        raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+    check_decoding(decoding, tasks)
     if candidates_per_pass < 1:
         raise ValueError(f"candidates_per_pass: expected a positive number, got {candidates_per_pass}")
-    other = next((task for task in tasks if task.kind != "sequence"), None)
-    if decoding == "score" and other is not None:
-        raise ValueError(
-            f"decoding='score' ranks the labels of sequence tasks, but {other.name!r} is a {other.kind} task; "
-            "use decoding 'free' or 'constrained'"
-        )
     check_load_options(load_in_4bit, lora, pretrained)
     if prompt_file is not None:  # read now, not once the data are read
         get_template(None, [task.name for task in tasks], shots, prompt_file)

@@ -10,14 +10,14 @@ sub-token, an encoder at its first.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from transformers import PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 Pooling = Literal["auto", "first", "last", "mean"]
-POOLINGS = ("auto", "first", "last", "mean")
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 __all__ = ["POOLINGS", "Pooling", "is_causal", "last_positions", "pool", "position_ids", "resolve_pooling"]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lit_clf.report.identity import is_fine_tuned
 from lit_clf.report.paper import Row, display_name
 from lit_clf.report.wandb_files import read_wandb_run
 
@@ -53,7 +54,7 @@ class Run:
         subset: ``data.init_args.max_eval_examples`` (else ``max_examples``) when set: the scores are on a subset
             of the test split. ``max_train_examples`` alone is a training budget, not a subset of the scores.
         config: The resolved LightningCLI config.
-        device: What the run ran on (``cost/device``, logged by :class:`lit_clf.cost.RunCost`), if recorded.
+        device: What the run ran on (``cost/device``, logged by :class:`lit_clf.run.cost.RunCost`), if recorded.
     """
 
     source: str
@@ -118,12 +119,13 @@ def _is_set(value: Any) -> bool:
 
 
 def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
-    """Trained in this run (train/val metrics, or steps taken) or tested from a checkpoint (``ckpt_path``)."""
-    if _is_set(config_get(config, "ckpt_path")):
-        return True
-    if any(key.startswith(("train/", "val/")) for key in metrics):
-        return True
-    return any(metrics.get(key, 0) > 0 for key in ("step", "trainer/global_step"))
+    """:func:`~lit_clf.report.identity.is_fine_tuned`, "trained" read from the metrics: train/val metrics, or steps
+    taken."""
+    trained = any(key.startswith(("train/", "val/")) for key in metrics) or any(
+        metrics.get(key, 0) > 0 for key in ("step", "trainer/global_step")
+    )
+    ckpt_path = config_get(config, "ckpt_path")
+    return is_fine_tuned(ckpt_path if _is_set(ckpt_path) else None, trained)
 
 
 #: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
@@ -194,7 +196,7 @@ def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None,
 
 def _prompt_variant(path: Path) -> str:
     """The ``variant`` of the prompt file ``path`` (relative to the working directory, as the run had it; the
-    template field of :class:`~lit_clf.decoder.templates.PromptTemplate`, read here without importing the decoder),
+    template field of :class:`~lit_clf.prompting.templates.PromptTemplate`, read here without importing the decoder),
     else ``prompt <file name without suffix>``, also for a file that cannot be read: a report never fails on it."""
     fallback = f"prompt {path.stem}"
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):

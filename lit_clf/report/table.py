@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lit_clf.report.identity import dataset_name
 from lit_clf.report.paper import COLUMNS, DATASET_TASKS, Row, paper_row, paper_table, row_sort_key
 from lit_clf.report.runs import Run
 
@@ -154,7 +155,7 @@ def _cell_text(table: Table, row: Row, column: int) -> str:
 
 def to_markdown(table: Table) -> str:
     """The table as GitHub Markdown: a ``Model`` column with the paper's row names, then the eight columns; then,
-    when runs recorded it (:class:`lit_clf.cost.RunCost`), what each run in the table cost."""
+    when runs recorded it (:class:`lit_clf.run.cost.RunCost`), what each run in the table cost."""
     header = ["Model (ours / paper)" if table.paper else "Model", *(column.name for column in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for row in table.rows:
@@ -167,7 +168,6 @@ def _others_markdown(table: Table) -> str:
     """Runs on other datasets: model, dataset, their test scores in percent."""
     if not table.others:
         return ""
-    from lit_clf.tracking import dataset_name  # here, not at import: it imports Lightning
 
     lines = ["", "| Run | Model | Dataset | Test scores |", "|---|---|---|---|"]
     for run in table.others:

@@ -12,8 +12,8 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_clf.decoder.answer_log import checkpoint_identity
-from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
+from lit_clf.prompting.answers import ParsedAnswer
 from tests.helpers import ToyDataModule, make_decoder
 
 

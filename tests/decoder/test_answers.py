@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
-from lit_clf.decoder.answers import (
+from lit_clf.prompting.answers import (
     ParsedAnswer,
     default_keys,
     parse_answer,

@@ -13,7 +13,6 @@ import torch
 from transformers import LlamaForCausalLM
 
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
-from lit_clf.decoder.answers import parse_answer, render_answer
 from lit_clf.decoder.decoding.constrained import (
     AnswerConstraint,
     ConstrainedAnswerProcessor,
@@ -26,10 +25,11 @@ from lit_clf.decoder.decoding.score import (
     label_candidates,
     score_labels,
 )
-from lit_clf.decoder.encoding import PromptEncoder, pad_batch
-from lit_clf.decoder.formats import label_answer_ids
-from lit_clf.decoder.generic_prompts import generic_template
-from lit_clf.decoder.templates import get_template
+from lit_clf.prompting.answers import parse_answer, render_answer
+from lit_clf.prompting.encoding import PromptEncoder, pad_batch
+from lit_clf.prompting.formats import label_answer_ids
+from lit_clf.prompting.generic_prompts import generic_template
+from lit_clf.prompting.templates import get_template
 
 SMOL, LLAMA2, LLAMA3 = "smollm2-135m-instruct-tokenizer", "llama2-tokenizer", "llama3-tokenizer"
 # "play" / "play_music" and "rec" / "rec.autos": a label that is a prefix of another.
@@ -148,7 +148,7 @@ def test_token_vocab_writes_texts_as_they_follow_a_prompt(tokenizers, name):
 
 
 @pytest.mark.parametrize(
-    ("fmt", "name", "segment"),
+    ("prompt_format", "name", "segment"),
     [
         ("chat", SMOL, "rec.autos"),
         ("chat", LLAMA3, "rec.autos"),
@@ -157,9 +157,9 @@ def test_token_vocab_writes_texts_as_they_follow_a_prompt(tokenizers, name):
         ("llama2", LLAMA2, " rec.autos "),  # Meta's "[/INST] {answer} </s>"
     ],
 )
-def test_label_answer_ids_write_the_formats_answer_segment(tokenizers, fmt, name, segment):
+def test_label_answer_ids_write_the_formats_answer_segment(tokenizers, prompt_format, name, segment):
     tokenizer = tokenizers(name)
-    ids = label_answer_ids(tokenizer, ["rec.autos"], fmt)[0]
+    ids = label_answer_ids(tokenizer, ["rec.autos"], prompt_format)[0]
     assert ids[-1] == tokenizer.eos_token_id
     assert TokenVocab.of(tokenizer).text_bytes(ids[:-1]) == segment.encode()
 
@@ -221,13 +221,13 @@ BRUTE_FORCE_IDS = [
 ]
 
 
-@pytest.mark.parametrize(("fmt", "name"), FORMATS)
+@pytest.mark.parametrize(("prompt_format", "name"), FORMATS)
 @pytest.mark.parametrize("constraint", BRUTE_FORCE, ids=BRUTE_FORCE_IDS)
-def test_processor_allows_exactly_the_tokens_of_valid_continuations(tokenizers, fmt, name, constraint):
+def test_processor_allows_exactly_the_tokens_of_valid_continuations(tokenizers, prompt_format, name, constraint):
     """At every step of every trained answer's ids and of random walks, the allowed set equals brute force."""
     tokenizer = tokenizers(name)
     vocab, eos = TokenVocab.of(tokenizer), tokenizer.eos_token_id
-    answers = label_answer_ids(tokenizer, all_answers(constraint), fmt)
+    answers = label_answer_ids(tokenizer, all_answers(constraint), prompt_format)
     complete = {vocab.text_bytes(ids[:-1]) for ids in answers}  # what training writes, format affixes included
     prefixes = {text[:i] for text in complete for i in range(len(text) + 1)}
 
@@ -235,7 +235,9 @@ def test_processor_allows_exactly_the_tokens_of_valid_continuations(tokenizers, 
         longer = [p[len(text) :] for p in prefixes if len(p) > len(text) and p.startswith(text)]
         return {i for piece in longer for i in vocab.ids_of(piece)} | ({eos} if text in complete else set())
 
-    processor = ConstrainedAnswerProcessor(tokenizer, [constraint], prompt_length=2, fmt=fmt)  # reused: resets
+    processor = ConstrainedAnswerProcessor(
+        tokenizer, [constraint], prompt_length=2, prompt_format=prompt_format
+    )  # reused: resets
     rng = torch.Generator().manual_seed(0)
     walks = [*answers, *[None] * 3]  # teacher-forced trained ids, then greedy on random scores
     for forced in walks:
@@ -268,7 +270,7 @@ def test_processor_follows_rows_of_a_left_padded_batch(tokenizers):
     assert torch.isfinite(scores[1]).all()  # wrote EOS: generate pads it
 
 
-@pytest.mark.parametrize(("fmt", "name"), FORMATS)
+@pytest.mark.parametrize(("prompt_format", "name"), FORMATS)
 @pytest.mark.parametrize(
     ("task_names", "token_format"),
     [
@@ -280,17 +282,17 @@ def test_processor_follows_rows_of_a_left_padded_batch(tokenizers):
     ],
 )
 def test_constrained_generation_of_an_untrained_model_always_parses(
-    tokenizers, models, fmt, name, task_names, token_format
+    tokenizers, models, prompt_format, name, task_names, token_format
 ):
     tokenizer = tokenizers(name)
     template = dataclasses.replace(get_template("massive", task_names, 0), token_format=token_format)
-    encoder = PromptEncoder(tokenizer, template, [INTENT, SLOTS], fmt=fmt)
+    encoder = PromptEncoder(tokenizer, template, [INTENT, SLOTS], prompt_format=prompt_format)
     examples = utterances()  # 1 to 8 words: different list lengths and prompt lengths in one batch
     batch = left_padded(encoder, examples)
     assert (batch["attention_mask"][:, 0] == 0).any()
     constraints = [AnswerConstraint.for_example(encoder, example) for example in examples]
     outputs = constrained_generate(
-        models(name), tokenizer, batch["input_ids"], batch["attention_mask"], constraints, fmt
+        models(name), tokenizer, batch["input_ids"], batch["attention_mask"], constraints, prompt_format
     )
     for output, example in zip(outputs, examples):
         parsed = encoder.parse(output, example)
@@ -314,7 +316,7 @@ def test_constrained_generation_of_label_sets_always_parses(tokenizers, models, 
     """Generic prompts: multi-label answers (alone or with another task) in both styles are always valid sets."""
     tokenizer = tokenizers(SMOL)
     tasks = [EMOTION, INTENT] if with_intent else [EMOTION]
-    encoder = PromptEncoder(tokenizer, generic_template(tasks, 0, style), tasks, fmt="chat")
+    encoder = PromptEncoder(tokenizer, generic_template(tasks, 0, style), tasks, prompt_format="chat")
     examples = [
         Example(str(i), text, {"emotion": (), "intent": intent}) for i, (text, intent, _) in enumerate(UTTERANCES)
     ]
@@ -366,16 +368,20 @@ def attention():
         model.set_attn_implementation(implementation)
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("chat", SMOL), ("llama2", LLAMA2)])
+@pytest.mark.parametrize(("prompt_format", "name"), [("chat", SMOL), ("llama2", LLAMA2)])
 @pytest.mark.parametrize("normalization", ["none", "mean"])
 @pytest.mark.parametrize("kernel", ["sdpa", "eager"])
-def test_score_labels_equals_an_unbatched_reference(tokenizers, models, attention, fmt, name, normalization, kernel):
+def test_score_labels_equals_an_unbatched_reference(
+    tokenizers, models, attention, prompt_format, name, normalization, kernel
+):
     tokenizer, model = tokenizers(name), attention(models(name), kernel)
-    encoder = PromptEncoder(tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], fmt=fmt)
+    encoder = PromptEncoder(
+        tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], prompt_format=prompt_format
+    )
     examples = [news(0, 3), news(1, 40), news(2, 11)]
     batch = left_padded(encoder, examples, max_new_tokens=10)
     candidates = candidate_answer_ids(encoder, label_candidates(encoder.tasks))
-    assert candidates == label_answer_ids(tokenizer, TOPIC20.labels, fmt)  # "rec" is a prefix of "rec.autos"
+    assert candidates == label_answer_ids(tokenizer, TOPIC20.labels, prompt_format)  # "rec" is a prefix of "rec.autos"
     prompts = [encoder.encode_for_generation(example, 10)["input_ids"] for example in examples]
     expected = reference_scores(model, prompts, candidates, normalization)
     for per_pass in (1, 3, 256):  # one candidate per tree pass, several passes over one cache, all at once
@@ -386,7 +392,7 @@ def test_score_labels_equals_an_unbatched_reference(tokenizers, models, attentio
 def test_score_labels_ranks_every_combination_of_several_sequence_tasks(tokenizers, models):
     tokenizer, model = tokenizers(SMOL), models(SMOL)
     encoder = PromptEncoder(
-        tokenizer, get_template("newsgroups", ["topic7", "topic20"], 0), [TOPIC7, TOPIC20], fmt="chat"
+        tokenizer, get_template("newsgroups", ["topic7", "topic20"], 0), [TOPIC7, TOPIC20], prompt_format="chat"
     )
     examples = [news(3, 5), news(4, 20)]
     batch = left_padded(encoder, examples, max_new_tokens=30)
@@ -417,7 +423,7 @@ def test_candidate_tree_merges_shared_prefixes_into_one_node():
 def test_score_labels_passes_depend_on_the_candidates_not_the_batch(tokenizers, models):
     """FSDP ranks must run the same forward passes: one over the prompts, one per ``candidates_per_pass``."""
     tokenizer, model = tokenizers(SMOL), models(SMOL)
-    encoder = PromptEncoder(tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], fmt="chat")
+    encoder = PromptEncoder(tokenizer, get_template("newsgroups", ["topic20"], 0), [TOPIC20], prompt_format="chat")
     candidates = candidate_answer_ids(encoder, label_candidates(encoder.tasks))
     calls = []
     hook = model.register_forward_hook(

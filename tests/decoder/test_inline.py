@@ -8,10 +8,10 @@ import pytest
 
 from lit_clf.data.massive import parse_slot_labels
 from lit_clf.data.tasks import OTHER, Example, TaskSpec, collect_labels
-from lit_clf.decoder.answers import parse_answer, render_answer
 from lit_clf.decoder.decoding.constrained import AnswerConstraint
-from lit_clf.decoder.inline import parse_inline, render_inline, span_types, spans_of, word_labels_of
-from lit_clf.decoder.templates import load_template
+from lit_clf.prompting.answers import parse_answer, render_answer
+from lit_clf.prompting.inline import parse_inline, render_inline, span_types, spans_of, word_labels_of
+from lit_clf.prompting.templates import load_template
 
 SLOTS = TaskSpec("slots", "token", (OTHER, "date", "person", "time"))
 NER = TaskSpec("ner", "token", ("O", "B-location", "B-person", "I-location", "I-person"), scheme="bio")

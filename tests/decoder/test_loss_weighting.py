@@ -21,9 +21,11 @@ def decode(module, ids) -> str:
     return module.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-@pytest.mark.parametrize("fmt", ["chat", "llama2", "raw"])
-def test_answer_tokens_split_at_the_end_of_each_tasks_value(model_dirs, fmt):
-    module = make_decoder(model_dirs["chat" if fmt == "chat" else "llama2"], toy_specs(), prompt_format=fmt)
+@pytest.mark.parametrize("prompt_format", ["chat", "llama2", "raw"])
+def test_answer_tokens_split_at_the_end_of_each_tasks_value(model_dirs, prompt_format):
+    module = make_decoder(
+        model_dirs["chat" if prompt_format == "chat" else "llama2"], toy_specs(), prompt_format=prompt_format
+    )
     encoder = module.featurizer.use(INFO)
     example = toy_examples()[0]
     ids, tasks = encoder.answer_ids_and_tasks(example)

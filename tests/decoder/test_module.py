@@ -17,9 +17,9 @@ import lit_clf.decoder.module as decoder_module
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder import DecoderGenerativeModule
-from lit_clf.decoder.answers import render_answer
 from lit_clf.decoder.decoding.base import read_answer
 from lit_clf.decoder.features import DecoderFeaturizer
+from lit_clf.prompting.answers import render_answer
 from tests.helpers import REPO, ToyDataModule, decoder_overrides, make_decoder, run_cli, toy_examples, toy_specs
 
 DECODER_CONFIGS = REPO / "configs" / "decoder"
@@ -53,10 +53,10 @@ TASK_SETS = [("intent",), ("slots",), ("intent", "slots")]
 
 @pytest.mark.parametrize("shots", [0, 5])
 @pytest.mark.parametrize("tasks", TASK_SETS, ids="+".join)
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_training_batch_masks_exactly_answer_and_eos(model_dirs, fmt, tasks, shots):
-    tokenizer = AutoTokenizer.from_pretrained(model_dirs[fmt])
-    featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format=fmt, shots=shots)
+@pytest.mark.parametrize("prompt_format", FORMATS)
+def test_training_batch_masks_exactly_answer_and_eos(model_dirs, prompt_format, tasks, shots):
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs[prompt_format])
+    featurizer = DecoderFeaturizer(tokenizer, toy_specs(tasks), prompt_format=prompt_format, shots=shots)
     examples = toy_examples("val-")[:3]
     info = DatasetInfo("massive", toy_examples("train-"), seed=0)
     batch = featurizer.collate(featurizer.featurize(examples, train=True, info=info))
@@ -88,11 +88,11 @@ GOLDEN_ANSWER_TOKENS = [40, 40, 42, 40, 42, 33, 38, 34]
 GOLDEN_LONGEST_TRAINING_ROW = 313
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_generation_batch_left_padded_prompts_with_gold(model_dirs, fmt):
-    tokenizer = AutoTokenizer.from_pretrained(model_dirs[fmt])
+@pytest.mark.parametrize("prompt_format", FORMATS)
+def test_generation_batch_left_padded_prompts_with_gold(model_dirs, prompt_format):
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs[prompt_format])
     specs = toy_specs()
-    featurizer = DecoderFeaturizer(tokenizer, specs, prompt_format=fmt)
+    featurizer = DecoderFeaturizer(tokenizer, specs, prompt_format=prompt_format)
     examples = toy_examples("test-")[:3]
     training = featurizer.featurize(examples, train=True)
     batch = featurizer.collate(featurizer.featurize(examples, train=False))
@@ -505,8 +505,8 @@ RUNS = [
 @pytest.mark.parametrize(("model", "shots", "task", "extra"), RUNS, ids=[" ".join(run[:3]) for run in RUNS])
 def test_composed_rows_run_with_a_tiny_model(model, shots, task, extra, tmp_path, model_dirs, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs log (CSV and offline W&B) to ./runs
-    fmt = yaml.safe_load((DECODER_CONFIGS / "model" / f"{model}.yaml").read_text())["model"]["init_args"]
-    tiny = model_dirs[fmt["prompt_format"]]
+    prompt_format = yaml.safe_load((DECODER_CONFIGS / "model" / f"{model}.yaml").read_text())["model"]["init_args"]
+    tiny = model_dirs[prompt_format["prompt_format"]]
     run_cli([subcommand(model), *compose(model, shots, task), *decoder_overrides(tmp_path, tiny, shared_data), *extra])
     (metrics,) = tmp_path.rglob("metrics.csv")
     header = metrics.read_text().splitlines()[0]
@@ -577,7 +577,7 @@ def test_five_shot_predictions_name_the_examples_of_each_prompt(tmp_path, tiny_s
     seeded per-query draw), so that copying from the examples can be measured (lit_clf.analysis.shot_copying)."""
     from lit_clf.analysis import shot_copying
     from lit_clf.data.massive import MassiveDataModule
-    from lit_clf.decoder.encoding import select_shots
+    from lit_clf.prompting.encoding import select_shots
 
     monkeypatch.chdir(tmp_path)
     config = ["--config", str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml")]

@@ -7,8 +7,8 @@ import torch
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.data.tasks import IGNORE_INDEX
-from lit_clf.decoder.encoding import select_shots
 from lit_clf.decoder.packing import block_mask, common_prefix_length, pack, packed_saving, segment_mask
+from lit_clf.prompting.encoding import select_shots
 from tests.helpers import make_decoder, toy_examples, toy_specs
 
 X = IGNORE_INDEX
@@ -106,11 +106,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("fmt", "tasks", "shots", "draw", "attention"), CASES, ids=lambda v: str(v))
-def test_shared_prefix_equals_per_row(model_dirs, fmt, tasks, shots, draw, attention):
-    model_dir = model_dirs["chat" if fmt == "chat" else "llama2"]
+@pytest.mark.parametrize(("prompt_format", "tasks", "shots", "draw", "attention"), CASES, ids=lambda v: str(v))
+def test_shared_prefix_equals_per_row(model_dirs, prompt_format, tasks, shots, draw, attention):
+    model_dir = model_dirs["chat" if prompt_format == "chat" else "llama2"]
     options = {"shots": shots, "shots_draw": draw, "attn_implementation": attention, "max_length": 2048}
-    module = make_decoder(model_dir, toy_specs(tasks), prompt_format=fmt, **options)
+    module = make_decoder(model_dir, toy_specs(tasks), prompt_format=prompt_format, **options)
     info = DatasetInfo("massive", toy_examples("train-"), seed=0)
     features = module.featurizer.featurize(toy_examples("val-")[:4], train=True, info=info)
     batch = assert_same_loss_and_grads(module, features)

@@ -21,8 +21,8 @@ def answers(module, share: bool, cached: bool = True) -> list:
     features = module.featurizer.featurize(toy_examples("test-"), train=False, info=INFO)
     batch = module.featurizer.collate(features)
     if not cached:
-        module._prefix_cache = lambda model, batch: None  # the same layout, every prompt token recomputed
-    module._shared_kv = None
+        module.prefix_cache.for_batch = lambda model, batch: None  # the same layout, every prompt token recomputed
+    module.prefix_cache.reset()
     return batch, [(row.text, {k: (a.value, a.valid) for k, a in row.answers.items()}) for row in module.decode(batch)]
 
 
@@ -35,10 +35,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("fmt", "tasks", "decoding", "shots"), CASES, ids=lambda v: str(v))
-def test_cached_prefix_gives_the_same_answers(model_dirs, fmt, tasks, decoding, shots):
+@pytest.mark.parametrize(("prompt_format", "tasks", "decoding", "shots"), CASES, ids=lambda v: str(v))
+def test_cached_prefix_gives_the_same_answers(model_dirs, prompt_format, tasks, decoding, shots):
     module = make_decoder(
-        model_dirs[fmt], toy_specs(tasks), prompt_format=fmt, decoding=decoding, shots=shots, max_length=2048
+        model_dirs[prompt_format],
+        toy_specs(tasks),
+        prompt_format=prompt_format,
+        decoding=decoding,
+        shots=shots,
+        max_length=2048,
     ).eval()
     plain_batch, plain = answers(module, share=False)
     shared_batch, shared = answers(module, share=True)
@@ -71,11 +76,11 @@ def test_prefix_cache_under_training_is_dropped(tiny_smollm_dir):
     module.featurizer.share_prefix = "auto"
     batch = module.featurizer.collate(module.featurizer.featurize(toy_examples()[:2], train=False, info=INFO))
     with torch.no_grad():
-        module._prefix_cache(module.backbone, batch)
-    assert module._shared_kv is not None
+        module.prefix_cache.for_batch(module.backbone, batch)
+    assert module.prefix_cache.filled
     train = module.featurizer.collate(module.featurizer.featurize(toy_examples()[:2], train=True, info=INFO))
     module.training_step(train, 0)
-    assert module._shared_kv is None
+    assert not module.prefix_cache.filled
 
 
 def test_the_cache_goes_by_the_name_the_installed_transformers_takes():

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer
-from lit_clf.decoder.encoding import PromptEncoder, allocate_budgets, pad_batch, select_shots, water_fill
-from lit_clf.decoder.templates import PAPER_LISTINGS, PromptTemplate, get_template, load_template
+from lit_clf.prompting.answers import ParsedAnswer
+from lit_clf.prompting.encoding import PromptEncoder, allocate_budgets, pad_batch, select_shots, water_fill
+from lit_clf.prompting.templates import PAPER_LISTINGS, PromptTemplate, get_template, load_template
 
 NEWSGROUPS = (
     "alt.atheism comp.graphics comp.os.ms-windows.misc comp.sys.ibm.pc.hardware comp.sys.mac.hardware comp.windows.x "
@@ -63,14 +63,16 @@ FORMATS = [
 PAPER_TEMPLATES = {key: get_template(*key) for key in PAPER_LISTINGS}
 
 
-def encoder(tokenizer, dataset: str, tasks: tuple[str, ...], shots: int, fmt: str, **kwargs) -> PromptEncoder:
+def encoder(tokenizer, dataset: str, tasks: tuple[str, ...], shots: int, prompt_format: str, **kwargs) -> PromptEncoder:
     template = get_template(dataset, tasks, shots)
-    return PromptEncoder(tokenizer, template, [SPECS[t] for t in tasks], fmt=fmt, pool=DATASETS[dataset][0], **kwargs)
+    return PromptEncoder(
+        tokenizer, template, [SPECS[t] for t in tasks], prompt_format=prompt_format, pool=DATASETS[dataset][0], **kwargs
+    )
 
 
-def answer_segment(answer: str, fmt: str) -> str:
+def answer_segment(answer: str, prompt_format: str) -> str:
     """What follows the prompt, written out independently of the code under test."""
-    return {"raw": f" {answer}", "llama2": f" {answer} ", "chat": answer}[fmt]
+    return {"raw": f" {answer}", "llama2": f" {answer} ", "chat": answer}[prompt_format]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -323,14 +325,14 @@ TASK_SETS = [
 
 @pytest.mark.parametrize("shots", [0, 5])
 @pytest.mark.parametrize(("dataset", "tasks"), TASK_SETS, ids=lambda v: "+".join(v) if isinstance(v, tuple) else v)
-@pytest.mark.parametrize(("fmt", "name"), FORMATS, ids=[f"{f}-{n.split('-')[0]}" for f, n in FORMATS])
-def test_mask_counts_and_prompt_equals_generation_input(tokenizers, fmt, name, dataset, tasks, shots):
+@pytest.mark.parametrize(("prompt_format", "name"), FORMATS, ids=[f"{f}-{n.split('-')[0]}" for f, n in FORMATS])
+def test_mask_counts_and_prompt_equals_generation_input(tokenizers, prompt_format, name, dataset, tasks, shots):
     tok = tokenizers(name)
-    enc = encoder(tok, dataset, tasks, shots, fmt)
+    enc = encoder(tok, dataset, tasks, shots, prompt_format)
     example = DATASETS[dataset][1](7)
     feature = enc.encode_for_training(example)
     ids, labels = feature["input_ids"], feature["labels"]
-    answer = tok(answer_segment(enc.answer_text(example), fmt), add_special_tokens=False)["input_ids"]
+    answer = tok(answer_segment(enc.answer_text(example), prompt_format), add_special_tokens=False)["input_ids"]
     n_answer = sum(label != IGNORE_INDEX for label in labels)
     assert n_answer == len(answer) + 1
     assert len(ids) == len(labels) == len(feature["attention_mask"]) and set(feature["attention_mask"]) == {1}
@@ -398,7 +400,7 @@ def test_chat_format_smollm2_differs_only_by_the_trailing_newline(tokenizers):
 
 
 def _shots(enc: PromptEncoder, example: Example) -> list[tuple[str, str]]:
-    from lit_clf.decoder.answers import render_answer
+    from lit_clf.prompting.answers import render_answer
 
     return [(shot.text, render_answer(shot, enc.tasks)) for shot in enc.shots_for(example)]
 
@@ -406,7 +408,7 @@ def _shots(enc: PromptEncoder, example: Example) -> list[tuple[str, str]]:
 def test_chat_format_needs_a_chat_template(tokenizers):
     with pytest.raises(ValueError, match="no chat template"):
         encoder(tokenizers("llama2-tokenizer"), "newsgroups", ("topic7",), 0, "chat")
-    with pytest.raises(ValueError, match="fmt: expected one of raw, llama2, chat"):
+    with pytest.raises(ValueError, match="prompt_format: expected one of raw, llama2, chat"):
         encoder(tokenizers("llama2-tokenizer"), "newsgroups", ("topic7",), 0, "alpaca")
     with pytest.raises(ValueError, match="pool: 5-shot prompts need more than 5 examples"):
         PromptEncoder(
@@ -448,16 +450,20 @@ def test_water_fill_and_allocation():
         ("newsgroups", ("topic7", "topic20"), 5, 1024),
     ],
 )
-@pytest.mark.parametrize(("fmt", "name"), FORMATS, ids=[f"{f}-{n.split('-')[0]}" for f, n in FORMATS])
-def test_long_documents_are_cut_to_fit_and_answers_kept(tokenizers, fmt, name, dataset, tasks, shots, max_length):
+@pytest.mark.parametrize(("prompt_format", "name"), FORMATS, ids=[f"{f}-{n.split('-')[0]}" for f, n in FORMATS])
+def test_long_documents_are_cut_to_fit_and_answers_kept(
+    tokenizers, prompt_format, name, dataset, tasks, shots, max_length
+):
     tok = tokenizers(name)
     pool = [news(i, num_words=3000) for i in range(10)]
     template = get_template(dataset, tasks, shots)
-    enc = PromptEncoder(tok, template, [SPECS[t] for t in tasks], fmt=fmt, max_length=max_length, pool=pool)
+    enc = PromptEncoder(
+        tok, template, [SPECS[t] for t in tasks], prompt_format=prompt_format, max_length=max_length, pool=pool
+    )
     example = news(99, num_words=5000, split="test")
     feature = enc.encode_for_training(example)
     ids = feature["input_ids"]
-    answer = tok(answer_segment(enc.answer_text(example), fmt), add_special_tokens=False)["input_ids"]
+    answer = tok(answer_segment(enc.answer_text(example), prompt_format), add_special_tokens=False)["input_ids"]
     assert max_length - 16 <= len(ids) <= max_length  # cut, yet the budget is used
     assert ids[-len(answer) - 1 :] == answer + [tok.eos_token_id]
     assert sum(label != IGNORE_INDEX for label in feature["labels"]) == len(answer) + 1
@@ -520,8 +526,8 @@ def test_template_dataclass_defaults():
 
 def test_generic_prompts_name_every_task_and_answer_in_the_decoders_syntax():
     from lit_clf.data.tasks import Example, TaskSpec
-    from lit_clf.decoder.answers import parse_answer, render_answer
-    from lit_clf.decoder.generic_prompts import generic_template
+    from lit_clf.prompting.answers import parse_answer, render_answer
+    from lit_clf.prompting.generic_prompts import generic_template
 
     sentiment = TaskSpec("sentiment", "sequence", ("negative", "positive"))
     ner = TaskSpec("ner", "token", ("O", "B-person", "I-person"), "bio")
@@ -542,8 +548,8 @@ def test_generic_prompts_name_every_task_and_answer_in_the_decoders_syntax():
 
 
 def test_generic_prompts_in_both_styles_with_label_sets_and_descriptions():
-    from lit_clf.decoder.answers import parse_answer, render_answer
-    from lit_clf.decoder.generic_prompts import generic_template
+    from lit_clf.prompting.answers import parse_answer, render_answer
+    from lit_clf.prompting.generic_prompts import generic_template
 
     genres = TaskSpec("genres", "multilabel", ("crime", "romance"))
     sentiment = TaskSpec("sentiment", "sequence", ("negative", "positive"))

@@ -7,22 +7,32 @@ it returns one :class:`Decoded` (answer text and labels per task) per row:
 * ``constrained``: greedy generation allowed only valid answers (:mod:`.constrained`);
 * ``score``: the most likely label by log-likelihood, sequence tasks only (:mod:`.score`).
 
-To add a mode: a class with ``__call__(model, batch, synced_gpus) -> list[Decoded]`` and a line in
-:func:`build_decoding`.
+To add a mode: a class with ``__call__(model, batch, synced_gpus) -> list[Decoded]`` and a ``check(tasks)``
+classmethod, its name in :data:`DecodingName` and a line in :func:`build_decoding`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, get_args
 
+from lit_clf.data.tasks import TaskSpec
 from lit_clf.decoder.decoding.base import Decoded, Decoding
 from lit_clf.decoder.decoding.constrained import ConstrainedDecoding
 from lit_clf.decoder.decoding.free import FreeDecoding
 from lit_clf.decoder.decoding.score import ScoreDecoding
-from lit_clf.decoder.encoding import PromptEncoder
+from lit_clf.prompting.encoding import PromptEncoder
 
 DecodingName = Literal["free", "constrained", "score"]
-DECODINGS: tuple[str, ...] = ("free", "constrained", "score")
+DECODINGS: tuple[str, ...] = get_args(DecodingName)
+MODES: dict[str, type] = {"free": FreeDecoding, "constrained": ConstrainedDecoding, "score": ScoreDecoding}
+
+
+def check_decoding(name: str, tasks: Sequence[TaskSpec]) -> None:
+    """One-line errors for an unknown mode, or tasks the mode cannot answer (its ``check``)."""
+    if name not in MODES:
+        raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {name!r}")
+    MODES[name].check(tasks)
 
 
 def build_decoding(
@@ -42,4 +52,4 @@ def build_decoding(
     raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {name!r}")
 
 
-__all__ = ["DECODINGS", "Decoded", "Decoding", "DecodingName", "build_decoding"]
+__all__ = ["DECODINGS", "MODES", "Decoded", "Decoding", "DecodingName", "build_decoding", "check_decoding"]

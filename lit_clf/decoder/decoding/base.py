@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from lit_clf.decoder.answers import ParsedAnswer
-from lit_clf.decoder.encoding import PromptEncoder
+from lit_clf.prompting.answers import ParsedAnswer
+from lit_clf.prompting.encoding import PromptEncoder
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Decoded:
 
     Attributes:
         text: The answer text (the generation, or the rendered answer that ``score`` picked).
-        answers: Task name -> the label(s) read from it (:class:`~lit_clf.decoder.answers.ParsedAnswer`).
+        answers: Task name -> the label(s) read from it (:class:`~lit_clf.prompting.answers.ParsedAnswer`).
     """
 
     text: str
@@ -25,7 +25,8 @@ class Decoded:
 
 
 class Decoding(Protocol):
-    """A way to read answers: called with the causal LM and a left-padded generation batch."""
+    """A way to read answers: called with the causal LM and a left-padded generation batch. Its class's
+    ``check(tasks)`` raises a one-line ValueError for tasks it cannot answer (called when the module is built)."""
 
     def __call__(
         self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False, past_key_values=None

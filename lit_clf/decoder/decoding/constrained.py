@@ -8,12 +8,12 @@ the multi-task JSON object.
 How constrained decoding works:
 
 1. *The answer as a graph of parts.* :meth:`AnswerConstraint.graph` walks the answer's layout
-   (:func:`lit_clf.decoder.answers.answer_layout`) and renders each value with
-   :func:`lit_clf.decoder.answers.render_value` itself, marker values in place of the labels, splitting the text at
+   (:func:`lit_clf.prompting.answers.answer_layout`) and renders each value with
+   :func:`lit_clf.prompting.answers.render_value` itself, marker values in place of the labels, splitting the text at
    the markers: literal parts (``{"task1": "``) alternate with label choices, each label written as the renderer
    writes it (JSON escapes included), so the format cannot drift from the one training uses. A multi-label value
    branches: the empty list, or labels in the label list's order, each at most once, joined by the separator.
-   An inline token value (:mod:`lit_clf.decoder.inline`) is a graph over the input's words: each word is
+   An inline token value (:mod:`lit_clf.prompting.inline`) is a graph over the input's words: each word is
    written as it is, or opens a span (``[type : word``), or continues the open one; ``]`` closes it.
 2. *The text of each token in context.* :class:`TokenVocab` holds the bytes each token adds to a text it
    continues: the byte-level alphabet of byte-level BPE (``Ġ`` is a space) or, for other tokenizers, the decoded
@@ -44,16 +44,16 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.decoder.answers import answer_layout, answer_style, render_value
 from lit_clf.decoder.decoding.base import Decoded, read_answer
-from lit_clf.decoder.formats import PromptFormat, label_answer_ids
-from lit_clf.decoder.inline import check_token_format, span_types
 from lit_clf.decoder.kv_cache import cache_kwargs
+from lit_clf.prompting.answers import answer_layout, answer_style, render_value
+from lit_clf.prompting.formats import PromptFormat, label_answer_ids
+from lit_clf.prompting.inline import check_token_format, span_types
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lit_clf.decoder.encoding import PromptEncoder
+    from lit_clf.prompting.encoding import PromptEncoder
 
 __all__ = [
     "AnswerConstraint",
@@ -175,7 +175,7 @@ class _GraphBuilder:
         """An inline token value over ``words``: each word written plain, opening a span (``[type : word``) or
         continuing the open one, ``]`` closing it. Spans are tracked per type, so that in the ``runs`` scheme a
         span never directly follows one of its own type: those would be one run of equal labels, which
-        :func:`~lit_clf.decoder.inline.render_inline` writes as one span."""
+        :func:`~lit_clf.prompting.inline.render_inline` writes as one span."""
         escape = (lambda text: json.dumps(text, ensure_ascii=False)[1:-1]) if quoted else (lambda text: text)
         merge, kinds = task.scheme != "bio", span_types(task)
         if quoted:
@@ -218,15 +218,15 @@ def _list_items(task: TaskSpec) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class AnswerConstraint:
-    """The valid answers of one example: what :func:`lit_clf.decoder.answers.render_answer` can write for it.
+    """The valid answers of one example: what :func:`lit_clf.prompting.answers.render_answer` can write for it.
 
     Attributes:
         tasks: The tasks of the prompt, in answer order (``PromptEncoder.tasks``).
-        keys: JSON key per task (``json`` style); None for :func:`lit_clf.decoder.answers.default_keys`.
+        keys: JSON key per task (``json`` style); None for :func:`lit_clf.prompting.answers.default_keys`.
         num_words: Number of whitespace words of the input: the length of every token task's label list.
             Required when a task is a token task.
         style: The answer style (``serial``, ``json``); None: ``serial`` for one task, ``json`` for several.
-        token_format: How token tasks answer (``labels``, ``inline``; :mod:`lit_clf.decoder.inline`).
+        token_format: How token tasks answer (``labels``, ``inline``; :mod:`lit_clf.prompting.inline`).
         words: The input's whitespace words; required by an ``inline`` token task (``num_words`` is their count).
     """
 
@@ -409,13 +409,16 @@ def _in_context_bytes(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> 
 
 
 @functools.lru_cache(maxsize=16)
-def _answer_affixes(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> tuple[bytes, bytes]:
+def _answer_affixes(tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat) -> tuple[bytes, bytes]:
     """The text a prompt format puts before and after an answer, as the answer's ids write it after the prompt."""
-    ids = label_answer_ids(tokenizer, [_PROBE], fmt)[0][:-1]
+    ids = label_answer_ids(tokenizer, [_PROBE], prompt_format)[0][:-1]
     text = TokenVocab.of(tokenizer).text_bytes(ids)
     before, found, after = text.partition(_PROBE.encode())
     if not found or _PROBE.encode() in after:
-        raise ValueError(f"fmt={fmt!r}: the answer ids of {_PROBE!r} write {text!r}, which does not contain it once")
+        raise ValueError(
+            f"prompt_format={prompt_format!r}: the answer ids of {_PROBE!r} write {text!r}, "
+            "which does not contain it once"
+        )
     return before, after
 
 
@@ -523,9 +526,11 @@ class _AnswerAutomaton:
 
 
 @functools.lru_cache(maxsize=512)
-def _automaton(constraint: AnswerConstraint, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat) -> _AnswerAutomaton:
+def _automaton(
+    constraint: AnswerConstraint, tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat
+) -> _AnswerAutomaton:
     """One automaton (and its caches) per constraint, tokenizer and format, shared by all batches."""
-    before, after = _answer_affixes(tokenizer, fmt)
+    before, after = _answer_affixes(tokenizer, prompt_format)
     graph = constraint.graph(before.decode("utf-8"), after.decode("utf-8"))
     return _AnswerAutomaton(graph, TokenVocab.of(tokenizer))
 
@@ -546,7 +551,7 @@ class ConstrainedAnswerProcessor(LogitsProcessor):
         constraints: One constraint per example. With ``num_return_sequences=k`` (rows repeated ``k`` times), row
             ``i`` follows ``constraints[i // k]``.
         prompt_length: Length of the (left-padded) prompt ids given to ``generate``.
-        fmt: Prompt format of the prompts (``PromptEncoder.fmt``): the text around the answer.
+        prompt_format: Prompt format of the prompts (``PromptEncoder.prompt_format``): the text around the answer.
     """
 
     def __init__(
@@ -554,11 +559,11 @@ class ConstrainedAnswerProcessor(LogitsProcessor):
         tokenizer: PreTrainedTokenizerBase,
         constraints: Sequence[AnswerConstraint],
         prompt_length: int,
-        fmt: PromptFormat = "chat",
+        prompt_format: PromptFormat = "chat",
     ) -> None:
         if not constraints:
             raise ValueError("constraints: give one AnswerConstraint per example")
-        self.automata = [_automaton(constraint, tokenizer, fmt) for constraint in constraints]
+        self.automata = [_automaton(constraint, tokenizer, prompt_format) for constraint in constraints]
         self.prompt_length = prompt_length
         self._seen: torch.Tensor | None = None
         self._states: list[int] = []
@@ -614,7 +619,7 @@ def constrained_generate(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     constraints: Sequence[AnswerConstraint],
-    fmt: PromptFormat = "chat",
+    prompt_format: PromptFormat = "chat",
     max_new_tokens: int | None = None,
     **generate_kwargs,
 ) -> list[str]:
@@ -626,7 +631,7 @@ def constrained_generate(
         input_ids: ``(B, T)`` left-padded prompt ids (``pad_batch(..., side="left")``).
         attention_mask: ``(B, T)``, 0 on padding.
         constraints: One per prompt (:meth:`AnswerConstraint.for_example`).
-        fmt: Prompt format of the prompts.
+        prompt_format: Prompt format of the prompts.
         max_new_tokens: Bound on new tokens; default: enough for the longest valid answer, so that every answer
             is complete. A smaller bound can cut an answer, which then does not parse.
         **generate_kwargs: More ``generate`` arguments, or overrides of the defaults (``do_sample=False``, the
@@ -634,9 +639,9 @@ def constrained_generate(
 
     Returns:
         The decoded generations (special tokens removed), one per prompt, for
-        :func:`lit_clf.decoder.answers.parse_answer`.
+        :func:`lit_clf.prompting.answers.parse_answer`.
     """
-    processor = ConstrainedAnswerProcessor(tokenizer, constraints, input_ids.shape[1], fmt)
+    processor = ConstrainedAnswerProcessor(tokenizer, constraints, input_ids.shape[1], prompt_format)
     eos = tokenizer.eos_token_id
     settings = {
         "do_sample": False,
@@ -667,6 +672,10 @@ class ConstrainedDecoding:
         self.encoder = encoder
         self.max_new_tokens = max_new_tokens
 
+    @classmethod
+    def check(cls, tasks: Sequence[TaskSpec]) -> None:
+        """Every task kind has a constraint (labels, word labels, label sets)."""
+
     def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
         constraints = [AnswerConstraint.for_words(self.encoder, words) for words in batch["words"]]
         texts = constrained_generate(
@@ -675,7 +684,7 @@ class ConstrainedDecoding:
             batch["input_ids"],
             batch["attention_mask"],
             constraints,
-            fmt=self.encoder.fmt,
+            prompt_format=self.encoder.prompt_format,
             max_new_tokens=self.max_new_tokens,
             synced_gpus=synced_gpus,
             **cache_kwargs(past_key_values),

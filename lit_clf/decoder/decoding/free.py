@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 from transformers import GenerationConfig
 
+from lit_clf.data.tasks import TaskSpec
 from lit_clf.decoder.decoding.base import Decoded, read_answer
-from lit_clf.decoder.encoding import PromptEncoder
 from lit_clf.decoder.kv_cache import cache_kwargs
+from lit_clf.prompting.encoding import PromptEncoder
 
 
 class FreeDecoding:
@@ -17,6 +19,10 @@ class FreeDecoding:
 
     def __init__(self, encoder: PromptEncoder) -> None:
         self.encoder = encoder
+
+    @classmethod
+    def check(cls, tasks: Sequence[TaskSpec]) -> None:
+        """Every task kind can be generated."""
 
     def __call__(
         self, model: nn.Module, batch: dict[str, Any], synced_gpus: bool = False, past_key_values=None

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from lit_clf.data.tasks import Example, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer
 from lit_clf.decoder.decoding.base import Decoded
 from lit_clf.decoder.kv_cache import cache_kwargs, output_cache
+from lit_clf.prompting.answers import ParsedAnswer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from lit_clf.decoder.encoding import PromptEncoder
+    from lit_clf.prompting.encoding import PromptEncoder
 
 __all__ = [
     "CandidateTree",
@@ -42,9 +42,7 @@ def label_candidates(tasks: Sequence[TaskSpec]) -> list[dict[str, str]]:
     Raises:
         ValueError: A task is a token task (its answers cannot be listed; use constrained decoding).
     """
-    token_task = next((task.name for task in tasks if task.kind != "sequence"), None)
-    if token_task is not None:
-        raise ValueError(f"label scoring: {token_task!r} is a token task; only sequence tasks have label candidates")
+    ScoreDecoding.check(tasks)
     names = [task.name for task in tasks]
     return [dict(zip(names, combo)) for combo in itertools.product(*(task.labels for task in tasks))]
 
@@ -229,6 +227,16 @@ class ScoreDecoding:
         self.candidates = label_candidates(encoder.tasks)
         self.ids = candidate_answer_ids(encoder, self.candidates)
         self.texts = [encoder.answer_text(Example("", "", labels)) for labels in self.candidates]
+
+    @classmethod
+    def check(cls, tasks: Sequence[TaskSpec]) -> None:
+        """Only sequence tasks have a list of candidate answers to score."""
+        other = next((task for task in tasks if task.kind != "sequence"), None)
+        if other is not None:
+            raise ValueError(
+                f"decoding='score' ranks the labels of sequence tasks, but {other.name!r} is a {other.kind} task; "
+                "use decoding 'free' or 'constrained'"
+            )
 
     def __call__(self, model, batch: dict, synced_gpus: bool = False, past_key_values=None) -> list[Decoded]:
         scores = score_labels(

@@ -47,8 +47,8 @@ from typing import Any
 import yaml
 
 from lit_clf.data.tasks import OTHER, TaskSpec
-from lit_clf.decoder.answers import STYLES, default_keys
-from lit_clf.decoder.inline import check_token_format
+from lit_clf.prompting.answers import STYLES, default_keys
+from lit_clf.prompting.inline import check_token_format
 
 #: Folder of the paper's prompts, one template file per listing.
 PAPER_PROMPTS = Path(__file__).parent / "paper_prompts"
@@ -99,11 +99,11 @@ class PromptTemplate:
         shot: Pattern of one few-shot example, with ``{text}`` and ``{answer}``.
         keys: JSON key per task of a ``json`` answer; default ``task1``, ``task2``, ...
         source: Where the template comes from (``Listing 7`` or a file path), named in errors.
-        style: The answer style (:mod:`lit_clf.decoder.answers`): ``serial`` (plain text; several tasks: one
+        style: The answer style (:mod:`lit_clf.prompting.answers`): ``serial`` (plain text; several tasks: one
             ``name: value`` line each) or ``json`` (one JSON object under ``keys``). Unset: ``json`` for several
             tasks or when ``keys`` are given, else ``serial``.
         token_format: How a token task answers: ``labels`` (the paper's list, one label per word) or ``inline``
-            (the input with each span in brackets, ``wake me up at [time : five am]``; :mod:`lit_clf.decoder.inline`).
+            (the input with each span in brackets, ``wake me up at [time : five am]``; :mod:`lit_clf.prompting.inline`).
         variant: What the report calls runs with this prompt (their row's variant, e.g. ``inline slot answer``):
             prompts that give the same variant share a row; unset, ``prompt <file name>``
             (:mod:`lit_clf.report.runs`, which reads it from the file without loading the template).

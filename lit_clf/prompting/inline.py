@@ -11,7 +11,7 @@ types of its BIO tags (``bio`` scheme: ``person`` for ``B-person``/``I-person``)
 written as they are. Rendering then parsing gives back the word labels exactly, up to what the scheme itself
 cannot tell apart (two adjacent ``runs`` spans of one type are one run of equal labels).
 
-Select it with ``token_format: inline`` in a prompt file (:mod:`lit_clf.decoder.templates`); the paper's
+Select it with ``token_format: inline`` in a prompt file (:mod:`lit_clf.prompting.templates`); the paper's
 ``labels`` format stays the default.
 """
 
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from lit_clf.data.tasks import TaskSpec
 
-__all__ = ["TOKEN_FORMATS", "parse_inline", "render_inline", "span_types", "spans_of", "word_labels_of"]
+__all__ = ["TOKEN_FORMATS", "TokenFormat", "parse_inline", "render_inline", "span_types", "spans_of", "word_labels_of"]
 
 #: How a token task's value is written: ``labels`` (the paper: a JSON list, one label per word) or ``inline`` (the
 #: words with each span in brackets).
-TOKEN_FORMATS = ("labels", "inline")
+TokenFormat = Literal["labels", "inline"]
+TOKEN_FORMATS: tuple[str, ...] = get_args(TokenFormat)
 
 # One span: "[" type ":" words "]"; the type holds no colon or bracket, the words no bracket.
 _SPAN = re.compile(r"\[([^\[\]:]*):([^\[\]]*)\]")

@@ -3,11 +3,11 @@
 Pipeline for one example (all in :class:`PromptEncoder`):
 
 1. pick the few-shot examples from the training pool (:func:`select_shots`, seeded per query);
-2. fill a :class:`~lit_clf.decoder.templates.PromptTemplate` (the paper's Listings 1-12, or a user file) with
+2. fill a :class:`~lit_clf.prompting.templates.PromptTemplate` (the paper's Listings 1-12, or a user file) with
    the label lists, the examples and the query text;
-3. wrap it in a prompt format (:mod:`lit_clf.decoder.formats`): ``raw`` text, Llama-2 ``[INST]`` or the
+3. wrap it in a prompt format (:mod:`lit_clf.prompting.formats`): ``raw`` text, Llama-2 ``[INST]`` or the
    tokenizer's chat template; the result is the *prompt ids*, exactly the ids given to ``generate``;
-4. append the *answer ids* (the answer text of :mod:`lit_clf.decoder.answers`, tokenized on its own) and EOS.
+4. append the *answer ids* (the answer text of :mod:`lit_clf.prompting.answers`, tokenized on its own) and EOS.
    Labels are -100 on the prompt ids and equal the ids on answer + EOS: the boundary is the length of the
    prompt ids, never found by searching text.
 
@@ -20,14 +20,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
 from lit_clf.data.base import pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
-from lit_clf.decoder.answers import ParsedAnswer, parse_answer, render_answer, render_answer_parts
-from lit_clf.decoder.formats import (
+from lit_clf.prompting.answers import ParsedAnswer, parse_answer, render_answer, render_answer_parts
+from lit_clf.prompting.formats import (
     PROMPT_FORMATS,
     PromptFormat,
     answer_segment,
@@ -35,7 +35,7 @@ from lit_clf.decoder.formats import (
     chat_messages,
     wrap_prompt,
 )
-from lit_clf.decoder.templates import PromptTemplate
+from lit_clf.prompting.templates import PromptTemplate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 #: ``per_example``: a seeded draw per query (the paper). ``fixed``: one seeded draw for every query.
 ShotsDraw = Literal["per_example", "fixed"]
-SHOTS_DRAWS: tuple[str, ...] = ("per_example", "fixed")
+SHOTS_DRAWS: tuple[str, ...] = get_args(ShotsDraw)
 
 
 def select_shots(
@@ -108,7 +108,7 @@ class PromptEncoder:
             template, whose end-of-turn token should be the EOS, as in Llama 3 Instruct and ChatML models).
         template: The prompt (:func:`get_template`).
         tasks: Specs of the template's tasks (label lists, answer syntax).
-        fmt: Prompt format: ``raw``, ``llama2`` or ``chat``.
+        prompt_format: Prompt format: ``raw``, ``llama2`` or ``chat``.
         max_length: Most tokens of prompt + answer + EOS (16,384 in the paper); texts are cut to fit.
         pool: Training examples the few-shot examples are drawn from (needed when ``template.shots > 0``).
         seed: Seed of the few-shot draw (:func:`select_shots`).
@@ -118,7 +118,7 @@ class PromptEncoder:
     tokenizer: PreTrainedTokenizerBase
     template: PromptTemplate
     tasks: Sequence[TaskSpec]
-    fmt: PromptFormat = "chat"
+    prompt_format: PromptFormat = "chat"
     max_length: int = 16384
     pool: Sequence[Example] = ()
     seed: int = 0
@@ -126,10 +126,12 @@ class PromptEncoder:
     _bos: list[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.fmt not in PROMPT_FORMATS:
-            raise ValueError(f"fmt: expected one of {', '.join(PROMPT_FORMATS)}, got {self.fmt!r}")
-        if self.fmt == "chat" and not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("fmt='chat': the tokenizer has no chat template; use fmt='llama2' or 'raw'")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        if self.prompt_format == "chat" and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                "prompt_format='chat': the tokenizer has no chat template; use prompt_format='llama2' or 'raw'"
+            )
         if self.tokenizer.eos_token_id is None:
             raise ValueError("tokenizer: no eos_token_id; answers need an end-of-sequence token")
         by_name = {task.name: task for task in self.tasks}
@@ -177,18 +179,18 @@ class PromptEncoder:
         return {"input_ids": prompt, "attention_mask": [1] * len(prompt)}
 
     def answer_text(self, example: Example) -> str:
-        """The gold answer in the answer syntax of :mod:`lit_clf.decoder.answers`."""
+        """The gold answer in the answer syntax of :mod:`lit_clf.prompting.answers`."""
         template = self.template
         return render_answer(example, self.tasks, template.keys or None, template.style, template.token_format)
 
     def answer_ids(self, example: Example) -> list[int]:
         """Ids of the gold answer as it follows the prompt (without EOS); never cut."""
-        return self._ids(answer_segment(self.answer_text(example), self.fmt))
+        return self._ids(answer_segment(self.answer_text(example), self.prompt_format))
 
     def answer_ids_and_tasks(self, example: Example) -> tuple[list[int], list[int]]:
         """:meth:`answer_ids` (from the same tokenization) and, for each of them and the EOS after them, the index
         (in answer order) of the task whose part of the answer it is: an id belongs to the first task whose value
-        ends after the id's first character (:func:`~lit_clf.decoder.answers.render_answer_parts`); the literal text
+        ends after the id's first character (:func:`~lit_clf.prompting.answers.render_answer_parts`); the literal text
         after the last value and the EOS belong to the last task. ``{"task1": "alarm_set", "task2": ["Other"]}`` ->
         0 up to and including the token that ends ``alarm_set"``, 1 from there on. Needs a fast tokenizer
         (character offsets; the featurizer checks it)."""
@@ -196,7 +198,7 @@ class PromptEncoder:
         text, ends = render_answer_parts(
             example, self.tasks, template.keys or None, template.style, template.token_format
         )
-        segment = answer_segment(text, self.fmt)
+        segment = answer_segment(text, self.prompt_format)
         shift = segment.find(text.strip()) - (len(text) - len(text.lstrip()))  # the format's leading space
         encoded = self.tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         last = len(ends) - 1
@@ -207,7 +209,7 @@ class PromptEncoder:
         return encoded["input_ids"], tasks + [last]  # the EOS: the last task's
 
     def parse(self, text: str, example: Example) -> dict[str, ParsedAnswer]:
-        """Read a decoded generation for ``example`` (:func:`~lit_clf.decoder.answers.parse_answer`); never raises."""
+        """Read a decoded generation for ``example`` (:func:`~lit_clf.prompting.answers.parse_answer`); never raises."""
         return self.read(text, len(example.words))
 
     def read(self, text: str, num_words: int | None) -> dict[str, ParsedAnswer]:
@@ -261,11 +263,11 @@ class PromptEncoder:
 
     def _render_ids(self, texts: list[str], answers: list[str]) -> list[int]:
         system, user = self.template.render(self.tasks, texts[-1], list(zip(texts[:-1], answers)))
-        if self.fmt == "chat":
+        if self.prompt_format == "chat":
             messages = chat_messages(system, user)
             rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return self._ids(rendered)  # the template writes BOS itself where the model has one
-        return self._bos + self._ids(wrap_prompt(system, user, self.fmt))
+        return self._bos + self._ids(wrap_prompt(system, user, self.prompt_format))
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]

@@ -17,7 +17,7 @@ from torch import nn
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 
 if TYPE_CHECKING:
-    from lit_clf.decoder.answers import ParsedAnswer
+    from lit_clf.prompting.answers import ParsedAnswer
 
 __all__ = ["collate_gold", "gold_ids", "prediction_rows", "update_answer_metrics"]
 

@@ -18,6 +18,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from lit_clf.compat import CSVWriterHooks, csv_writer, set_csv_writer
+
 __all__ = ["MetricsHistory", "find_last_checkpoint", "keep_metrics_history"]
 
 _VERSION = re.compile(r"version_(\d+)$")
@@ -91,7 +93,7 @@ def _count_rows(path: Path) -> int:
         return sum(1 for _ in csv.DictReader(file))
 
 
-class _KeepingWriter(ExperimentWriter):
+class _KeepingWriter(CSVWriterHooks):
     """Lightning's CSV experiment writer, keeping the first ``rows`` rows of an existing ``metrics.csv`` (and its
     columns) instead of deleting the file."""
 
@@ -99,7 +101,7 @@ class _KeepingWriter(ExperimentWriter):
         self._keep = rows
         super().__init__(log_dir)
 
-    def _check_log_dir_exists(self) -> None:
+    def on_existing_log_dir(self) -> None:
         path = Path(self.metrics_file_path)
         if not path.is_file():
             return
@@ -120,7 +122,7 @@ def keep_metrics_history(trainer: L.Trainer, states: dict[str, Any]) -> None:
     checkpoint. Call it before the trainer starts (its setup opens the loggers)."""
     recorded = next((state["rows"] for key, state in states.items() if key.startswith("MetricsHistory")), {})
     for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger) and logger._experiment is None:
+        if isinstance(logger, CSVLogger) and csv_writer(logger) is None:
             rows = recorded.get(str(Path(logger.log_dir).resolve()))
             if rows is not None:
-                logger._experiment = _KeepingWriter(logger.log_dir, rows)
+                set_csv_writer(logger, _KeepingWriter(logger.log_dir, rows))

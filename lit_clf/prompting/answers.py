@@ -7,7 +7,7 @@ A task's *value* has one syntax per task kind, the same in every answer:
 * token task (``slots``): a JSON list of strings, one label per whitespace word of the input, e.g.
   ``["Other", "Other", "time", "time"]``. The paper asks for "the slots list" (Listings 9-12) without
   printing its syntax; a JSON list is the one syntax that is also valid inside the multi-task JSON object.
-  With ``token_format="inline"`` (not the paper's; :mod:`lit_clf.decoder.inline`) it is instead the input with
+  With ``token_format="inline"`` (not the paper's; :mod:`lit_clf.prompting.inline`) it is instead the input with
   each span in brackets, ``wake me up at [time : five am]`` (a JSON string inside a JSON object);
 * multi-label task: a JSON list of the labels that apply, each once, in the order of the task's label list
   (``["anger", "joy"]``; ``[]`` when none applies).
@@ -37,13 +37,14 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
-from lit_clf.decoder.inline import check_token_format, parse_inline, render_inline
+from lit_clf.prompting.inline import check_token_format, parse_inline, render_inline
 
 __all__ = [
     "STYLES",
+    "AnswerStyle",
     "ParsedAnswer",
     "answer_keys",
     "answer_layout",
@@ -63,7 +64,8 @@ __all__ = [
 ]
 
 #: Answer styles: plain text (``serial``) or one JSON object (``json``).
-STYLES = ("serial", "json")
+AnswerStyle = Literal["serial", "json"]
+STYLES: tuple[str, ...] = get_args(AnswerStyle)
 
 # Longer outputs are cut before parsing: generations are bounded by max_new_tokens anyway, and this keeps
 # ast.literal_eval and the scans linear and cheap on adversarial input.

@@ -11,12 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_clf.data.tasks import TaskSpec
-
-
-def rank_path(path: Path, rank: int, world_size: int) -> Path:
-    """The file one process of several writes instead of ``path``: ``<name>.rank<N><suffix>`` (predictions, answer
-    logs); ``path`` itself for one process."""
-    return path if world_size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+from lit_clf.ranks import rank_path
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -2,8 +2,8 @@
 
 Argument links and defaults derived from the tasks live here, so no config states them: the task specs (names,
 kinds, label lists) flow from the DataModule to the model; the checkpoint kept is the best on the first task's
-main validation metric (:class:`~lit_clf.callbacks.BestCheckpoint`); loggers left unnamed are named after the
-run (:func:`~lit_clf.tracking.name_loggers`).
+main validation metric (:class:`~lit_clf.run.callbacks.BestCheckpoint`); loggers left unnamed are named after the
+run (:func:`~lit_clf.run.tracking.name_loggers`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.strategies import FSDPStrategy
 
-from lit_clf.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
 from lit_clf.checkpoints import check_label_sets, read_checkpoint
-from lit_clf.cost import RunCost
+from lit_clf.compat import CLIHooks
 from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
-from lit_clf.provenance import RunSoftware
-from lit_clf.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
-from lit_clf.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
+from lit_clf.run.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
+from lit_clf.run.cost import RunCost
+from lit_clf.run.provenance import RunSoftware
+from lit_clf.run.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
+from lit_clf.run.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
 from lit_clf.trust import (
     ALLOW_OPTION,
     allowed_on_command_line,
@@ -53,7 +54,7 @@ class LitClfArgumentParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
-class LitClfCLI(LightningCLI):
+class LitClfCLI(CLIHooks):
     """LightningCLI with the data -> model links and the task-derived defaults every lit_clf config relies on;
     every class path it instantiates is one :mod:`lit_clf.trust` trusts or ``allowed_class_paths`` names."""
 
@@ -105,7 +106,7 @@ class LitClfCLI(LightningCLI):
     _checkpoint_tasks: list[TaskSpec] | None = None
     _checkpoint_callbacks: dict[str, Any] | None = None
 
-    def _parse_ckpt_path(self) -> None:
+    def apply_ckpt_path(self) -> None:
         """The model options stored in ``--ckpt_path``'s checkpoint fill the config (LightningCLI's behaviour), with
         three differences: options that only affect evaluation (the model class's ``evaluation_options``:
         decoding, ``max_new_tokens``, ``top_k``, ...) keep the values the config or command line gives; a
@@ -209,24 +210,24 @@ class LitClfCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """LightningCLI's, less the ``checkpoint`` callback where Lightning would add no default checkpoint
         either: checkpointing switched off, or a checkpoint callback of the config's own in ``trainer.callbacks``."""
-        trainer = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        trainer = {**self.config_value(self.config_init, "trainer", default={}), **kwargs}
         listed = trainer.get("callbacks") or []
         listed = listed if isinstance(listed, list) else [listed]
         keep = trainer.get("enable_checkpointing") is not False and not any(isinstance(c, Checkpoint) for c in listed)
-        keys = [key for key in self._parser(self.subcommand).callback_keys if keep or key != "checkpoint"]
-        callbacks = [self._get(self.config_init, key) for key in keys]
-        return self._instantiate_trainer(trainer, [*callbacks, MetricsHistory()])
+        keys = [key for key in self.callback_keys(self.subcommand) if keep or key != "checkpoint"]
+        callbacks = [self.config_value(self.config_init, key) for key in keys]
+        return self.build_trainer(trainer, [*callbacks, MetricsHistory()])
 
     def instantiate_classes(self) -> None:
         # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.
         with _one_line_errors():
             super().instantiate_classes()
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str) -> None:
         # Errors found once the run starts (a prompt longer than max_length, a few-shot pool too small, an output
         # file that exists): the same one line. LIT_CLF_TRACEBACK=1 shows the traceback.
         with _one_line_errors(hint=True):
-            super()._run_subcommand(subcommand)
+            super().run_subcommand(subcommand)
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
@@ -244,7 +245,8 @@ class LitClfCLI(LightningCLI):
             best = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints" / "final.ckpt")
             self.trainer.save_checkpoint(best, weights_only=True)
         fresh = self.parser.instantiate_classes(self.config)
-        self.trainer.test(self._get(fresh, "model"), datamodule=self._get(fresh, "data"), ckpt_path=best)
+        model, data = self.config_value(fresh, "model"), self.config_value(fresh, "data")
+        self.trainer.test(model, datamodule=data, ckpt_path=best)
 
 
 @contextmanager

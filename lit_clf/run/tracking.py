@@ -7,10 +7,7 @@ Everything here also works without W&B: the callbacks do nothing for loggers oth
 
 from __future__ import annotations
 
-import importlib
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,44 +19,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-
-# ------------------------------------------------------------------------------------------- run facts
-@dataclass(frozen=True)
-class RunFacts:
-    """What a run is, for W&B names, tags and the results table."""
-
-    dataset: str
-    model: str
-    tasks: tuple[str, ...]
-    shots: int | None
-    fine_tuned: bool
-
-    @property
-    def consolidated(self) -> bool:
-        return len(self.tasks) > 1
-
-    @property
-    def name(self) -> str:
-        shots = f"-{self.shots}shot" if self.shots is not None else ""
-        return f"{self.dataset}-{self.model}-{'+'.join(self.tasks)}{shots}-{'ft' if self.fine_tuned else 'noft'}"
-
-    @property
-    def tags(self) -> list[str]:
-        tags = [self.dataset, self.model, *self.tasks, "FT" if self.fine_tuned else "no-FT"]
-        tags.append("consolidated" if self.consolidated else "dual")
-        if self.shots is not None:
-            tags.append(f"{self.shots}-shot")
-        return tags
-
-
-def run_facts(config: dict[str, Any], dataset: str, stage: str) -> RunFacts:
-    """Facts from a resolved LightningCLI config (one subcommand's) and the stage being run."""
-    model_args = config.get("model", {}).get("init_args", {})
-    model_id = str(model_args.get("backbone") or "model")
-    tasks = tuple(config.get("data", {}).get("init_args", {}).get("tasks") or ())
-    fine_tuned = stage == "fit" or bool(config.get("ckpt_path"))
-    return RunFacts(dataset, Path(model_id.rstrip("/")).name, tasks, model_args.get("shots"), fine_tuned)
-
+from lit_clf.compat import wandb_init_options
+from lit_clf.report.identity import dataset_name, run_facts
 
 #: The ``name`` Lightning gives a ``CSVLogger`` or ``TensorBoardLogger`` when none is set.
 _DEFAULT_NAME = "lightning_logs"
@@ -81,27 +42,6 @@ def name_loggers(config: Namespace, stage: str) -> None:
         lg.init_args.name = facts.name
 
 
-def dataset_name(class_path: str | None, name: str | None = None, *, only_lit_clf: bool = False) -> str:
-    """A run's dataset as run names, tags and the report spell it: ``name`` (a files DataModule's
-    ``data.init_args.name``) when given, else the ``dataset_name`` of the DataModule class (``massive``,
-    ``newsgroups``), else, for a class that does not import here (the report reading someone else's runs), its
-    class name without ``DataModule``; ``data`` when none of these says anything. ``only_lit_clf``: import no
-    module outside lit_clf (the report: a run folder or W&B file must not make it import code; a run's own config
-    was checked by :mod:`lit_clf.trust` before it got here)."""
-    if name:
-        return str(name)
-    if not class_path:
-        return "data"
-    module, _, attr = class_path.rpartition(".")
-    if only_lit_clf and module != "lit_clf" and not module.startswith("lit_clf."):
-        return attr.removesuffix("DataModule") or "data"
-    try:
-        found = getattr(getattr(importlib.import_module(module), attr), "dataset_name", "")
-    except (ImportError, AttributeError, ValueError):  # ValueError: a bare class name, no module
-        found = attr.removesuffix("DataModule")
-    return found or "data"
-
-
 class LitClfSaveConfigCallback(SaveConfigCallback):
     """Saves ``config.yaml`` beside the run (as LightningCLI does) and, with a ``WandbLogger``, puts the
     whole resolved config in ``wandb.config`` and names and tags the run from it (rank zero only)."""
@@ -117,7 +57,7 @@ class LitClfSaveConfigCallback(SaveConfigCallback):
         facts = run_facts(self._resolved, dataset, stage)
         for logger in loggers:
             run = logger.experiment
-            if not logger._wandb_init.get("name"):  # a name given in the config wins
+            if not wandb_init_options(logger).get("name"):  # a name given in the config wins
                 run.name = facts.name
             run.tags = tuple(dict.fromkeys([*(run.tags or ()), *facts.tags]))
         self._log_resolved(trainer)

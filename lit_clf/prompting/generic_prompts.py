@@ -1,7 +1,7 @@
 """Prompts for any dataset: a zero- or few-shot template written from the task specs, for data the paper's Listings
 do not cover (a :class:`~lit_clf.data.text.TextDataModule`, another task set).
 
-The answer syntax is the one every decoding mode reads (:mod:`lit_clf.decoder.answers`), in either style of Yu et al.
+The answer syntax is the one every decoding mode reads (:mod:`lit_clf.prompting.answers`), in either style of Yu et al.
 ("Open, Closed, or Small Language Models for Text Classification?"): ``serial`` (plain text: the value of one task,
 or one ``name: value`` line per task) or ``json`` (one JSON object keyed by task name). A value is a label for a
 sequence task, a JSON list of labels for a multi-label task and a JSON list of word labels for a token task. The
@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 from lit_clf.data.tasks import TaskSpec
-from lit_clf.decoder.answers import answer_style
-from lit_clf.decoder.templates import PromptTemplate
+from lit_clf.prompting.answers import answer_style
+from lit_clf.prompting.templates import PromptTemplate
 
 __all__ = ["check_label_descriptions", "generic_template"]
 

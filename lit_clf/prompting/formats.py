@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -12,12 +12,12 @@ if TYPE_CHECKING:
 #: (Meta's chat format, ``<<SYS>>`` block for a system prompt). ``chat``: the tokenizer's chat template, user
 #: turn = prompt, assistant turn = answer.
 PromptFormat = Literal["raw", "llama2", "chat"]
-PROMPT_FORMATS: tuple[str, ...] = ("raw", "llama2", "chat")
+PROMPT_FORMATS: tuple[str, ...] = get_args(PromptFormat)
 
 
-def wrap_prompt(system: str | None, user: str, fmt: PromptFormat) -> str:
+def wrap_prompt(system: str | None, user: str, prompt_format: PromptFormat) -> str:
     """The prompt text of the ``raw`` and ``llama2`` formats (BOS excluded)."""
-    if fmt == "raw":
+    if prompt_format == "raw":
         return user if system is None else f"{system}\n{user}"
     # Meta's llama/generation.py: f"{B_INST} {content.strip()} {E_INST}", the system prompt in a <<SYS>> block.
     content = user if system is None else f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}"
@@ -30,12 +30,12 @@ def chat_messages(system: str | None, user: str) -> list[dict[str, str]]:
     return [*([{"role": "system", "content": system}] if system is not None else []), {"role": "user", "content": user}]
 
 
-def answer_segment(answer: str, fmt: PromptFormat) -> str:
+def answer_segment(answer: str, prompt_format: PromptFormat) -> str:
     """The answer text as it follows the prompt: after ``Label:`` (raw) or ``[/INST]`` (llama2) a space, and
     Meta's trailing space before ``</s>`` (``[/INST] {answer} </s>``); right after the assistant header (chat)."""
-    if fmt == "raw":
+    if prompt_format == "raw":
         return f" {answer}"
-    if fmt == "llama2":
+    if prompt_format == "llama2":
         return f" {answer.strip()} "
     return answer
 
@@ -51,13 +51,13 @@ def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def label_answer_ids(
-    tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], fmt: PromptFormat = "chat"
+    tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], prompt_format: PromptFormat = "chat"
 ) -> list[list[int]]:
-    """Ids + EOS of answer texts as the prompt encoder tokenizes them after a prompt of format ``fmt``.
+    """Ids + EOS of answer texts as the prompt encoder tokenizes them after a prompt of format ``prompt_format``.
 
     The answer segment is tokenized on its own: `` rec.autos`` (``raw``), `` rec.autos `` (``llama2``) or
-    ``rec.autos`` (``chat``). For several tasks, pass :func:`lit_clf.decoder.answers.render_answer` texts.
+    ``rec.autos`` (``chat``). For several tasks, pass :func:`lit_clf.prompting.answers.render_answer` texts.
     """
     eos = tokenizer.eos_token_id
-    texts = [answer_segment(answer, fmt) for answer in answers]
+    texts = [answer_segment(answer, prompt_format) for answer in answers]
     return [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
