@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig
 
 from lit_clf.compat import fsdp_wrap_options
+from lit_clf.precision import fsdp_mixed_precision
 
 #: Trainer precision -> dtype the weights are loaded in when ``torch_dtype`` is unset (others: float32).
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -76,6 +78,8 @@ def load_model(
             rank 0's weights while it shards (``sync_module_states``), saving (world size - 1) host copies.
     """
     dtype = _weights_dtype(torch_dtype, trainer)
+    if trainer is not None and isinstance(trainer.strategy, FSDPStrategy):
+        fsdp_mixed_precision(trainer.strategy, trainer.precision)  # rotary buffers and gradient reduction in fp32
     kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if load_in_4bit:
         model = auto_class.from_pretrained(name, **_4bit_kwargs(dtype, trainer), **kernel)
@@ -88,6 +92,7 @@ def load_model(
                 model = auto_class.from_config(
                     AutoConfig.from_pretrained(name), dtype=None if dtype == "auto" else dtype, **kernel
                 )
+            _read_generation_config(model, name)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if load_in_4bit:
@@ -100,6 +105,46 @@ def load_model(
         task_type = "CAUSAL_LM" if auto_class is AutoModelForCausalLM else "FEATURE_EXTRACTION"
         model = get_peft_model(model, LoraConfig(task_type=task_type, **lora))
     return model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes
+
+
+def context_window(config) -> int | None:
+    """The positions a model was trained for: ``max_position_embeddings``, times ``rope_scaling``'s factor for a
+    linear or dynamic scaling stated against it (configs that give ``original_max_position_embeddings`` already
+    state the scaled window, as Llama 3.1's does). None when the config states none."""
+    window = getattr(config, "max_position_embeddings", None)
+    if not isinstance(window, int):
+        return None
+    scaling = getattr(config, "rope_scaling", None) or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in ("linear", "dynamic") and "original_max_position_embeddings" not in scaling:
+        window = int(window * float(scaling.get("factor", 1.0)))
+    return window
+
+
+def within_context_window(max_length: int, config, option: str) -> int:
+    """``max_length`` capped to the model's :func:`context_window`, with one warning naming both numbers: past the
+    trained positions a model's outputs are not what it learned (the paper's 16,384 against Llama 2's 4,096)."""
+    window = context_window(config)
+    if window is None or max_length <= window:
+        return max_length
+    rank_zero_warn(
+        f"{option}={max_length:,} is past the model's context window of {window:,} positions "
+        f"(max_position_embeddings{', rope_scaling' if getattr(config, 'rope_scaling', None) else ''}): capped to "
+        f"{window:,}; longer prompts have their texts cut, never the answer"
+    )
+    return window
+
+
+def _read_generation_config(model: nn.Module, name: str) -> None:
+    """The model's ``generation_config.json``, as ``from_pretrained`` reads it, for a model built from its config
+    (the ranks > 0 under FSDP, or random weights): otherwise those ranks would take the generation settings of
+    ``config.json`` and, for Llama-3-Instruct, stop on other end tokens than rank 0 (``<|eot_id|>`` missing)."""
+    if getattr(model, "generation_config", None) is None:
+        return
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(name)
+    except OSError:  # none in the folder or on the hub: the config's own, as from_pretrained keeps too
+        pass
 
 
 def _weights_dtype(torch_dtype: str | None, trainer) -> torch.dtype | str:
@@ -138,4 +183,12 @@ def _rank0_loads_for_fsdp(trainer) -> bool:
     return True
 
 
-__all__ = ["PRECISION_DTYPES", "TorchDtype", "check_load_options", "load_causal_lm", "load_model"]
+__all__ = [
+    "PRECISION_DTYPES",
+    "TorchDtype",
+    "check_load_options",
+    "context_window",
+    "load_causal_lm",
+    "load_model",
+    "within_context_window",
+]

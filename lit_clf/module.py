@@ -22,6 +22,7 @@ from lit_clf.checkpoints import check_finite, check_label_sets, read_checkpoint
 from lit_clf.data.base import DatasetInfo, Featurizer
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
+from lit_clf.precision import keep_rotary_float32
 from lit_clf.trust import check_hparams, enforced
 
 STAGES = ("val", "test")
@@ -119,6 +120,9 @@ class TaskModule(L.LightningModule):
 
     #: Whether predictions can be invalid (generated text): adds ``{stage}/{task}_invalid_rate``.
     counts_invalid = False
+    #: Whether the family writes answers to prompts (its report rows have shots): the decoder and API families.
+    #: The report reads it through :data:`lit_clf.report.identity.GENERATIVE`, without importing the class.
+    generative = False
     #: Arguments that only change how the model is evaluated, never what it learns: ``lit-clf test/predict
     #: --ckpt_path`` takes them from the config and command line, every other argument from the checkpoint.
     evaluation_options: tuple[str, ...] = ()
@@ -154,6 +158,17 @@ class TaskModule(L.LightningModule):
         for task in self.tasks:
             for name, metric in self.metrics[stage][task.name].items():
                 self.log(f"{stage}/{task.name}_{name}", metric, prog_bar=name != "invalid_rate", batch_size=batch_size)
+
+    def to(self, *args: Any, **kwargs: Any):
+        """``nn.Module.to``, rotary position buffers kept in float32 (:mod:`lit_clf.precision`): Lightning's
+        ``bf16-true`` casts the whole module to bfloat16 this way."""
+        return keep_rotary_float32(self, lambda module: super().to(*args, **kwargs))
+
+    def half(self):
+        return keep_rotary_float32(self, lambda module: super().half())
+
+    def bfloat16(self):
+        return keep_rotary_float32(self, lambda module: super().bfloat16())
 
     def load_options(self) -> dict[str, Any]:
         """The arguments of :func:`lit_clf.loading.load_model` that both families take from their hyperparameters,

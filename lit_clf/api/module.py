@@ -31,6 +31,7 @@ class ChatApiModule(TaskModule):
     """
 
     counts_invalid = True
+    generative = True
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -22,6 +22,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_clf.compat import batches_trained_this_epoch
+from lit_clf.data.samplers import (
+    EpochSampler,
+    LengthGroupedSampler,
+    RankShard,
+    ShuffledSampler,
+    SortedByLengthSampler,
+)
 from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec, collect_labels, select_tasks
 
 SPLITS = ("train", "val", "test")
@@ -76,90 +83,6 @@ class FeatureDataset(Dataset):
         return self.features[index]
 
 
-class EpochSampler(Sampler[int]):
-    """Training order: a new permutation each epoch, drawn from ``seed`` and the epoch alone (no global RNG), and
-    resumable mid-epoch: :meth:`resume` makes the next pass an epoch's order less the indices already trained on.
-    Subclasses give the order (:meth:`order`)."""
-
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self._skip = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume(self, epoch: int, skip: int) -> None:
-        """Make the next pass epoch ``epoch``'s order without its first ``skip`` indices."""
-        self.epoch, self._skip = epoch, skip
-
-    def order(self, rng: random.Random) -> list[int]:
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[int]:
-        order = self.order(random.Random(self.seed + self.epoch))
-        self.epoch += 1  # a fresh order next epoch even when nobody calls set_epoch
-        skip, self._skip = self._skip, 0
-        return iter(order[skip:])
-
-
-class ShuffledSampler(EpochSampler):
-    """A uniformly shuffled order per epoch."""
-
-    def order(self, rng: random.Random) -> list[int]:
-        order = list(range(self.size))
-        rng.shuffle(order)
-        return order
-
-
-class LengthGroupedSampler(EpochSampler):
-    """Shuffled order in which every run of ``batch_size`` indices has similar lengths.
-
-    As in Hugging Face's sampler of the same name: shuffle, cut into mega-batches of
-    ``mega_batch_factor * batch_size``, sort each by length (longest first) and shuffle the order of
-    the batches, so padding is small yet batches still vary. The one short batch (the end of the last
-    mega-batch) goes last: anywhere else it would shift every later batch across two length groups. Under DDP
-    Lightning wraps this sampler and hands index ``i`` to rank ``i % world_size``: neighbouring indices have
-    similar lengths, so each rank's batches stay grouped. A new permutation is drawn each epoch from ``seed``
-    and the epoch.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
-        super().__init__(len(lengths), seed)
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.mega_batch_factor = mega_batch_factor
-
-    def order(self, rng: random.Random) -> list[int]:
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        mega = self.mega_batch_factor * self.batch_size
-        batches = []
-        for start in range(0, len(order), mega):
-            chunk = sorted(order[start : start + mega], key=self.lengths.__getitem__, reverse=True)
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        rng.shuffle(batches)
-        batches.sort(key=lambda batch: len(batch) < self.batch_size)  # stable: only the short batch moves
-        return [index for batch in batches for index in batch]
-
-
-class SortedByLengthSampler(Sampler[int]):
-    """Evaluation order, longest first: least padding; metrics do not depend on order."""
-
-    def __init__(self, lengths: Sequence[int]) -> None:
-        self.order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
-
-
 class ClassificationDataModule(L.LightningDataModule):
     """Base DataModule: raw examples per split, task specs, and dynamically padded loaders.
 
@@ -201,7 +124,9 @@ class ClassificationDataModule(L.LightningDataModule):
             eval_batch_size: Examples per validation/test/predict batch; unset uses ``batch_size``.
             num_workers: DataLoader worker processes (0 = load in the main process).
             group_by_length: Batch examples of similar token length together (shuffled mega-batches for
-                training, longest-first for evaluation) so little compute goes to padding.
+                training, longest-first for evaluation) so little compute goes to padding. Under several devices
+                training groups the global batch (``batch_size`` x devices rows of similar length per step), so no
+                device waits on a long example while the others hold short ones.
             max_examples: Keep at most this many examples per split (a seeded random subset), for smoke
                 runs and CPU budgets. Unset uses every example.
             max_train_examples: Keep at most this many training examples (a seeded random subset; also the
@@ -365,12 +290,15 @@ class ClassificationDataModule(L.LightningDataModule):
         sampler: Sampler[int] | None = None
         lengths = [featurizer.length(feature) for feature in dataset.features] if self.group_by_length else []
         if train:
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
             sampler = (
-                LengthGroupedSampler(lengths, self.batch_size, seed=self.seed)
+                LengthGroupedSampler(lengths, self.batch_size * world, seed=self.seed)  # grouped by the global batch
                 if self.group_by_length
                 else ShuffledSampler(len(dataset), seed=self.seed)
             )
-            self._resume_sampler(sampler)
+            if world > 1:
+                sampler = RankShard(sampler, world, rank)
+            self._resume_sampler(sampler, world)
         elif self.group_by_length:
             sampler = SortedByLengthSampler(lengths)
         return DataLoader(
@@ -401,17 +329,20 @@ class ClassificationDataModule(L.LightningDataModule):
 
     _resume_at: dict[str, Any] | None = None
 
-    def _resume_sampler(self, sampler: EpochSampler) -> None:
-        """After :meth:`load_state_dict`: start the training order where the checkpoint left it (once)."""
+    def _resume_sampler(self, sampler: EpochSampler | RankShard, world: int) -> None:
+        """After :meth:`load_state_dict`: start the training order where the checkpoint left it (once), exactly on
+        the number of processes it was saved from (each process's share of the order, :class:`RankShard`)."""
         if not self._resume_at:
             return
-        epoch, batches, world = (self._resume_at.get(key, 0) for key in ("epoch", "batches", "world_size"))
+        epoch, batches, saved = (self._resume_at.get(key, 0) for key in ("epoch", "batches", "world_size"))
         self._resume_at = None
         if batches >= math.ceil(len(sampler) / self.batch_size):  # saved at the epoch's end: the next starts afresh
             epoch, batches = epoch + 1, 0
-        if world > 1 and batches:
-            # Lightning hands each rank every world_size-th index of the whole order: skipping is not exact there
-            rank_zero_warn(f"resuming mid-epoch on {world} devices: epoch {epoch} restarts from its first batch")
+        if batches and max(saved, 1) != world:
+            rank_zero_warn(
+                f"resuming mid-epoch on {world} devices from a checkpoint of {saved}: epoch {epoch} restarts from "
+                "its first batch (the order is shared out per process)"
+            )
             batches = 0
         sampler.resume(epoch, batches * self.batch_size)
 
@@ -438,23 +369,3 @@ def _as_labels(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-
-
-def specs_to_dicts(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
-    """Link function data -> model: plain dicts keep checkpoints loadable with ``weights_only=True``."""
-    return [spec.to_dict() for spec in specs]
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], pad: int, side: str = "right") -> torch.Tensor:
-    """Stack ragged id lists into a ``(B, T)`` LongTensor padded with ``pad`` on ``side``."""
-    width = max((len(seq) for seq in sequences), default=0)
-    out = torch.full((len(sequences), width), pad, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if not seq:
-            continue
-        values = torch.as_tensor(seq, dtype=torch.long)
-        if side == "right":
-            out[row, : len(seq)] = values
-        else:
-            out[row, width - len(seq) :] = values
-    return out

@@ -22,10 +22,11 @@ from typing import Any, Literal
 import torch
 
 from lit_clf.data.base import DatasetInfo
+from lit_clf.data.collate import pad_batch
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.loss import LOSS_WEIGHTINGS, LossWeighting
 from lit_clf.decoder.packing import pack, packed_saving, shared_prompt_length
-from lit_clf.prompting.encoding import PromptEncoder, ShotsDraw, pad_batch
+from lit_clf.prompting.encoding import PromptEncoder, ShotsDraw
 from lit_clf.prompting.formats import PROMPT_FORMATS, PromptFormat
 from lit_clf.prompting.options import check_prompt_options, check_shot_pool, prompt_template
 from lit_clf.prompting.scoring import collate_gold, gold_ids
@@ -219,18 +220,26 @@ class DecoderFeaturizer:
         self.use(info)
         if train:
             by_task = self.loss_weighting == "task"
-            return [{"index": i, **self.encoder.encode_for_training(ex, by_task)} for i, ex in enumerate(examples)]
+            return [self.training_feature(i, ex, by_task) for i, ex in enumerate(examples)]
         features = [self.generation_feature(i, ex) for i, ex in enumerate(examples)]
         prefix = shared_prompt_length([f["input_ids"] for f in features]) if self.share_prefix is not False else 0
         for feature in features:
             feature["prefix_length"] = prefix
         return features
 
+    def training_feature(self, index: int, example: Example, answer_tasks: bool) -> dict[str, Any]:
+        """Prompt + answer ids, the answer-only labels, and whether the texts were cut to fit ``max_length``."""
+        feature = {"index": index, **self.encoder.encode_for_training(example, answer_tasks)}
+        feature["truncated"] = self.encoder.last_cut
+        return feature
+
     def generation_feature(self, index: int, example: Example) -> dict[str, Any]:
-        """Prompt ids, the gold label ids per task (metrics), the word count and the generation budget."""
+        """Prompt ids, the gold label ids per task (metrics), the word count, the generation budget, and whether
+        the texts were cut to fit ``max_length``."""
         words = tuple(example.words)
         budget = self.answer_budget(words)
         feature = {"index": index, **self.encoder.encode_for_generation(example, budget)}
+        feature["truncated"] = self.encoder.last_cut
         feature.update(words=words, num_words=len(words), max_new_tokens=budget, gold=gold_ids(example, self.tasks))
         return feature
 
@@ -265,12 +274,13 @@ class DecoderFeaturizer:
         the rest of each prompt left-padded; with ``gold``, ``words``, ``num_words`` and the batch's
         ``max_new_tokens``."""
         index = torch.tensor([f["index"] for f in features])
+        truncated = torch.tensor([bool(f.get("truncated", False)) for f in features])
         if "labels" in features[0]:
             if self._packs(features):
-                return {"index": index, **pack(features)}
+                return {"index": index, "truncated": truncated, **pack(features)}
             keys = [k for k in ("input_ids", "attention_mask", "labels", "answer_task") if k in features[0]]
             batch = pad_batch([{k: f[k] for k in keys} for f in features], self.pad_id, side="right")
-            return {"index": index, **batch}
+            return {"index": index, "truncated": truncated, **batch}
         prefix = min(f.get("prefix_length", 0) for f in features)
         rows = [
             {"input_ids": f["input_ids"][prefix:], "attention_mask": f["attention_mask"][prefix:]} for f in features
@@ -283,6 +293,7 @@ class DecoderFeaturizer:
         gold = collate_gold(features, self.tasks)
         return {
             "index": index,
+            "truncated": truncated,
             **batch,
             "gold": gold,
             "words": [f["words"] for f in features],

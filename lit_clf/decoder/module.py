@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.answer_log import AnswerLog, LoggedDecoding, log_header
@@ -30,7 +30,7 @@ from lit_clf.decoder.loss import LossWeighting, answer_cross_entropy
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.prefix_cache import PrefixCache
 from lit_clf.hub import check_model_ref
-from lit_clf.loading import TorchDtype, check_load_options, load_causal_lm
+from lit_clf.loading import TorchDtype, check_load_options, load_causal_lm, within_context_window
 from lit_clf.module import TaskModule, default_optimizer
 from lit_clf.prompting.answers import AnswerStyle
 from lit_clf.prompting.encoding import ShotsDraw
@@ -47,6 +47,7 @@ class DecoderGenerativeModule(TaskModule):
     """
 
     counts_invalid = True
+    generative = True
     evaluation_options = (
         "max_length",
         "max_new_tokens",
@@ -113,7 +114,10 @@ class DecoderGenerativeModule(TaskModule):
                 and prompt files fix their own style.
             label_descriptions: Generic prompt only: ``{task: {label: description}}``, written into the prompt one
                 line per label (e.g. what each intent means).
-            max_length: Most tokens of prompt + answer (16,384 in the paper); long texts are cut to fit.
+            max_length: Most tokens of prompt + answer (16,384 in the paper); long texts are cut to fit, never the
+                answer. Capped, with a warning, to the model's context window (``max_position_embeddings``,
+                scaled by ``rope_scaling`` where the config sets it): Llama 2 4,096, Llama 3 8,192. Each run logs
+                the share of prompts it cut, ``{stage}/truncated_frac``.
             max_new_tokens: Most tokens generated per answer. Unset: per example, the longest answer the task
                 set can produce for its input (each sequence task's longest label, each token task's longest
                 label once per input word) + EOS + 4; ``constrained`` decoding uses the exact longest valid answer.
@@ -174,7 +178,7 @@ class DecoderGenerativeModule(TaskModule):
             prompt_format,
             shots,
             prompt_file,
-            max_length,
+            within_context_window(max_length, AutoConfig.from_pretrained(backbone), "model.init_args.max_length"),
             max_new_tokens,
             shots_draw=shots_draw,
             share_prefix=share_prefix,
@@ -235,13 +239,20 @@ class DecoderGenerativeModule(TaskModule):
         rows = batch["rows"] if "segments" in batch else batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=rows)
         self.log("train/shared_prefix_frac", float(batch.get("shared_prefix_frac", 0.0)), batch_size=rows)
+        self._log_truncated("train", batch, rows)
         return loss
+
+    def _log_truncated(self, stage: str, batch: dict[str, Any], rows: int) -> None:
+        """``{stage}/truncated_frac``: the share of prompts whose texts were cut to fit ``max_length``."""
+        if "truncated" in batch:
+            self.log(f"{stage}/truncated_frac", batch["truncated"].float().mean(), batch_size=rows, sync_dist=True)
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
         decoded = self.decode(batch) if stage == "val" else self._logged_decode(batch)
         answers = [row.answers for row in decoded]
         update_answer_metrics(self.metrics[stage], self.tasks, answers, batch["gold"], self.device)
         self.log_metrics(stage, len(decoded))
+        self._log_truncated(stage, batch, len(decoded))
         return _prediction_rows(batch, decoded) if stage == "test" else []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

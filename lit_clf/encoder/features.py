@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import torch
 
-from lit_clf.data.base import DatasetInfo, pad_sequences
+from lit_clf.data.base import DatasetInfo
+from lit_clf.data.collate import pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
 
 WordToken = Literal["first", "last"]

@@ -18,13 +18,10 @@ never cut, the query and the examples share what the template leaves (:func:`all
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
-
-from lit_clf.data.base import pad_sequences
 from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.prompting.answers import ParsedAnswer, parse_answer, render_answer, render_answer_parts
 from lit_clf.prompting.formats import (
@@ -142,6 +139,8 @@ class PromptEncoder:
         if self.template.shots and len(self.pool) <= self.template.shots:
             raise ValueError(f"pool: {self.template.shots}-shot prompts need more than {len(self.pool)} examples")
         self._bos = bos_prefix(self.tokenizer)
+        #: Whether the last prompt (:meth:`prompt_ids`, so also the ``encode_*`` methods) had its texts cut to fit.
+        self.last_cut = False
 
     def encode_for_training(self, example: Example, answer_tasks: bool = False) -> dict[str, list[int]]:
         """``input_ids`` = prompt ids + answer ids + EOS; ``labels`` = -100 on the prompt, the ids after it.
@@ -173,7 +172,8 @@ class PromptEncoder:
         """Prompt ids only, cut so that ``max_new_tokens`` more still fit ``max_length``.
 
         Returns:
-            ``{"input_ids", "attention_mask"}``; pad on the left for batched generation (:func:`pad_batch`).
+            ``{"input_ids", "attention_mask"}``; pad on the left for batched generation
+            (:func:`~lit_clf.data.collate.pad_batch`).
         """
         prompt = self.prompt_ids(example, reserve=max_new_tokens)
         return {"input_ids": prompt, "attention_mask": [1] * len(prompt)}
@@ -231,7 +231,8 @@ class PromptEncoder:
         answers = [self.answer_text(shot) for shot in shots]
         texts = [shot.text for shot in shots] + [example.text]
         ids = self._render_ids(texts, answers)
-        if len(ids) + reserve <= self.max_length:
+        self.last_cut = len(ids) + reserve > self.max_length
+        if not self.last_cut:
             return ids
         return self._fit(texts, answers, reserve, example.id)
 
@@ -274,26 +275,3 @@ class PromptEncoder:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-def pad_batch(
-    features: Sequence[Mapping[str, Sequence[int]]], pad_id: int, side: Literal["left", "right"] = "right"
-) -> dict[str, torch.Tensor]:
-    """Pad features to the longest one: ``input_ids`` with ``pad_id``, ``attention_mask`` with 0, ``labels`` (and
-    ``answer_task``) with -100.
-
-    Args:
-        features: Outputs of :meth:`PromptEncoder.encode_for_training` or ``encode_for_generation``.
-        pad_id: Id written in padded ``input_ids`` positions (masked out; e.g. EOS when there is no pad token).
-        side: ``right`` for training, ``left`` for generation (new tokens then follow every prompt directly).
-
-    Returns:
-        Key -> ``(batch, longest)`` long tensor, for each key of the first feature.
-    """
-    if side not in ("left", "right"):
-        raise ValueError(f"side: expected 'left' or 'right', got {side!r}")
-    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX, "answer_task": IGNORE_INDEX}
-    unknown = [key for key in features[0] if key not in fill]
-    if unknown:
-        raise ValueError(f"pad_batch: no padding value for {unknown[0]!r} (knows {', '.join(fill)})")
-    return {key: pad_sequences([feature[key] for feature in features], fill[key], side) for key in features[0]}

@@ -33,7 +33,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lit_clf.report.runs import ReportError, find_runs, read_wandb_export
+from lit_clf.report.readers import find_runs, read_wandb_export
+from lit_clf.report.runs import ReportError
 from lit_clf.report.table import build_table, render
 
 __all__ = ["main"]

@@ -8,6 +8,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: The model classes whose runs are generative rows (with shots), by every import path a config may name them by:
+#: each class's own ``generative`` attribute, written out so the report reads run folders without importing
+#: torch (tests/report/test_runs_to_table.py checks the two agree). A class outside lit_clf: generative when the
+#: run names shots.
+GENERATIVE = {
+    "lit_clf.decoder.DecoderGenerativeModule": True,
+    "lit_clf.decoder.module.DecoderGenerativeModule": True,
+    "lit_clf.api.ChatApiModule": True,
+    "lit_clf.api.module.ChatApiModule": True,
+    "lit_clf.encoder.EncoderSeqTokenModule": False,
+    "lit_clf.encoder.module.EncoderSeqTokenModule": False,
+}
+
+
+def is_generative(class_path: str | None, shots: Any) -> bool:
+    """Whether a run's model is a generative family (:data:`GENERATIVE`); for another class, or none named (an
+    export that left it out), whether the run names shots."""
+    if class_path in GENERATIVE:
+        return GENERATIVE[class_path]
+    return shots not in (None, "", "null", "None")
+
 
 def is_fine_tuned(ckpt_path: Any, trained: bool) -> bool:
     """A run's model is fine-tuned when the run trained it (``trained``: a ``fit``; for the report, training

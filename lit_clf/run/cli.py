@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.checkpoints import check_label_sets, read_checkpoint
 from lit_clf.compat import CLIHooks
-from lit_clf.data.base import ClassificationDataModule, specs_to_dicts
+from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
 from lit_clf.run.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
@@ -318,3 +319,8 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"default_env": False},
             args=args,
         )
+
+
+def specs_to_dicts(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
+    """Link function data -> model: plain dicts keep checkpoints loadable with ``weights_only=True``."""
+    return [spec.to_dict() for spec in specs]

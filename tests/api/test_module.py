@@ -15,7 +15,7 @@ import pytest
 from lit_clf.api.cache import ResponseCache, request_key
 from lit_clf.api.schema import answer_schema
 from lit_clf.data.tasks import TaskSpec
-from lit_clf.report.runs import read_metrics_csv
+from lit_clf.report.readers import read_metrics_csv
 from tests.helpers import REPO, run_cli, run_cli_error
 
 pytest.importorskip("openai")

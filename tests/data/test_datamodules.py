@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lit_clf.data import MassiveDataModule, NewsgroupsDataModule
-from lit_clf.data.base import LengthGroupedSampler, SortedByLengthSampler, pad_sequences
+from lit_clf.data.collate import pad_sequences
+from lit_clf.data.samplers import LengthGroupedSampler, SortedByLengthSampler
 from lit_clf.data.tasks import OTHER
 from tests.helpers import ToyDataModule
 
@@ -117,3 +118,51 @@ def test_loader_needs_a_featurizer():
     data.setup("fit")  # reads the raw splits; featurizing waits for the model's featurizer
     with pytest.raises(RuntimeError, match="has no featurizer.*datamodule.featurizer = model.featurizer"):
         data.train_dataloader()
+
+
+def _steps(lengths, batch_size, world, seed=3):
+    """Per optimizer step: the indices each of ``world`` processes reads (RankShard over the global grouping)."""
+    from lit_clf.data.samplers import RankShard
+
+    shards = [
+        list(RankShard(LengthGroupedSampler(lengths, batch_size * world, seed=seed), world, r)) for r in range(world)
+    ]
+    steps = len(shards[0]) // batch_size + (len(shards[0]) % batch_size > 0)
+    return [[shard[s * batch_size : (s + 1) * batch_size] for shard in shards] for s in range(steps)]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_several_processes_read_the_global_batch_grouping(world):
+    """Each step's rows over all processes are one group of the grouping by the global batch (batch x world): what
+    one process with the whole batch reads, shared out."""
+    lengths = [(i * 37) % 101 + 1 for i in range(96)]
+    batch = 3
+    whole = list(LengthGroupedSampler(lengths, batch * world, seed=3))
+    for step, parts in enumerate(_steps(lengths, batch, world)):
+        assert all(len(part) == batch for part in parts)  # every process the same count (96 = 3 x 4 x 8)
+        assert sorted(i for part in parts for i in part) == sorted(
+            whole[step * batch * world : (step + 1) * batch * world]
+        )
+    # grouped: within a step the lengths are close, across steps they vary
+    spans = [
+        max(lengths[i] for p in parts for i in p) - min(lengths[i] for p in parts for i in p)
+        for parts in _steps(lengths, batch, world)
+    ]
+    assert max(spans) < 30 and max(lengths) - min(lengths) == 100
+
+
+def test_a_rank_shard_is_padded_to_equal_counts_and_resumes_exactly():
+    from lit_clf.data.samplers import RankShard
+
+    lengths = list(range(1, 22))  # 21 rows on 2 processes: one repeated
+    shards = [RankShard(LengthGroupedSampler(lengths, 4, seed=0, mega_batch_factor=1), 2, r) for r in range(2)]
+    first = [list(shard) for shard in shards]
+    assert [len(f) for f in first] == [11, 11] and len(set(first[0]) | set(first[1])) == 21
+    second = [list(shard) for shard in shards]  # the next epoch: a new order
+    assert second != first
+    for r, shard in enumerate(shards):  # resumed in epoch 1 after 2 of each process's rows
+        shard.resume(1, 2)
+        assert list(shard) == second[r][2:]
+    from torch.utils.data import DistributedSampler
+
+    assert isinstance(shards[0], DistributedSampler)  # Lightning leaves it unwrapped (no reshuffle)

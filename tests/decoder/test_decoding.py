@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from lit_clf.data.collate import pad_batch
 from lit_clf.data.tasks import OTHER, Example, TaskSpec
 from lit_clf.decoder.decoding.constrained import (
     AnswerConstraint,
@@ -26,7 +27,7 @@ from lit_clf.decoder.decoding.score import (
     score_labels,
 )
 from lit_clf.prompting.answers import parse_answer, render_answer
-from lit_clf.prompting.encoding import PromptEncoder, pad_batch
+from lit_clf.prompting.encoding import PromptEncoder
 from lit_clf.prompting.formats import label_answer_ids
 from lit_clf.prompting.generic_prompts import generic_template
 from lit_clf.prompting.templates import get_template

@@ -60,7 +60,8 @@ def test_training_batch_masks_exactly_answer_and_eos(model_dirs, prompt_format, 
     examples = toy_examples("val-")[:3]
     info = DatasetInfo("massive", toy_examples("train-"), seed=0)
     batch = featurizer.collate(featurizer.featurize(examples, train=True, info=info))
-    assert set(batch) == {"index", "input_ids", "attention_mask", "labels"}
+    assert set(batch) == {"index", "truncated", "input_ids", "attention_mask", "labels"}
+    assert batch["truncated"].tolist() == [False] * 3  # short utterances: nothing cut
     B, T = batch["input_ids"].shape
     assert B == 3 and batch["labels"].shape == batch["attention_mask"].shape == (B, T)
     for row, example in enumerate(examples):
@@ -98,6 +99,7 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, prompt_forma
     batch = featurizer.collate(featurizer.featurize(examples, train=False))
     assert set(batch) == {
         "index",
+        "truncated",
         "input_ids",
         "attention_mask",
         "gold",
@@ -236,7 +238,9 @@ def test_untrained_model_validation_logs_invalid_rate_and_counts_invalid_as_wron
         "val/slots_f1",
         "val/slots_exact_match",
         "val/slots_invalid_rate",
+        "val/truncated_frac",
     }
+    assert metrics["val/truncated_frac"] == 0.0
     assert metrics["val/intent_invalid_rate"] == metrics["val/slots_invalid_rate"] == 1.0
     assert metrics["val/intent_acc"] == metrics["val/slots_exact_match"] == 0.0
 
@@ -435,6 +439,28 @@ def test_fsdp_ranks_above_zero_build_on_meta_and_rank_zero_loads(tmp_path, tiny_
     assert norm.weight.device.type == "cpu"
 
 
+def test_every_fsdp_rank_stops_on_the_same_end_tokens(tmp_path, tiny_llama2_dir):
+    """Ranks > 0 build from config.json on the meta device; they read generation_config.json as rank 0's
+    from_pretrained does (Llama-3-Instruct: ``<|eot_id|>`` and ``<|end_of_text|>``), so every rank stops alike."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers import GenerationConfig
+
+    from lit_clf.decoder.decoding.free import end_token_ids
+
+    saved = tmp_path / "instruct"
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_llama2_dir)).save_pretrained(saved)
+    AutoTokenizer.from_pretrained(tiny_llama2_dir).save_pretrained(saved)
+    GenerationConfig(eos_token_id=[2, 7], bos_token_id=1).save_pretrained(saved)
+    ends = {}
+    for rank in (1, 0):
+        strategy = FSDPStrategy(parallel_devices=[torch.device("cpu")] * 2)
+        module = DecoderGenerativeModule(backbone=str(saved), tasks=toy_specs(("intent",)), prompt_format="llama2")
+        module._trainer = SimpleNamespace(strategy=strategy, world_size=2, global_rank=rank, precision="bf16-mixed")
+        module.configure_model()
+        ends[rank] = sorted(end_token_ids(module.backbone, module.tokenizer))
+    assert ends[0] == ends[1] == [2, 7]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Configs: composed decoder rows, the FSDP trainer, the CPU recipes
 
@@ -485,7 +511,8 @@ def test_composed_rows_parse(model, shots, task, capsys):
     init = printed["model"]["init_args"]
     assert printed["model"]["class_path"] == "lit_clf.decoder.DecoderGenerativeModule"
     assert init["backbone"].startswith("meta-llama/") and init["shots"] == (5 if shots == "five" else 0)
-    assert init["optimizer"]["init_args"]["lr"] == 1e-6 and init["max_length"] == 16384
+    # the paper's 16,384 (base.yaml) within each model's context window (issue: scale): Llama 2 4,096, Llama 3 8,192
+    assert init["optimizer"]["init_args"]["lr"] == 1e-6 and init["max_length"] == (4096 if "llama2" in model else 8192)
     assert "tasks" not in init  # linked from the data
     assert printed["trainer"]["max_steps"] == (8000 if model in ("llama2-70b", "llama3-70b") else 4000)
     assert printed["data"]["init_args"]["batch_size"] == (1 if model.endswith(("70b", "70b-chat")) else 8)
@@ -656,7 +683,7 @@ def test_the_decoder_fits_and_tests_on_own_files_with_the_generic_prompt(tmp_pat
     header = metrics.read_text().splitlines()[0]
     assert "test/sentiment_acc" in header and "test/ner_f1" in header and "test/ner_invalid_rate" in header
     # constrained decoding (the recipe's) writes valid answers with the generic prompt too
-    from lit_clf.report.runs import read_metrics_csv
+    from lit_clf.report.readers import read_metrics_csv
 
     values = read_metrics_csv(metrics)
     assert float(values["test/ner_invalid_rate"]) == 0.0 and float(values["test/sentiment_invalid_rate"]) == 0.0
@@ -687,7 +714,7 @@ def test_the_decoder_fits_and_tests_a_multilabel_task_with_label_descriptions(
     ]
     run_cli(["fit", *common])
     (metrics,) = tmp_path.rglob("metrics.csv")
-    from lit_clf.report.runs import read_metrics_csv
+    from lit_clf.report.readers import read_metrics_csv
 
     values = read_metrics_csv(metrics)
     assert {"test/genres_f1", "test/genres_macro_f1", "test/genres_exact_match"} <= set(values)
@@ -699,3 +726,48 @@ def test_the_decoder_fits_and_tests_a_multilabel_task_with_label_descriptions(
     assert len(predicted) == len(rows) and all(p["valid"] for p in predicted)
     assert all(set(p["pred"]) <= {"adventure", "crime", "romance"} for p in predicted)
     assert predicted[0]["raw"].startswith("{" if style == "json" else "[")
+
+
+def test_max_length_is_capped_to_the_models_context_window(tmp_path, tiny_llama2_dir, recwarn):
+    """A tiny Llama with a 256-position window and max_length 1,024: capped with one warning naming both numbers; a
+    long prompt has its text cut to fit, the answer kept; each stage logs the share of prompts it cut."""
+    from transformers import LlamaConfig
+
+    from lit_clf.loading import context_window
+
+    folder = tmp_path / "window-256"
+    config = AutoConfig.from_pretrained(tiny_llama2_dir)
+    config.max_position_embeddings = 256
+    config.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_llama2_dir).save_pretrained(folder)
+    module = make_decoder(folder, toy_specs(("intent",)), prompt_format="llama2", max_length=1024)
+    (warning,) = [w for w in recwarn if "context window" in str(w.message)]
+    assert "max_length=1,024 is past the model's context window of 256 positions" in str(warning.message)
+    assert module.featurizer.max_length == 256
+    long = Example("long", " ".join(["word"] * 600), {"intent": "alarm_set"})
+    short = toy_examples()[0]
+    features = module.featurizer.featurize(
+        [long, short], train=True, info=DatasetInfo("massive", toy_examples("train-"), seed=0)
+    )
+    assert [len(f["input_ids"]) <= 256 for f in features] == [True, True]
+    answer = module.featurizer.encoder.answer_ids(long) + [module.tokenizer.eos_token_id]
+    assert features[0]["input_ids"][-len(answer) :] == answer  # the answer whole, after the cut text
+    batch = module.featurizer.collate(features)
+    assert batch["truncated"].tolist() == [True, False]
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    module.training_step(batch, 0)
+    assert logged["train/truncated_frac"] == 0.5
+    # rope_scaling stated against max_position_embeddings widens the window; Llama 3.1's style states it already
+    assert (
+        context_window(LlamaConfig(max_position_embeddings=4096, rope_scaling={"rope_type": "linear", "factor": 2.0}))
+        == 8192
+    )
+    llama31 = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "original_max_position_embeddings": 8192,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+    }
+    assert context_window(LlamaConfig(max_position_embeddings=131072, rope_scaling=llama31)) == 131072

@@ -7,9 +7,10 @@ import random
 import pytest
 import torch
 
+from lit_clf.data.collate import pad_batch
 from lit_clf.data.tasks import IGNORE_INDEX, OTHER, Example, TaskSpec
 from lit_clf.prompting.answers import ParsedAnswer
-from lit_clf.prompting.encoding import PromptEncoder, allocate_budgets, pad_batch, select_shots, water_fill
+from lit_clf.prompting.encoding import PromptEncoder, allocate_budgets, select_shots, water_fill
 from lit_clf.prompting.templates import PAPER_LISTINGS, PromptTemplate, get_template, load_template
 
 NEWSGROUPS = (

@@ -26,7 +26,6 @@ from lit_clf.report import (
     build_table,
     find_runs,
     main,
-    model_id,
     read_wandb_export,
     to_csv,
     to_markdown,
@@ -164,13 +163,6 @@ def runs_root(tmp_path) -> Path:
     wandb = root / "wandb"
     smol = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"], trainer={"max_steps": 150})
     write_wandb_run(wandb / "run-20240601_120000-abc123", smol, {"train/loss": 0.5, "test/intent_acc": 0.4219}, 1000)
-    # Legacy: a decoder run from before its `model` argument was renamed `backbone`, as its W&B config kept it.
-    # Lightning logged the module's hyperparameters after the CLI config, so that argument replaced the config's
-    # `model` section and the module's other arguments became top-level keys.
-    clobbered = {"model": "meta-llama/Llama-2-7b-chat-hf", "shots": 5, "decoding": "free", "data": _data(["topic20"])}
-    write_wandb_run(
-        wandb / "run-20240601_121000-def456", {**clobbered, "ckpt_path": None}, {"test/topic20_acc": 0.012}, 1000
-    )
     # The consolidated RoBERTa-base run again, as its W&B logger saw it: counted once.
     trained = {"train/loss": 1.5, "trainer/global_step": 100, **joint}
     write_wandb_run(
@@ -189,7 +181,6 @@ def test_markdown_table_from_csv_and_wandb_runs(runs_root, capsys):
     assert captured.out == HEADER + (
         "| RoBERTa-base |  |  |  |  | 88.9 | 83.4 | 89.1 | 83.6 |\n"
         "| RoBERTa-large |  |  | 87.8 | 94.6 |  |  |  |  |\n"
-        "| Llama2-7B-Chat Five-shot w/o FT | 1.2 |  |  |  |  |  |  |  |\n"
         "| Llama2-7B Zero-shot w/ FT |  | 95.2 |  |  |  |  |  |  |\n"
         "| Llama3-8B-Instruct Zero-shot w/o FT |  |  |  |  | 61.7 |  |  |  |\n"
         "| Llama3-8B-Instruct Zero-shot w/o FT (constrained) |  |  |  |  | 70.4 |  |  |  |\n"
@@ -340,23 +331,6 @@ def test_export_rows_without_created_later_row_wins(tmp_path):
     table = build_table(read_wandb_export(export))
     (row,) = table.rows
     assert row == Row("RoBERTa-base", fine_tuned=False) and table.value(row, 4) == pytest.approx(60.0)
-
-
-def test_decoder_runs_from_before_the_backbone_rename(tmp_path):
-    """Legacy: a decoder config that names the model ``model.init_args.model`` (its name before ``backbone``)."""
-    old = decoder_config("meta-llama/Meta-Llama-3-8B-Instruct", 0, ["intent"])
-    old["model"]["init_args"]["model"] = old["model"]["init_args"].pop("backbone")
-    assert model_id(old) == "meta-llama/Meta-Llama-3-8B-Instruct" and model_id({}) is None
-    write_csv_run(tmp_path / "runs/old/version_0", old, eval_rows(**{"test/intent_acc": 0.617}), 1000)
-    export = tmp_path / "export.csv"
-    export.write_text(
-        "Name,model.init_args.model,model.init_args.shots,data.init_args.tasks,test/slots_f1\n"
-        'old,meta-llama/Meta-Llama-3-8B-Instruct,0,"[""slots""]",0.016\n'
-    )
-    table = build_table(find_runs([tmp_path / "runs"]) + read_wandb_export(export))
-    (row,) = table.rows
-    assert row == Row("Llama3-8B-Instruct", decoder=True, shots=0, fine_tuned=False)
-    assert table.value(row, 4) == pytest.approx(61.7) and table.value(row, 5) == pytest.approx(1.6)
 
 
 def test_offline_wandb_run_is_read_from_its_log(tmp_path, monkeypatch):
@@ -674,3 +648,16 @@ def test_a_run_without_a_tasks_option_is_named_by_its_scores():
     config["data"] = {"class_path": "lit_clf.data.Wnut17DataModule", "init_args": {"tasks": None}}
     metrics = {"test/ner_f1": 0.43, "test/ner_exact_match": 0.5, "val/ner_f1": 0.5, "step": 5}
     assert run_from_config(config, metrics, "a", "a/config.yaml", 0.0).tasks == ("ner",)
+
+
+def test_the_reports_families_are_the_classes_own():
+    """``report.identity.GENERATIVE`` (read without importing torch) says what each class's ``generative`` says."""
+    import importlib
+
+    from lit_clf.report.identity import GENERATIVE, is_generative
+
+    for path, generative in GENERATIVE.items():
+        module, _, name = path.rpartition(".")
+        assert getattr(importlib.import_module(module), name).generative is generative, path
+    assert is_generative("my_pkg.MyEncoderModule", None) is False  # not told by its name any more
+    assert is_generative("my_pkg.MyPromptedModule", 5) is True
