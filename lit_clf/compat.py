@@ -12,12 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers.csv_logs import CSVLogger, ExperimentWriter
 from torchmetrics import Metric
 
 __all__ = [
     "CLIHooks",
+    "CheckpointHooks",
     "CSVWriterHooks",
     "MetricSyncHooks",
     "batches_trained_this_epoch",
@@ -60,6 +62,19 @@ class CLIHooks(LightningCLI):
     def build_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         """The trainer from its config section and the extra callbacks (LightningCLI's own instantiation)."""
         return self._instantiate_trainer(config, callbacks)
+
+
+class CheckpointHooks(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` helpers under public names."""
+
+    def saves_on_train_epoch_end(self, trainer: L.Trainer) -> bool:
+        """Whether this callback saves at the end of training epochs (else after validation)."""
+        return self._should_save_on_train_epoch_end(trainer)
+
+    def save_last_now(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` now, unless the trainer should not save at this point (sanity check, fast dev run)."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class CSVWriterHooks(ExperimentWriter):
@@ -126,5 +141,9 @@ PRIVATE_NAMES: tuple[tuple[Callable[[], Any], str], ...] = (
     (lambda: LightningCLI, "_parser"),
     (lambda: LightningCLI, "_instantiate_trainer"),
     (lambda: ExperimentWriter, "_check_log_dir_exists"),
+    (lambda: ModelCheckpoint, "_should_save_on_train_epoch_end"),
+    (lambda: ModelCheckpoint, "_should_skip_saving_checkpoint"),
+    (lambda: ModelCheckpoint, "_save_last_checkpoint"),
+    (lambda: ModelCheckpoint, "_monitor_candidates"),
     (lambda: Metric, "_sync_dist"),
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from lit_clf.checkpoints import check_finite, check_label_sets, read_checkpoint
@@ -23,6 +24,7 @@ from lit_clf.data.base import DatasetInfo, Featurizer
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
 from lit_clf.precision import keep_rotary_float32
+from lit_clf.schedules import WarmupDecay
 from lit_clf.trust import check_hparams, enforced
 
 STAGES = ("val", "test")
@@ -196,7 +198,23 @@ class TaskModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, WarmupDecay) and scheduler.total_steps is None and self._trainer is not None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)  # the run's optimizer steps
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Lightning's clipping (``--trainer.gradient_clip_val``), and under FSDP by the total norm over every
+        shard (FSDP's own ``clip_grad_norm_``: clipping each shard by its own norm would be wrong, and Lightning
+        refuses to clip there at all)."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if gradient_clip_val and isinstance(strategy, FSDPStrategy):
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ValueError("gradient_clip_algorithm: under FSDP only 'norm' clipping is supported")
+            strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sanitize_checkpoint(checkpoint, self.tasks)

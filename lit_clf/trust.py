@@ -83,8 +83,8 @@ _PLUGINS = (
 TRUSTED: tuple[Trusted, ...] = (
     Trusted(
         "lit_clf",
-        ("lightning.pytorch.LightningModule", "lightning.pytorch.LightningDataModule", _CALLBACK, _LOGGER),
-        "a lit_clf model, data, callback or logger class",
+        ("lightning.pytorch.LightningModule", "lightning.pytorch.LightningDataModule", _CALLBACK, _LOGGER, _SCHEDULER),
+        "a lit_clf model, data, callback, logger or schedule class",
     ),
     Trusted("torch.optim", (_OPTIMIZER, _SCHEDULER), "a torch optimizer or learning-rate scheduler"),
     Trusted("bitsandbytes.optim", (_OPTIMIZER,), "a bitsandbytes optimizer"),

@@ -94,3 +94,36 @@ def test_cli_adds_no_checkpoint_beside_one_the_config_lists(tmp_path, tiny_rober
     own = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"filename": "mine"}}
     fit_toy(tmp_path, tiny_roberta_dir, f"--trainer.callbacks=[{json.dumps(own)}]")
     assert [p.name for p in tmp_path.rglob("*.ckpt")] == ["mine.ckpt"]
+
+
+def test_last_checkpoint_every_n_steps_between_validations(tmp_path, tiny_llama2_dir):
+    """A decoder fit with no validation yet still leaves a resumable last.ckpt every N steps (optimizer state in)."""
+    import torch
+
+    from lit_clf.run.callbacks import BestCheckpoint
+    from tests.helpers import ToyDataModule, make_decoder, toy_specs
+
+    module = make_decoder(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2")
+    checkpoint = BestCheckpoint(save_last=True, last_every_n_steps=2, dirpath=tmp_path / "checkpoints")
+    seen = {}
+
+    class Probe(L.Callback):  # what a kill during step 3 would leave
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if trainer.global_step == 2:
+                seen.update(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True))
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint, Probe()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=ToyDataModule(tasks=["intent"], batch_size=2))
+    assert seen["global_step"] == 2  # written after step 2, before any validation
+    assert seen["optimizer_states"] and seen["optimizer_states"][0]["state"]  # resumable: AdamW moments kept
+    with pytest.raises(ValueError, match="last_every_n_steps must be >= 1"):
+        BestCheckpoint(last_every_n_steps=0)

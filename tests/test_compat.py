@@ -102,7 +102,8 @@ def test_no_private_third_party_name_outside_compat():
     """``obj._name`` on a Lightning/jsonargparse/W&B/torchmetrics object, or a private module, only in compat.py."""
     private = re.compile(
         r"\b(_experiment|_wandb_init|_sync_dist|_check_log_dir_exists|_parse_ckpt_path|_run_subcommand|"
-        r"_instantiate_trainer|fit_loop\.epoch_loop|jsonargparse\._\w+|strategy\.kwargs)\b|self\._get\(|\._parser\("
+        r"_instantiate_trainer|fit_loop\.epoch_loop|jsonargparse\._\w+|strategy\.kwargs|_should_save_on_train_epoch_end|"
+        r"_should_skip_saving_checkpoint|_save_last_checkpoint|_monitor_candidates)\b|self\._get\(|\._parser\("
     )
     offenders = []
     for path in (REPO / "lit_clf").rglob("*.py"):

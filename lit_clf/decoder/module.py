@@ -26,7 +26,7 @@ from lit_clf.data.tasks import IGNORE_INDEX, Example, TaskSpec
 from lit_clf.decoder.answer_log import AnswerLog, LoggedDecoding, log_header
 from lit_clf.decoder.decoding import DECODINGS, Decoded, Decoding, DecodingName, build_decoding, check_decoding
 from lit_clf.decoder.features import DecoderFeaturizer
-from lit_clf.decoder.loss import LossWeighting, answer_cross_entropy
+from lit_clf.decoder.loss import LossWeighting, answer_loss_terms, pooled_loss
 from lit_clf.decoder.packing import attention_mask
 from lit_clf.decoder.prefix_cache import PrefixCache
 from lit_clf.hub import check_model_ref
@@ -208,8 +208,9 @@ class DecoderGenerativeModule(TaskModule):
 
     def answer_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Cross-entropy on the answer tokens (and EOS) of a training batch, averaged over them or per task
-        (``loss_weighting``, :mod:`lit_clf.decoder.loss`): right-padded rows, or one packed sequence with the rows'
-        shared prefix computed once (:mod:`lit_clf.decoder.packing`); the two are equal.
+        (``loss_weighting``, :mod:`lit_clf.decoder.loss`) over the global batch of all processes: right-padded
+        rows, or one packed sequence with the rows' shared prefix computed once (:mod:`lit_clf.decoder.packing`);
+        the two are equal.
 
         Logits are computed only where an answer token is predicted (``logits_to_keep``): with 16k-token prompts
         and a 128k vocabulary, logits at every position would take tens of GB.
@@ -230,14 +231,21 @@ class DecoderGenerativeModule(TaskModule):
         else:
             inputs = {"attention_mask": batch["attention_mask"]}
         out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **inputs)
-        return answer_cross_entropy(out.logits.float(), gold, tasks)
+        sums, counts = answer_loss_terms(out.logits.float(), gold, tasks, len(self.tasks))
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world > 1:  # the global batch's token counts: every process's loss is its share of one global mean
+            counts = trainer.strategy.reduce(counts.detach().clone(), reduce_op="sum")
+        return pooled_loss(sums, counts, world)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self.prefix_cache.reset()  # the weights change: an evaluation prefix cache would be stale
         loss = self.answer_loss(batch)
         rows = batch["rows"] if "segments" in batch else batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        several = self._trainer is not None and self._trainer.world_size > 1
+        # under several processes each loss is a share of the global batch's; their mean is that loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows, sync_dist=several)
         self.log("train/shared_prefix_frac", float(batch.get("shared_prefix_frac", 0.0)), batch_size=rows)
         self._log_truncated("train", batch, rows)
         return loss

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_clf.compat import CheckpointHooks
 from lit_clf.data.tasks import TaskSpec
 from lit_clf.ranks import rank_path
 
 
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(CheckpointHooks):
     """Keeps the checkpoint with the best validation score, ``checkpoints/best.ckpt`` in the run's folder.
 
     The score is the first task's main metric unless ``monitor`` names another: ``val/{task}_acc`` for a sequence
@@ -29,6 +30,7 @@ class BestCheckpoint(ModelCheckpoint):
         mode: Literal["min", "max"] = "max",
         filename: str | None = "best",
         save_top_k: int = 1,
+        last_every_n_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -37,11 +39,18 @@ class BestCheckpoint(ModelCheckpoint):
             mode: ``max`` keeps the highest score (accuracy, F1); ``min`` the lowest (give it with a loss).
             filename: Checkpoint file name, without ``.ckpt``.
             save_top_k: How many of the best checkpoints to keep (``-1``: all of them).
+            last_every_n_steps: With ``save_last``: also refresh ``last.ckpt`` every this many optimizer steps,
+                between validations (a multi-day fit killed between two validations resumes from at most this many
+                steps back). Unset: at each validation only.
             **kwargs: Any other ``ModelCheckpoint`` option (``save_last``, ``save_weights_only``, ``dirpath``, ...).
         """
         # Lightning refuses top-k > 1 without a monitor at construction; the monitor is known in ``setup``.
         super().__init__(monitor=monitor, mode=mode, filename=filename, save_top_k=min(save_top_k, 1), **kwargs)
         self.save_top_k = save_top_k
+        if last_every_n_steps is not None and last_every_n_steps < 1:
+            raise ValueError(f"checkpoint.last_every_n_steps must be >= 1, got {last_every_n_steps}")
+        self.last_every_n_steps = last_every_n_steps
+        self._last_saved_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         tasks = getattr(pl_module, "tasks", None)
@@ -64,17 +73,24 @@ class BestCheckpoint(ModelCheckpoint):
     # improving would resume from its last improvement. Here last.ckpt follows every save point.
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not self.saves_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        if self.saves_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        step, every = trainer.global_step, self.last_every_n_steps
+        if every and step and step % every == 0 and step != self._last_saved_step:
             self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last:
+            self.save_last_now(trainer)
+            self._last_saved_step = trainer.global_step
 
 
 def validation_keys(pl_module: L.LightningModule) -> set[str]:

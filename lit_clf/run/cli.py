@@ -30,6 +30,7 @@ from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
 from lit_clf.run.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
 from lit_clf.run.cost import RunCost
+from lit_clf.run.progress import LogProgress
 from lit_clf.run.provenance import RunSoftware
 from lit_clf.run.resume import MetricsHistory, find_last_checkpoint, keep_metrics_history
 from lit_clf.run.tracking import LitClfSaveConfigCallback, ThroughputLogger, WandbPredictionTable, name_loggers
@@ -69,6 +70,7 @@ class LitClfCLI(CLIHooks):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ShowTrainingExamples, "show_examples")
         parser.add_lightning_class_args(ThroughputLogger, "throughput")
+        parser.add_lightning_class_args(LogProgress, "progress")
         parser.add_lightning_class_args(RunCost, "cost")
         parser.add_lightning_class_args(RunSoftware, "software")
         parser.add_lightning_class_args(WandbPredictionTable, "wandb_table")
@@ -217,6 +219,12 @@ class LitClfCLI(CLIHooks):
         keep = trainer.get("enable_checkpointing") is not False and not any(isinstance(c, Checkpoint) for c in listed)
         keys = [key for key in self.callback_keys(self.subcommand) if keep or key != "checkpoint"]
         callbacks = [self.config_value(self.config_init, key) for key in keys]
+        progress = next((c for c in callbacks if isinstance(c, LogProgress)), None)
+        if progress is not None:
+            if trainer.get("enable_progress_bar") is False:  # asked for no progress display at all
+                progress.when = "never"
+            elif progress.active():  # a log, not a terminal: plain lines instead of a bar that draws at the end
+                trainer["enable_progress_bar"] = False
         return self.build_trainer(trainer, [*callbacks, MetricsHistory()])
 
     def instantiate_classes(self) -> None:

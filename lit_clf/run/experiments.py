@@ -209,7 +209,7 @@ class Runner:
             resume = ["--model.init_args.answer_log", str(save / name / "answers.jsonl")]
         command = [subcommand, *args, *extra, *resume]
         command += ["--trainer.logger.init_args.save_dir", str(save)]
-        command += ["--trainer.logger.init_args.name", name, "--trainer.enable_progress_bar", "false"]
+        command += ["--trainer.logger.init_args.name", name]  # progress: plain lines in a log (lit_clf.run.progress)
         print(f"=== {name}: lit-clf {' '.join(command)} ({_now()})", flush=True)
         return self._call(["lit-clf", *command])
 

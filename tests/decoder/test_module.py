@@ -497,6 +497,7 @@ ROWS = [(model, shots, TASKS[i % len(TASKS)]) for i, (model, shots) in enumerate
 def test_every_config_file_is_in_a_tested_row():
     used = {f"model/{m}.yaml" for m, _, _ in ROWS} | {f"shots/{s}.yaml" for _, s, _ in ROWS} | {"base.yaml"}
     used |= {"loss/task.yaml"}  # tests/decoder/test_loss_weighting.py composes it
+    used |= {"schedule/warmup-cosine.yaml"}  # tests/test_schedules.py composes it
     assert {str(p.relative_to(DECODER_CONFIGS)) for p in DECODER_CONFIGS.rglob("*.yaml")} == used
     assert {p.stem for p in TASK_CONFIGS.glob("*.yaml")} == {t for _, _, t in ROWS}
 

@@ -108,7 +108,7 @@ def test_a_free_decoding_step_whose_checkpoint_is_gone_fits_again_first(checkout
 
 
 def test_taskloss_steps_add_the_task_weighted_loss_to_the_consolidated_recipes(checkout):
-    paper, inline = run_steps(checkout, "ft-joint-taskloss", "ft-joint-inline-taskloss")
+    paper, inline = (call + " " for call in run_steps(checkout, "ft-joint-taskloss", "ft-joint-inline-taskloss"))
     loss = "-c configs/decoder/loss/task.yaml"
     assert paper.startswith("fit -c configs/massive/smollm2-135m-joint.yaml") and loss in paper
     assert (
