@@ -127,3 +127,37 @@ def test_last_checkpoint_every_n_steps_between_validations(tmp_path, tiny_llama2
     assert seen["optimizer_states"] and seen["optimizer_states"][0]["state"]  # resumable: AdamW moments kept
     with pytest.raises(ValueError, match="last_every_n_steps must be >= 1"):
         BestCheckpoint(last_every_n_steps=0)
+
+
+def test_test_after_fit_runs_without_the_fits_optimizer_states(tmp_path, tiny_roberta_dir, shared_data):
+    """The optimizer (AdamW: twice the weights in fp32) is released before the test after a fit starts."""
+    from tests.helpers import tiny_encoder_args
+
+    out = tmp_path / "optimizers.json"
+    args = tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data)
+    probe = json.dumps({"class_path": "tests.test_callbacks.OptimizerProbe", "init_args": {"path": str(out)}})
+    run_cli(
+        [
+            "fit",
+            *args,
+            "--test_after_fit=true",
+            "--allow_class_path=tests.test_callbacks",
+            f"--trainer.callbacks+={probe}",
+        ]
+    )
+    assert json.loads(out.read_text()) == {"fit": 1, "test": 0}
+
+
+class OptimizerProbe(L.Callback):
+    """Writes the number of the trainer's optimizers when fit and test start to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seen = path, {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.seen["fit"] = len(trainer.strategy.optimizers)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.seen["test"] = len(trainer.strategy.optimizers)
+        with open(self.path, "w") as file:
+            json.dump(self.seen, file)

@@ -111,6 +111,7 @@ class ClassificationDataModule(L.LightningDataModule):
         max_examples: int | None = None,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
+        max_val_examples: int | None = None,
         predict_split: str = "test",
         seed: int = 42,
         verify: bool = True,
@@ -134,6 +135,11 @@ class ClassificationDataModule(L.LightningDataModule):
                 validation and test scores stay on the full splits.
             max_eval_examples: Keep at most this many validation and test examples each (a seeded random
                 subset), overriding ``max_examples`` for them, e.g. a quick dev subset for a learning-rate search.
+            max_val_examples: Keep at most this many validation examples (a seeded random subset of the validation
+                split, apart from the test split), overriding ``max_eval_examples`` for validation alone: a long
+                decoder fit can afford generation on a few hundred dev examples at each validation while the test
+                stays whole. (``trainer.limit_val_batches`` would keep the longest examples: evaluation batches come
+                longest first.)
             predict_split: Split that ``lit-clf predict`` runs on: ``train``, ``val`` or ``test``.
             seed: Seed for subsets, derived splits and the length-grouped order.
             verify: Check that a known dataset was read whole (its examples per split and labels per task, e.g.
@@ -152,6 +158,7 @@ class ClassificationDataModule(L.LightningDataModule):
             ("max_examples", max_examples),
             ("max_train_examples", max_train_examples),
             ("max_eval_examples", max_eval_examples),
+            ("max_val_examples", max_val_examples),
         ]:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
@@ -163,6 +170,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.max_examples = max_examples
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
+        self.max_val_examples = max_val_examples
         self.predict_split = predict_split
         self.seed = seed
         self.verify = verify
@@ -225,9 +233,13 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def limit(self, split: str) -> int | None:
         """The most examples kept of ``split``: its own option (``max_train_examples`` for ``train``,
-        ``max_eval_examples`` for ``val`` and ``test``), else ``max_examples``; None keeps every example."""
-        own = self.max_train_examples if split == "train" else self.max_eval_examples
-        return own if own is not None else self.max_examples
+        ``max_val_examples`` then ``max_eval_examples`` for ``val``, ``max_eval_examples`` for ``test``), else
+        ``max_examples``; None keeps every example."""
+        options = {"train": (self.max_train_examples,), "val": (self.max_val_examples, self.max_eval_examples)}
+        for own in (*options.get(split, (self.max_eval_examples,)), self.max_examples):
+            if own is not None:
+                return own
+        return None
 
     def examples(self, split: str) -> list[Example]:
         """Raw examples of ``split`` (``train``, ``val``, ``test``)."""

@@ -241,6 +241,8 @@ class DecoderFeaturizer:
         feature = {"index": index, **self.encoder.encode_for_generation(example, budget)}
         feature["truncated"] = self.encoder.last_cut
         feature.update(words=words, num_words=len(words), max_new_tokens=budget, gold=gold_ids(example, self.tasks))
+        if example.labels:  # the gold answer + EOS after the prompt: the teacher-forced val/loss
+            feature["answer_ids"] = self.encoder.answer_ids(example) + [self.tokenizer.eos_token_id]
         return feature
 
     def _packs(self, features: list[dict[str, Any]]) -> bool:
@@ -291,7 +293,7 @@ class DecoderFeaturizer:
             batch["input_ids"] = torch.cat([shared, batch["input_ids"]], dim=1)
             batch["attention_mask"] = torch.cat([torch.ones_like(shared), batch["attention_mask"]], dim=1)
         gold = collate_gold(features, self.tasks)
-        return {
+        out = {
             "index": index,
             "truncated": truncated,
             **batch,
@@ -301,6 +303,17 @@ class DecoderFeaturizer:
             "max_new_tokens": max(f["max_new_tokens"] for f in features),
             "prefix_length": prefix,
         }
+        if all("answer_ids" in f for f in features):  # prompt + gold answer, right-padded: the answer's loss
+            rows = [
+                {
+                    "input_ids": f["input_ids"] + f["answer_ids"],
+                    "attention_mask": [1] * (len(f["input_ids"]) + len(f["answer_ids"])),
+                    "labels": [IGNORE_INDEX] * len(f["input_ids"]) + f["answer_ids"],
+                }
+                for f in features
+            ]
+            out["teacher_forced"] = pad_batch(rows, self.pad_id, side="right")
+        return out
 
 
 __all__ = ["BUDGET_SLACK", "DecoderFeaturizer"]

@@ -256,6 +256,10 @@ class DecoderGenerativeModule(TaskModule):
             self.log(f"{stage}/truncated_frac", batch["truncated"].float().mean(), batch_size=rows, sync_dist=True)
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> list[dict[str, Any]]:
+        if stage == "val" and "teacher_forced" in batch:  # the gold answers' loss: cheap beside generation
+            several = self._trainer is not None and self._trainer.world_size > 1
+            loss = self.answer_loss(batch["teacher_forced"])
+            self.log("val/loss", loss, batch_size=len(batch["index"]), sync_dist=several)
         decoded = self.decode(batch) if stage == "val" else self._logged_decode(batch)
         answers = [row.answers for row in decoded]
         update_answer_metrics(self.metrics[stage], self.tasks, answers, batch["gold"], self.device)

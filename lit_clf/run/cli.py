@@ -8,6 +8,7 @@ run (:func:`~lit_clf.run.tracking.name_loggers`).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -243,6 +244,9 @@ class LitClfCLI(CLIHooks):
             return
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        # The test needs no optimizer: its states (twice the fp32 weights with AdamW) go before it starts.
+        self.trainer.strategy.optimizers = []
+        gc.collect()
         if not isinstance(self.trainer.strategy, FSDPStrategy):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
             return
@@ -253,6 +257,11 @@ class LitClfCLI(CLIHooks):
         if not best:
             best = str(Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints" / "final.ckpt")
             self.trainer.save_checkpoint(best, weights_only=True)
+        # ... and the fit's sharded model before the fresh one is built: at 70B the two would not fit in host RAM.
+        self.trainer.strategy.model = None
+        for name in list(self.model._modules):
+            delattr(self.model, name)
+        gc.collect()
         fresh = self.parser.instantiate_classes(self.config)
         model, data = self.config_value(fresh, "model"), self.config_value(fresh, "data")
         self.trainer.test(model, datamodule=data, ckpt_path=best)

@@ -166,3 +166,14 @@ def test_a_rank_shard_is_padded_to_equal_counts_and_resumes_exactly():
     from torch.utils.data import DistributedSampler
 
     assert isinstance(shards[0], DistributedSampler)  # Lightning leaves it unwrapped (no reshuffle)
+
+
+def test_max_val_examples_shrinks_validation_alone():
+    from tests.helpers import ToyDataModule
+
+    data = ToyDataModule(tasks=["intent"], max_val_examples=3, max_eval_examples=5)
+    assert [data.limit(split) for split in ("train", "val", "test")] == [None, 3, 5]
+    assert len(data.examples("val")) == 3 and len(data.examples("test")) == 5 and len(data.examples("train")) == 8
+    assert [ToyDataModule(tasks=["intent"], max_examples=4).limit(s) for s in ("train", "val", "test")] == [4, 4, 4]
+    with pytest.raises(ValueError, match="max_val_examples must be >= 1"):
+        ToyDataModule(tasks=["intent"], max_val_examples=0)

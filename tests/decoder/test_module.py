@@ -100,6 +100,7 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, prompt_forma
     assert set(batch) == {
         "index",
         "truncated",
+        "teacher_forced",
         "input_ids",
         "attention_mask",
         "gold",
@@ -122,6 +123,12 @@ def test_generation_batch_left_padded_prompts_with_gold(model_dirs, prompt_forma
     assert batch["words"] == [tuple(ex.words) for ex in examples]
     assert batch["num_words"] == [len(ex.words) for ex in examples]
     assert batch["index"].tolist() == [0, 1, 2]
+    forced = batch["teacher_forced"]  # the val/loss rows: exactly the training features (nothing cut here)
+    for row, train in enumerate(training):
+        n = len(train["input_ids"])
+        assert forced["input_ids"][row, :n].tolist() == train["input_ids"]
+        assert forced["labels"][row, :n].tolist() == train["labels"]
+        assert (forced["labels"][row, n:] == IGNORE_INDEX).all()
 
 
 def test_answer_budget_covers_every_gold_answer(tiny_llama2_dir):
@@ -239,8 +246,9 @@ def test_untrained_model_validation_logs_invalid_rate_and_counts_invalid_as_wron
         "val/slots_exact_match",
         "val/slots_invalid_rate",
         "val/truncated_frac",
+        "val/loss",
     }
-    assert metrics["val/truncated_frac"] == 0.0
+    assert metrics["val/truncated_frac"] == 0.0 and metrics["val/loss"] > 0
     assert metrics["val/intent_invalid_rate"] == metrics["val/slots_invalid_rate"] == 1.0
     assert metrics["val/intent_acc"] == metrics["val/slots_exact_match"] == 0.0
 
