@@ -8,7 +8,8 @@ process's peak, not the sum over the ranks of one node). Sides alternate; each r
         --out docs/bench-test-after-fit.json
 
 ``--fsdp`` runs two CPU ranks under FSDP (the test suite's CPU variant of Lightning's FSDPStrategy), the path on
-which the test builds a model afresh after the fit.
+which the test builds a model afresh after the fit; with random weights of the model's shapes (loading pretrained
+weights on rank 0 and broadcasting them, ``sync_module_states``, needs GPUs).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def command(args: argparse.Namespace, test: bool, root: Path) -> list[str]:
         f"--trainer.default_root_dir={root}",
         f"--test_after_fit={'true' if test else 'false'}",
     ]
-    if args.fsdp:
+    if args.fsdp:  # random weights of the same shapes: rank-0 loading broadcasts with sync_module_states, GPU only
         cmd += ["--trainer.accelerator=cpu", "--trainer.devices=2", "--allow_class_path=tests.decoder.test_fsdp", FSDP]
+        cmd += ["--model.init_args.pretrained=false"]
     return cmd
 
 

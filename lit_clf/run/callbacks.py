@@ -82,6 +82,8 @@ class BestCheckpoint(CheckpointHooks):
             self._refresh_last(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        # Where Lightning expects a mid-epoch checkpoint (its step counters assume it). This step's metrics row is
+        # logged after the callbacks: MetricsHistory counts it and writes it out at the next batch's start.
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
         step, every = trainer.global_step, self.last_every_n_steps
         if every and step and step % every == 0 and step != self._last_saved_step:

@@ -68,6 +68,24 @@ class MetricsHistory(Callback):
 
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
+        self._pending = 0  # a checkpoint saved at a training batch's end: that step's row, logged after it
+        self._flush = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # Runs before the checkpoint callbacks' (Lightning runs those last); Lightning then logs this step's
+        # metrics when the step is a multiple of log_every_n_steps (or the fit stops).
+        every = trainer.log_every_n_steps
+        self._pending = int(bool(every) and trainer.global_step % every == 0 or trainer.should_stop)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._flush:  # the row a checkpoint counted at the last batch's end: on disk before anything else
+            for logger in trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.save()
+        self._pending, self._flush = 0, False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = 0  # the batch's row is logged by now
 
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "_trainer", None)
@@ -76,7 +94,8 @@ class MetricsHistory(Callback):
             if isinstance(logger, CSVLogger):
                 logger.save()  # flush what was logged before this checkpoint
                 path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
-                rows[str(Path(logger.log_dir).resolve())] = _count_rows(path)
+                rows[str(Path(logger.log_dir).resolve())] = _count_rows(path) + self._pending
+        self._flush = self._flush or bool(self._pending)
         return {"rows": rows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -146,3 +146,69 @@ def test_fsdp_two_cpu_ranks_fit_and_reload_a_decoder_with_heads(tmp_path, tiny_s
     reloaded = last_metrics(tmp_path, "version_1")
     assert fitted["test/intent_acc"] == reloaded["test/intent_acc"]
     assert fitted["test/slots_f1"] == reloaded["test/slots_f1"]
+
+
+def fsdp_history(root: Path) -> list[dict[str, str]]:
+    """The metrics rows of the one run folder under ``root``, time columns left out."""
+    (path,) = root.rglob("metrics.csv")
+    rows = list(csv.DictReader(path.open()))
+    timing = ("cost/", "train/samples_per_s", "train/tokens_per_s")
+    return [{k: v for k, v in row.items() if v and not k.startswith(timing)} for row in rows]
+
+
+@pytest.mark.slow
+def test_a_killed_two_rank_decoder_fit_resumes_from_last_as_an_uninterrupted_one(
+    tmp_path, tiny_smollm_dir, shared_data
+):
+    """SIGKILL both FSDP ranks mid-epoch (after step 5; last.ckpt from step 4, between validations), resume with
+    --ckpt_path last: the metrics history equals an uninterrupted run's (sharded checkpoint with optimizer state,
+    each rank's share of the order, random streams)."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+
+    def run(folder: Path, *extra: str, expect_kill: bool = False) -> None:
+        folder.mkdir(exist_ok=True)
+        args = [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "massive" / "smollm2-135m-intent.yaml"),
+            *decoder_overrides(folder, tiny_smollm_dir, shared_data),
+            f"--trainer.logger.init_args.save_dir={folder}",
+            "--data.init_args.max_examples=16",  # 8 rows a rank: 8 steps an epoch at batch 1
+            "--data.init_args.batch_size=1",
+            "--trainer.max_steps=8",
+            "--trainer.val_check_interval=6",
+            "--trainer.limit_val_batches=1",
+            "--checkpoint.save_last=true",
+            "--checkpoint.last_every_n_steps=2",
+            "--test_after_fit=false",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--allow_class_path=tests.decoder.test_fsdp.CPUFSDPStrategy,tests.helpers.KillAtStep",
+            STRATEGY,
+            *extra,
+        ]
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": path}
+        done = subprocess.run(
+            [sys.executable, "-m", "lit_clf", *args],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            start_new_session=True,
+        )
+        assert (done.returncode != 0) == expect_kill, done.stderr[-3000:]
+
+    run(whole)
+    run(
+        killed,
+        '--trainer.callbacks+={"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 5}}',
+        expect_kill=True,
+    )
+    (last,) = killed.rglob("last.ckpt")
+    assert last.is_dir()  # sharded: each rank wrote its part
+    run(killed, "--ckpt_path=last")
+    expected, got = fsdp_history(whole), fsdp_history(killed)
+    assert sum("train/loss" in row for row in expected) == 8 and any("val/loss" in row for row in expected)
+    assert got == expected
