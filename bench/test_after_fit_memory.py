@@ -55,6 +55,7 @@ def command(args: argparse.Namespace, test: bool, root: Path) -> list[str]:
         "--trainer.logger=false",
         f"--trainer.default_root_dir={root}",
         f"--test_after_fit={'true' if test else 'false'}",
+        "--overwrite_run=true",  # a rerun of the bench reuses its folders
     ]
     if args.fsdp:  # random weights of the same shapes: rank-0 loading broadcasts with sync_module_states, GPU only
         cmd += ["--trainer.accelerator=cpu", "--trainer.devices=2", "--allow_class_path=tests.decoder.test_fsdp", FSDP]
