@@ -9,6 +9,7 @@ is in the cache, so rerunning the same command resumes where it stopped.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,22 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_key_env(name: str | None) -> None:
+    """A one-line error unless ``api_key_env`` names an environment variable (letters, digits, ``_``; at most 64
+    characters). A key given here by mistake would be written into config.yaml, hparams.yaml and W&B: it is refused
+    before anything is written, and never echoed."""
+    if name is None or (_ENV_NAME.fullmatch(name) and len(name) <= 64 and not name.startswith(("sk-", "sk_"))):
+        return
+    raise ValueError(
+        "api_key_env: expected the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), got a "
+        f"value of {len(name)} characters that is not one (the key itself?); it was not written anywhere. Put the "
+        "key in an environment variable and give its name"
+    )
 
 
 class ChatClient:
@@ -64,6 +81,7 @@ class ChatClient:
         timeout: float = 60.0,
         cache: ResponseCache | None = None,
     ) -> None:
+        check_key_env(api_key_env)
         if concurrency < 1:
             raise ValueError(f"concurrency: expected a positive number, got {concurrency}")
         if max_retries < 0 or timeout <= 0:

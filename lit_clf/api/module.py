@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lit_clf.api.cache import ResponseCache
-from lit_clf.api.client import ChatClient, Completion
+from lit_clf.api.client import ChatClient, Completion, check_key_env
 from lit_clf.api.features import ApiFeaturizer
 from lit_clf.api.schema import response_format
 from lit_clf.data.tasks import Example
@@ -83,6 +83,7 @@ class ChatApiModule(TaskModule):
                 the cost is not logged.
         """
         super().__init__()
+        check_key_env(api_key_env)  # before the hyperparameters keep it: a key given here must not be written
         self.save_hyperparameters()
         self.init_tasks(tasks, default_optimizer, None)
         if prices is not None and (set(prices) != {"input", "output"} or min(prices.values()) < 0):

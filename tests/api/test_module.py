@@ -252,3 +252,22 @@ def test_seed_reaches_the_server_and_a_slow_server_times_out_with_one_line(files
     line = run_cli_error(args, capsys, monkeypatch)
     assert line.startswith(f"lit-clf: error: {chat_server.url} (gpt-4o-2024-08-06): Request timed out")
     assert "after 0 retries" in line
+
+
+@pytest.mark.parametrize("value", ["sk-proj-abcdefghijklmnopqrstuvwxyz0123456789", "my key", "x" * 80])
+def test_a_key_given_as_api_key_env_is_refused_unechoed_and_unwritten(value, files, chat_server, capsys, monkeypatch):
+    """A likely slip (the key itself instead of the variable's name): one line that does not echo it, nothing
+    written (config.yaml, hparams.yaml, metrics.csv), no request made."""
+    args = [a for a in api_args(files, chat_server) if not a.startswith("--model.init_args.api_key_env=")]
+    line = run_cli_error([*args, f"--model.init_args.api_key_env={value}"], capsys, monkeypatch)
+    assert "api_key_env: expected the NAME of an environment variable" in line and value not in line
+    assert not [p for p in files.rglob("*") if p.name in ("config.yaml", "hparams.yaml", "metrics.csv")]
+    assert value not in capsys.readouterr().err
+    assert chat_server.requests == []
+
+
+def test_variable_names_pass_the_key_check():
+    from lit_clf.api.client import check_key_env
+
+    for name in ("OPENAI_API_KEY", "LIT_CLF_TEST_KEY", "_KEY2", None):
+        check_key_env(name)
