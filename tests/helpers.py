@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -80,6 +81,20 @@ def make_decoder(model_dir, tasks, **kwargs):
     module = DecoderGenerativeModule(backbone=str(model_dir), tasks=tasks, pretrained=False, **kwargs)
     module.configure_model()
     return module
+
+
+def quiet_trainer(root: Path, max_steps: int, **options) -> L.Trainer:
+    """A CPU Trainer of ``max_steps`` steps, no validation, no logger, bar or model summary, writing under ``root``."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **options,
+    )
 
 
 def run_cli(args: list[str]) -> None:
@@ -177,6 +192,7 @@ __all__ = [
     "decoder_overrides",
     "encoder_overrides",
     "make_decoder",
+    "quiet_trainer",
     "run_cli",
     "run_cli_error",
     "tiny_encoder_args",

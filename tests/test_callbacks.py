@@ -101,7 +101,7 @@ def test_last_checkpoint_every_n_steps_between_validations(tmp_path, tiny_llama2
     import torch
 
     from lit_clf.run.callbacks import BestCheckpoint
-    from tests.helpers import ToyDataModule, make_decoder, toy_specs
+    from tests.helpers import ToyDataModule, make_decoder, quiet_trainer, toy_specs
 
     module = make_decoder(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2")
     checkpoint = BestCheckpoint(save_last=True, last_every_n_steps=2, dirpath=tmp_path / "checkpoints")
@@ -112,16 +112,7 @@ def test_last_checkpoint_every_n_steps_between_validations(tmp_path, tiny_llama2
             if trainer.global_step == 2:
                 seen.update(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True))
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[checkpoint, Probe()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[checkpoint, Probe()])
     trainer.fit(module, datamodule=ToyDataModule(tasks=["intent"], batch_size=2))
     assert seen["global_step"] == 2  # written after step 2, before any validation
     assert seen["optimizer_states"] and seen["optimizer_states"][0]["state"]  # resumable: AdamW moments kept

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import yaml
 from lightning.pytorch.strategies import FSDPStrategy
 
 from lit_clf.schedules import WarmupDecay
-from tests.helpers import REPO, ToyDataModule, make_decoder, run_cli, toy_specs
+from tests.helpers import REPO, ToyDataModule, make_decoder, quiet_trainer, run_cli, toy_specs
 
 
 def lrs(scheduler: WarmupDecay, steps: int) -> list[float]:
@@ -48,15 +47,7 @@ def test_bad_schedule_options_are_one_line_errors(kwargs, message):
 def test_the_schedule_ends_at_the_runs_last_step_and_reloads(tiny_llama2_dir, tmp_path):
     module = make_decoder(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2")
     module.scheduler_factory = lambda opt: WarmupDecay(opt, warmup_steps=2, decay="linear")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=4,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=4)
     trainer.fit(module, datamodule=ToyDataModule(tasks=["intent"], batch_size=2))
     (config,) = trainer.lr_scheduler_configs
     assert config.scheduler.total_steps == 4  # estimated_stepping_batches

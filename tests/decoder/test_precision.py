@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
@@ -15,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from lit_clf.encoder import EncoderSeqTokenModule
 from lit_clf.precision import fsdp_mixed_precision, rotary_buffers
-from tests.helpers import ToyDataModule, make_decoder, toy_specs
+from tests.helpers import ToyDataModule, make_decoder, quiet_trainer, toy_specs
 
 
 def rotary_dtypes(module) -> set[torch.dtype]:
@@ -33,17 +32,7 @@ def test_a_bare_transformers_model_cast_to_bf16_loses_its_float32_rotary_buffer(
 def test_bf16_true_fit_keeps_rotary_buffers_float32(tiny_llama2_dir, tmp_path):
     module = make_decoder(tiny_llama2_dir, toy_specs(("intent",)), prompt_format="llama2")
     reference = copy.deepcopy(module).float()  # float32 weights and rotary buffer: the reference
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="bf16-true",
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1, precision="bf16-true", enable_checkpointing=False)
     data = ToyDataModule(tasks=["intent"], batch_size=4)
     module.hparams.optimizer = None
     trainer.fit(module, datamodule=data)
