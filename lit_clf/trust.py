@@ -41,6 +41,7 @@ __all__ = [
     "check_hparams",
     "enforced",
     "refusal_from_parser_message",
+    "resolve",
 ]
 
 ALLOW_OPTION = "--allow_class_path"
@@ -65,7 +66,7 @@ class Trusted:
         """``obj`` is a class of one of the kinds, defined in a trusted package (not merely re-exported here)."""
         if not isinstance(obj, type) or not any(_under(obj.__module__, rule.package) for rule in TRUSTED):
             return False
-        return issubclass(obj, tuple(_resolve(kind) for kind in self.kinds))
+        return issubclass(obj, tuple(resolve(kind) for kind in self.kinds))
 
 
 _CALLBACK = "lightning.pytorch.callbacks.Callback"
@@ -132,7 +133,7 @@ def check_class_path(path: Any, key: str, allowed: Sequence[str] = ()) -> None:
     if rule is None:
         raise UntrustedCode(_refusal(key, path))
     try:
-        obj = _resolve(path)
+        obj = resolve(path)
     except (ImportError, AttributeError):
         raise UntrustedCode(f"{key}: class path {path!r} cannot be imported") from None
     if path in TRUSTED_FUNCTIONS or _import_path(obj) in TRUSTED_FUNCTIONS:
@@ -272,7 +273,7 @@ def _under(path: str, package: str) -> bool:
     return path == package or path.startswith(package + ".")
 
 
-def _resolve(path: str) -> Any:
+def resolve(path: str) -> Any:
     """The object at a dotted path: the longest importable module prefix, then attributes."""
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):

@@ -167,9 +167,9 @@ class LoggedDecoding:
     several processes only when every rank's is: ``agree`` is the ranks' all-reduce of a yes/no), the others are
     decoded with ``decode`` and appended."""
 
-    def __init__(self, log: AnswerLog, agree: Callable[[bool], bool] = lambda found: found) -> None:
+    def __init__(self, log: AnswerLog, agree: Callable[[bool], bool] | None = None) -> None:
         self.log = log
-        self.agree = agree
+        self.agree = agree or (lambda found: found)  # one process: its own answer
 
     def __call__(self, batch: Mapping[str, Any], decode: Callable[[Mapping[str, Any]], list[Decoded]]) -> list[Decoded]:
         indices, digests = batch["index"].tolist(), prompt_digests(batch)

@@ -323,7 +323,7 @@ class DecoderGenerativeModule(TaskModule):
             )
         several = trainer.world_size > 1
         agree = functools.partial(trainer.strategy.reduce_boolean_decision, all=True) if several else None
-        self._logged = LoggedDecoding(log, agree) if agree else LoggedDecoding(log)
+        self._logged = LoggedDecoding(log, agree)
 
     def on_validation_epoch_start(self) -> None:
         self._start_pass()

@@ -9,7 +9,6 @@ run (:func:`~lit_clf.run.tracking.name_loggers`).
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from lit_clf.trust import (
     check_hparams,
     enforced,
     refusal_from_parser_message,
+    resolve,
 )
 
 
@@ -311,9 +311,8 @@ def _set_logger_version(config: Namespace, version: int) -> None:
 
 
 def _import(class_path: str) -> Any:
-    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return resolve(class_path)
     except (ImportError, AttributeError):
         raise ValueError(f"model class {class_path!r} cannot be imported") from None
 
