@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lit_clf.compat import batches_trained_this_epoch
 from lit_clf.data.samplers import (
     EpochSampler,
+    EvalBatches,
     LengthGroupedSampler,
     RankShard,
     ShuffledSampler,
-    SortedByLengthSampler,
 )
 from lit_clf.data.tasks import Example, SpanScheme, TaskKind, TaskSpec, collect_labels, select_tasks
 
@@ -79,7 +79,10 @@ class FeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | list[int]) -> dict[str, Any] | list[dict[str, Any]]:
+        """One feature, or a batch's list of them (an :class:`~lit_clf.data.samplers.EvalBatches` item)."""
+        if isinstance(index, list):
+            return [self.features[i] for i in index]
         return self.features[index]
 
 
@@ -106,6 +109,7 @@ class ClassificationDataModule(L.LightningDataModule):
         data_dir: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        eval_token_budget: int | None = None,
         num_workers: int = 0,
         group_by_length: bool = True,
         max_examples: int | None = None,
@@ -122,7 +126,13 @@ class ClassificationDataModule(L.LightningDataModule):
             data_dir: Folder holding the dataset files (or where they are downloaded to). Unset: the
                 ``LIT_CLF_DATA`` environment variable, then ``~/.cache/lit_clf``.
             batch_size: Examples per training batch (per device).
-            eval_batch_size: Examples per validation/test/predict batch; unset uses ``batch_size``.
+            eval_batch_size: Examples per validation/test/predict batch at most; unset uses ``batch_size``.
+            eval_token_budget: Tokens per validation/test/predict batch at most, as padded: rows x the longest
+                example's tokens (for a decoder its prompt plus its answer budget, what the KV cache grows to).
+                Batches come longest first, so the first hold few rows of the longest prompts and later ones up to
+                ``eval_batch_size`` short ones: memory stays bounded by the budget, not by the longest prompt times
+                the batch size. An example over the budget alone is a batch of one. Unset: ``eval_batch_size``
+                rows whatever their length.
             num_workers: DataLoader worker processes (0 = load in the main process).
             group_by_length: Batch examples of similar token length together (shuffled mega-batches for
                 training, longest-first for evaluation) so little compute goes to padding. Under several devices
@@ -152,6 +162,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1 or unset, got {eval_batch_size}")
+        if eval_token_budget is not None and eval_token_budget < 1:
+            raise ValueError(f"eval_token_budget must be >= 1 or unset, got {eval_token_budget}")
         if predict_split not in SPLITS:
             raise ValueError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
         for name, value in [
@@ -165,6 +177,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_token_budget = eval_token_budget
         self.num_workers = num_workers
         self.group_by_length = group_by_length
         self.max_examples = max_examples
@@ -299,25 +312,29 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
         featurizer = self.featurizer
-        sampler: Sampler[int] | None = None
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if not train:
+            costs = [featurizer.length(f) + f.get("max_new_tokens", 0) for f in dataset.features]
+            budget = self.eval_token_budget
+            batches = EvalBatches(costs, self.eval_batch_size, budget, world, rank, longest_first=self.group_by_length)
+            return self._data_loader(dataset, batches, batch_size=None)
         lengths = [featurizer.length(feature) for feature in dataset.features] if self.group_by_length else []
-        if train:
-            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-            sampler = (
-                LengthGroupedSampler(lengths, self.batch_size * world, seed=self.seed)  # grouped by the global batch
-                if self.group_by_length
-                else ShuffledSampler(len(dataset), seed=self.seed)
-            )
-            if world > 1:
-                sampler = RankShard(sampler, world, rank)
-            self._resume_sampler(sampler, world)
-        elif self.group_by_length:
-            sampler = SortedByLengthSampler(lengths)
+        sampler: EpochSampler | RankShard = (
+            LengthGroupedSampler(lengths, self.batch_size * world, seed=self.seed)  # grouped by the global batch
+            if self.group_by_length
+            else ShuffledSampler(len(dataset), seed=self.seed)
+        )
+        if world > 1:
+            sampler = RankShard(sampler, world, rank)
+        self._resume_sampler(sampler, world)
+        return self._data_loader(dataset, sampler, batch_size=self.batch_size)
+
+    def _data_loader(self, dataset: FeatureDataset, sampler: Sampler, batch_size: int | None) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             sampler=sampler,
-            collate_fn=featurizer.collate,
+            collate_fn=self.featurizer.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # loaders never draw from the global RNG

@@ -1,6 +1,6 @@
 """The orders in which a DataModule's loaders read a split: per epoch and resumable mid-epoch for training
 (shuffled, or length-grouped for little padding; under several processes grouped by the global batch and shared out
-by :class:`RankShard`), longest first for evaluation."""
+by :class:`RankShard`), and evaluation batches, longest first within a token budget (:class:`EvalBatches`)."""
 
 from __future__ import annotations
 
@@ -81,17 +81,66 @@ class LengthGroupedSampler(EpochSampler):
         return [index for batch in batches for index in batch]
 
 
-class SortedByLengthSampler(Sampler[int]):
-    """Evaluation order, longest first: least padding; metrics do not depend on order."""
+class EvalBatches(DistributedSampler):
+    """Evaluation batches (validation, test, predict): each an index list, longest first, shared out among
+    ``num_replicas`` processes with the same number of batches on every one.
 
-    def __init__(self, lengths: Sequence[int]) -> None:
-        self.order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    A batch holds at most ``max_rows`` examples and, with a ``token_budget``, at most that many tokens as it is
+    padded: rows x the longest ``cost`` in it (the decoder's prompt plus its answer budget, which the KV cache grows
+    to). So a 20NG five-shot test starts with a few rows of 8k-token prompts and ends with many short ones, instead
+    of a fixed count sized for neither. An example over the budget on its own is a batch of one.
+
+    Batch ``k`` of the whole order goes to process ``k % num_replicas``, so the processes' batches of a step have
+    similar lengths. The batch count is made a multiple of ``num_replicas`` by splitting the batches with the most
+    rows (each example is still read once); only when there are fewer examples than that count are some repeated
+    (predictions drop the repeats by index). A ``DistributedSampler`` whose items are batches, so Lightning does
+    not wrap it in its own: the loader reads it with ``batch_size=None`` and a dataset indexed by lists.
+    """
+
+    def __init__(
+        self,
+        costs: Sequence[int],
+        max_rows: int,
+        token_budget: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        longest_first: bool = True,
+    ) -> None:
+        Sampler.__init__(self)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        order = sorted(range(len(costs)), key=costs.__getitem__, reverse=True) if longest_first else range(len(costs))
+        batches: list[list[int]] = []
+        for index in order:
+            batch = batches[-1] if batches else None
+            rows = len(batch) + 1 if batch is not None else 1
+            widest = max([costs[i] for i in batch or ()] + [costs[index]])
+            if batch is None or rows > max_rows or (token_budget is not None and rows * widest > token_budget):
+                batches.append([index])
+            else:
+                batch.append(index)
+        while len(batches) % num_replicas:
+            widest = max(range(len(batches)), key=lambda k: len(batches[k]), default=None)
+            if widest is None or len(batches[widest]) < 2:
+                batches.append(list(batches[-1]))  # fewer examples than processes: repeat
+                continue
+            batch = batches[widest]
+            batches[widest : widest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        self.batches = batches
+        self.mine = batches[rank::num_replicas]
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.drop_last, self.seed, self.epoch = False, False, 0, 0  # DistributedSampler's attributes
+        self.num_samples = len(self.mine)
+        self.total_size = len(batches)
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.mine)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([list(batch) for batch in self.mine])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
 
 class RankShard(DistributedSampler):

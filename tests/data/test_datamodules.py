@@ -7,7 +7,7 @@ import torch
 
 from lit_clf.data import MassiveDataModule, NewsgroupsDataModule
 from lit_clf.data.collate import pad_sequences
-from lit_clf.data.samplers import LengthGroupedSampler, SortedByLengthSampler
+from lit_clf.data.samplers import EvalBatches, LengthGroupedSampler
 from lit_clf.data.tasks import OTHER
 from tests.helpers import ToyDataModule
 
@@ -106,8 +106,46 @@ def test_length_grouped_batches_stay_whole_with_a_short_batch():
         assert all([lengths[j] for j in b] == sorted((lengths[j] for j in b), reverse=True) for b in batches)
 
 
-def test_sorted_sampler_and_padding():
-    assert list(SortedByLengthSampler([3, 9, 1, 5])) == [1, 3, 0, 2]
+def test_eval_batches_longest_first_by_count():
+    assert list(EvalBatches([3, 9, 1, 5], max_rows=2)) == [[1, 3], [0, 2]]
+    assert list(EvalBatches([3, 9, 1, 5], max_rows=3, longest_first=False)) == [[0, 1, 2], [3]]
+
+
+def test_eval_batches_within_a_token_budget():
+    # Budget 20: rows x the batch's longest cost <= 20; the 25-token example alone is over it, a batch of one.
+    costs = [25, 10, 10, 9, 4, 4, 4, 4, 4, 4, 3]
+    batches = list(EvalBatches(costs, max_rows=4, token_budget=20))
+    assert batches == [[0], [1, 2], [3, 4], [5, 6, 7, 8], [9, 10]]
+    assert all(len(b) == 1 or len(b) * max(costs[i] for i in b) <= 20 for b in batches)
+
+
+def test_eval_batches_equal_counts_on_every_rank_without_repeats():
+    # 5 batches by count over 3 ranks: the widest batches split until 6; every example read exactly once.
+    costs = list(range(17, 0, -1))
+    shares = [list(EvalBatches(costs, max_rows=4, num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(s) for s in shares] == [2, 2, 2]
+    assert sorted(i for s in shares for b in s for i in b) == list(range(17))
+    assert [len(b) for s in zip(*shares) for b in s] == [2, 2, 4, 4, 4, 1]  # step 1 holds the longest rows
+    # Fewer examples than ranks: the last is repeated (predictions drop repeats by index), counts stay equal.
+    assert [list(EvalBatches([5, 3], max_rows=8, num_replicas=3, rank=r)) for r in range(3)] == [[[0]], [[1]], [[1]]]
+
+
+def test_eval_loader_reads_budgeted_batches(tiny_roberta_dir):
+    from lit_clf.encoder.module import EncoderSeqTokenModule
+
+    data = ToyDataModule(tasks=["intent"], eval_batch_size=64, eval_token_budget=30)
+    model = EncoderSeqTokenModule(backbone=str(tiny_roberta_dir), tasks=data.task_specs, pretrained=False)
+    data.featurizer = model.featurizer
+    data.setup("test")
+    batches = list(data.test_dataloader())
+    rows = [len(b["index"]) for b in batches]
+    assert sum(rows) == len(data.examples("test")) and len(set(rows)) > 1
+    assert all(n == 1 or n * b["input_ids"].shape[1] <= 30 for n, b in zip(rows, batches))
+    with pytest.raises(ValueError, match="eval_token_budget must be >= 1 or unset, got 0"):
+        ToyDataModule(tasks=["intent"], eval_token_budget=0)
+
+
+def test_padding():
     left = pad_sequences([[1, 2], [3]], pad=0, side="left")
     assert torch.equal(left, torch.tensor([[1, 2], [0, 3]]))
     assert torch.equal(pad_sequences([[1, 2], [3]], pad=-100), torch.tensor([[1, 2], [3, -100]]))
