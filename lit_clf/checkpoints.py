@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from lit_clf.data.tasks import TaskSpec
 
-__all__ = ["CheckpointError", "check_finite", "check_label_sets", "read_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "FolderCheckpointIO", "check_finite", "check_label_sets", "read_checkpoint", "read_sharded_weights"]
 
 
 class CheckpointError(ValueError):
@@ -42,6 +47,75 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"ckpt_path: {path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def read_sharded_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The whole ``state_dict`` of a sharded checkpoint folder (FSDP1 ``state_dict_type: sharded``, FSDP2
+    distributed), in one process without any process group, as plain CPU tensors: what a one-device test, predict
+    or export reads. Its ``.metadata`` index is unpickled with only checkpoint-index classes allowed (torch's own
+    reader would run any pickled code), the tensors with ``weights_only`` loading."""
+    from lit_clf.compat import read_distributed_checkpoint
+
+    path = Path(path)
+    read_checkpoint(path)  # a folder with a readable meta.pt, or a one-line error
+    reader = _SafeReader(path)
+    reader.read_metadata()  # refused or damaged: a CheckpointError here (inside torch's loader it gets wrapped)
+    try:
+        loaded = read_distributed_checkpoint(reader, keys={"state_dict"})
+    except Exception as err:  # noqa: BLE001 - any failure of torch's reader is this folder's damage
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointError(f"ckpt_path: {path}: not a readable sharded checkpoint ({reason})") from None
+    state = loaded.get("state_dict")
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"ckpt_path: {path}: the sharded checkpoint holds no model weights (state_dict)")
+    return state
+
+
+class FolderCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader for one process (one device, DDP), which also reads a sharded checkpoint
+    folder whole (:func:`read_sharded_weights`): ``lit-clf test`` on one GPU of what FSDP trained on eight. Only
+    the weights: a folder's optimizer state resumes only under a sharded strategy."""
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if Path(path).is_dir():
+            return {**read_checkpoint(path), "state_dict": read_sharded_weights(path)}
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+class _SafeReader(FileSystemReader):
+    """``FileSystemReader`` whose checkpoint index is unpickled by :class:`_IndexUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        file = Path(self.path) / ".metadata"
+        if not file.is_file():
+            raise CheckpointError(f"ckpt_path: {self.path}: no .metadata index, not a sharded checkpoint")
+        with file.open("rb") as stream:
+            try:
+                metadata = _IndexUnpickler(stream).load()
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+                raise CheckpointError(f"ckpt_path: {self.path}: .metadata refused or damaged ({err})") from None
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    """Unpickles a ``torch.distributed.checkpoint`` index: its metadata dataclasses, ``torch.Size``, dtypes,
+    layouts and paths; any other global (``os.system``...) is refused."""
+
+    _PLAIN = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (
+            module.startswith("torch.distributed.checkpoint.")
+            or (module, name) in self._PLAIN
+            or (module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.memory_format)))
+            or (module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"))
+        )
+        if not allowed:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} in a checkpoint index")
+        return super().find_class(module, name)
 
 
 def _load(file: Path, path: Path) -> Any:

@@ -26,6 +26,7 @@ __all__ = [
     "csv_writer",
     "fsdp_wrap_options",
     "jsonargparse_settings",
+    "read_distributed_checkpoint",
     "set_csv_writer",
     "wandb_init_options",
 ]
@@ -125,6 +126,19 @@ def fsdp_wrap_options(strategy: Any) -> dict[str, Any]:
     return strategy.kwargs
 
 
+def read_distributed_checkpoint(reader: Any, keys: set[str] | None = None) -> dict[str, Any]:
+    """A ``torch.distributed.checkpoint`` folder (``reader``: its storage reader) read whole into one process, as
+    nested dicts of plain tensors (only the top-level ``keys`` when given), without a process group: torch's
+    internal loader with its empty-state-dict planner, what ``torch.distributed.checkpoint.format_utils`` and
+    Lightning's own consolidation use (no public call returns the loaded dict)."""
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    out: dict[str, Any] = {}
+    _load_state_dict(out, storage_reader=reader, planner=_EmptyStateDictLoadPlanner(keys=keys), no_dist=True)
+    return out
+
+
 def jsonargparse_settings() -> dict[str, Any]:
     """jsonargparse's parsing settings (set through the public ``set_parsing_settings``; read here only to put its
     import-path policy back as it was, which no public call does)."""
@@ -146,4 +160,12 @@ PRIVATE_NAMES: tuple[tuple[Callable[[], Any], str], ...] = (
     (lambda: ModelCheckpoint, "_save_last_checkpoint"),
     (lambda: ModelCheckpoint, "_monitor_candidates"),
     (lambda: Metric, "_sync_dist"),
+    (
+        lambda: __import__("torch.distributed.checkpoint.state_dict_loader").distributed.checkpoint.state_dict_loader,
+        "_load_state_dict",
+    ),
+    (
+        lambda: __import__("torch.distributed.checkpoint.default_planner").distributed.checkpoint.default_planner,
+        "_EmptyStateDictLoadPlanner",
+    ),
 )

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, Generation
 
 from lit_clf.compat import fsdp_wrap_options
 from lit_clf.precision import fsdp_mixed_precision
+from lit_clf.sharding import is_fsdp2
 
 #: Trainer precision -> dtype the weights are loaded in when ``torch_dtype`` is unset (others: float32).
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -75,7 +76,8 @@ def load_model(
             transformers' default for the model.
         trainer: The Lightning Trainer, if any: its precision, device and strategy. Under FSDP on several devices
             only rank 0 reads the weights; the other ranks build the model on the meta device and FSDP broadcasts
-            rank 0's weights while it shards (``sync_module_states``), saving (world size - 1) host copies.
+            rank 0's weights while it shards (FSDP1: ``sync_module_states``; FSDP2:
+            :meth:`lit_clf.sharding.FSDP2Strategy.parallelize`), saving (world size - 1) host copies.
     """
     dtype = _weights_dtype(torch_dtype, trainer)
     if trainer is not None and isinstance(trainer.strategy, FSDPStrategy):
@@ -84,7 +86,10 @@ def load_model(
     if load_in_4bit:
         model = auto_class.from_pretrained(name, **_4bit_kwargs(dtype, trainer), **kernel)
     else:
-        empty = pretrained and _rank0_loads_for_fsdp(trainer) and trainer.global_rank > 0
+        # Rank 0 alone reads (or, random, builds) the weights; FSDP broadcasts them while it shards (FSDP2 in
+        # configure_model: lit_clf.sharding), so the others build on the meta device.
+        broadcast = (pretrained and _rank0_loads_for_fsdp(trainer)) or is_fsdp2(trainer)
+        empty = broadcast and trainer.global_rank > 0
         if pretrained and not empty:
             model = auto_class.from_pretrained(name, dtype=dtype, **kernel)
         else:
@@ -94,7 +99,7 @@ def load_model(
                 )
             _read_generation_config(model, name)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -105,6 +110,16 @@ def load_model(
         task_type = "CAUSAL_LM" if auto_class is AutoModelForCausalLM else "FEATURE_EXTRACTION"
         model = get_peft_model(model, LoraConfig(task_type=task_type, **lora))
     return model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant activation checkpointing of every layer: ``activation_checkpointing_enable`` (transformers
+    >= 5.25; its older name ``gradient_checkpointing_enable`` is deprecated there)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def context_window(config) -> int | None:
@@ -188,6 +203,7 @@ __all__ = [
     "TorchDtype",
     "check_load_options",
     "context_window",
+    "enable_activation_checkpointing",
     "load_causal_lm",
     "load_model",
     "within_context_window",

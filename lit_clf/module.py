@@ -25,6 +25,7 @@ from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
 from lit_clf.precision import keep_rotary_float32
 from lit_clf.schedules import WarmupDecay
+from lit_clf.sharding import is_fsdp2
 from lit_clf.trust import check_hparams, enforced
 
 STAGES = ("val", "test")
@@ -182,7 +183,12 @@ class TaskModule(L.LightningModule):
     def place_built(self) -> None:
         """Direct use (no Trainer): weights just built in ``configure_model`` go to the device the module was moved
         to before (``module.to("cuda")`` moves nothing while there is nothing built, but Lightning records the
-        device). A Trainer places the module itself; 4-bit weights are placed by bitsandbytes as they load."""
+        device). A Trainer places the module itself; 4-bit weights are placed by bitsandbytes as they load. Under
+        FSDP2 the module is sharded here (:meth:`lit_clf.sharding.FSDP2Strategy.parallelize`)."""
+        if is_fsdp2(self._trainer):
+            heads = getattr(self, "heads", None)
+            self._trainer.strategy.parallelize(self, self.backbone, list(heads.values()) if heads is not None else [])
+            return
         if self._trainer is None and not self.hparams.load_in_4bit and self.device != torch.device("cpu"):
             self.to(self.device)
 

@@ -84,8 +84,15 @@ _PLUGINS = (
 TRUSTED: tuple[Trusted, ...] = (
     Trusted(
         "lit_clf",
-        ("lightning.pytorch.LightningModule", "lightning.pytorch.LightningDataModule", _CALLBACK, _LOGGER, _SCHEDULER),
-        "a lit_clf model, data, callback, logger or schedule class",
+        (
+            "lightning.pytorch.LightningModule",
+            "lightning.pytorch.LightningDataModule",
+            _CALLBACK,
+            _LOGGER,
+            _SCHEDULER,
+            "lightning.pytorch.strategies.Strategy",
+        ),
+        "a lit_clf model, data, callback, logger, schedule or strategy class",
     ),
     Trusted("torch.optim", (_OPTIMIZER, _SCHEDULER), "a torch optimizer or learning-rate scheduler"),
     Trusted("bitsandbytes.optim", (_OPTIMIZER,), "a bitsandbytes optimizer"),
@@ -115,8 +122,9 @@ _CALLABLE_OPTIONS = ("optimizer", "lr_scheduler")
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 _KIND_TEXT = (
-    "lit_clf runs only its own model, data and callback classes, torch, bitsandbytes and torchao optimizers and "
-    "schedulers, Lightning callbacks, loggers, strategies and plugins, and transformers/torch module classes"
+    "lit_clf runs only its own model, data, callback and strategy classes, torch, bitsandbytes and torchao "
+    "optimizers and schedulers, Lightning callbacks, loggers, strategies and plugins, and transformers/torch module "
+    "classes"
 )
 
 

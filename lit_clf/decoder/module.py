@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer
@@ -345,7 +345,8 @@ class DecoderGenerativeModule(TaskModule):
     def _synced_gpus(self) -> bool:
         """Sharded weights: every rank must run each forward pass until all ranks finish, or generation hangs."""
         trainer = self._trainer
-        return trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
+        sharded = (FSDPStrategy, ModelParallelStrategy)
+        return trainer is not None and isinstance(trainer.strategy, sharded) and trainer.world_size > 1
 
 
 @functools.cache

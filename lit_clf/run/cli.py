@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningArgumentParser
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
-from lit_clf.checkpoints import check_label_sets, read_checkpoint
+from lit_clf.checkpoints import FolderCheckpointIO, check_label_sets, read_checkpoint
 from lit_clf.compat import CLIHooks
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.download import DataNotFoundError
@@ -226,7 +227,12 @@ class LitClfCLI(CLIHooks):
                 progress.when = "never"
             elif progress.active():  # a log, not a terminal: plain lines instead of a bar that draws at the end
                 trainer["enable_progress_bar"] = False
-        return self.build_trainer(trainer, [*callbacks, MetricsHistory()])
+        built = self.build_trainer(trainer, [*callbacks, MetricsHistory()])
+        strategy = built.strategy
+        sharded = isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+        if not sharded and type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = FolderCheckpointIO()  # one device reads a sharded checkpoint folder whole
+        return built
 
     def instantiate_classes(self) -> None:
         # Bad data or options surface here (the data are read to link the task specs): one line, exit 2.
