@@ -20,6 +20,7 @@ Hugging Face folder.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -181,9 +182,12 @@ def hf_model(backbone: nn.Module) -> nn.Module:
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's repeated blocks, as transformers names them (``_no_split_modules``: ``LlamaDecoderLayer``)."""
+    """The model's repeated blocks, as transformers names them (``_no_split_modules``: ``LlamaDecoderLayer``); of
+    several names listed (BERT's embeddings and layer), the class with the most instances."""
     names = set(getattr(model, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in names]
+    found = [m for m in model.modules() if type(m).__name__ in names]
+    counts = Counter(type(m).__name__ for m in found)
+    layers = [m for m in found if counts and type(m).__name__ == counts.most_common(1)[0][0]]
     if not layers:
         raise ValueError(
             f"FSDP2: {type(model).__name__} names no repeated layer to shard (_no_split_modules: {sorted(names)})"

@@ -29,6 +29,7 @@ from lit_clf.compat import CLIHooks
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.download import DataNotFoundError
 from lit_clf.data.tasks import TaskSpec
+from lit_clf.planning.cli import add_plan_arguments, check_before_fit
 from lit_clf.run.callbacks import BestCheckpoint, PredictionWriter, ShowTrainingExamples
 from lit_clf.run.cost import RunCost
 from lit_clf.run.progress import LogProgress
@@ -86,6 +87,7 @@ class LitClfCLI(CLIHooks):
             "torchao optimizers and schedulers, Lightning callbacks, loggers, strategies and plugins, and "
             "transformers/torch module classes; anything else is refused (README: Safety).",
         )
+        add_plan_arguments(parser)
         parser.add_argument(
             "--overwrite_run",
             type=bool,
@@ -183,6 +185,7 @@ class LitClfCLI(CLIHooks):
                 )
 
     def before_fit(self) -> None:
+        check_before_fit(self.config["fit"])  # exit status 3 with the plan's line when the run cannot fit
         if self._checkpoint_callbacks is not None:  # resuming from a checkpoint file (read in _apply_checkpoint)
             keep_metrics_history(self.trainer, self._checkpoint_callbacks)
         else:
@@ -323,24 +326,36 @@ def _import(class_path: str) -> Any:
         raise ValueError(f"model class {class_path!r} cannot be imported") from None
 
 
+def cli_options(allowed: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The ``LitClfCLI`` arguments of ``lit-clf`` (and of ``lit-clf plan``, which parses the same way)."""
+    return dict(
+        allowed_class_paths=allowed,
+        parser_class=LitClfArgumentParser,
+        model_class=None,
+        datamodule_class=ClassificationDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LitClfSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": False},
+    )
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-clf`` and ``python -m lit_clf``."""
+    """Entry point of ``lit-clf`` and ``python -m lit_clf``: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's
+    subcommands) and ``plan`` (the memory plan of a ``fit`` config, :mod:`lit_clf.planning.cli`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from DataLoader workers
+    argv = sys.argv[1:] if args is None else list(args)
     with _one_line_errors():
-        allowed = allowed_on_command_line(sys.argv[1:] if args is None else args)
+        allowed = allowed_on_command_line(argv)
     with enforced(allowed):
-        LitClfCLI(
-            allowed_class_paths=allowed,
-            parser_class=LitClfArgumentParser,
-            model_class=None,
-            datamodule_class=ClassificationDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=LitClfSaveConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False},
-            args=args,
-        )
+        if argv[:1] == ["plan"]:
+            from lit_clf.planning.cli import plan_main
+
+            with _one_line_errors():
+                plan_main(argv[1:], cli_options(allowed))
+            return
+        LitClfCLI(args=args, **cli_options(allowed))
 
 
 def specs_to_dicts(specs: Sequence[TaskSpec]) -> list[dict[str, Any]]:
