@@ -21,7 +21,12 @@ from lit_clf.data.tasks import TaskSpec
 
 __all__ = [
     "CheckpointError",
-    "FolderCheckpointIO", "check_finite", "check_label_sets", "read_checkpoint", "read_sharded_weights"]
+    "FolderCheckpointIO",
+    "check_finite",
+    "check_label_sets",
+    "read_checkpoint",
+    "read_sharded_weights",
+]
 
 
 class CheckpointError(ValueError):

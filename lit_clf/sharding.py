@@ -100,6 +100,11 @@ class FSDP2Strategy(ModelParallelStrategy):
         """:func:`shard_module` with this strategy's mesh, rank, device and options."""
         from torch.distributed.fsdp import CPUOffloadPolicy
 
+        if getattr(module, "hparams", {}).get("load_in_4bit"):
+            raise ValueError(
+                "model.init_args.load_in_4bit: QLoRA's 4-bit weights are not sharded by FSDP2Strategy (bitsandbytes "
+                "4-bit parameters as DTensors are not supported here yet); run QLoRA on one GPU, or LoRA under FSDP2"
+            )
         shard_module(
             module,
             backbone,

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from lit_clf.data.tasks import IGNORE_INDEX, TaskSpec
 from lit_clf.encoder.features import EncoderFeaturizer, word_predictions
 from lit_clf.encoder.pooling import Pooling, is_causal, pool, position_ids, resolve_pooling
+from lit_clf.export.heads import load_exported_heads
 from lit_clf.hub import check_model_ref
 from lit_clf.loading import TorchDtype, check_load_options, load_model
 from lit_clf.module import TaskModule, default_optimizer
@@ -88,6 +89,7 @@ class EncoderSeqTokenModule(TaskModule):
         top_k: int = 3,
         multilabel_threshold: float = 0.5,
         pooling: Pooling = "auto",
+        head_bias: bool = True,
         lora: dict[str, Any] | None = None,
         load_in_4bit: bool = False,
         torch_dtype: TorchDtype | None = None,
@@ -114,6 +116,9 @@ class EncoderSeqTokenModule(TaskModule):
             pooling: The vector sequence and multi-label heads read: ``first`` token (encoders), ``last`` attended
                 token (causal decoders; right under left or right padding), ``mean`` of the attended tokens, or
                 ``auto`` (last for a causal decoder, first for an encoder).
+            head_bias: Each head's linear layer has a bias. ``false`` on a causal decoder read at its last token
+                makes a one-sequence-task model export to transformers' ``*ForSequenceClassification`` exactly (its
+                ``score`` layer has no bias: ``lit-clf export``); token heads keep their bias either way.
             lora: Train LoRA adapters (and the heads) instead of every backbone weight: ``peft.LoraConfig``
                 arguments, e.g. ``{r: 16, lora_alpha: 32, target_modules: all-linear}``.
             load_in_4bit: QLoRA: the backbone's weights in 4-bit NF4 (bitsandbytes; a CUDA GPU and ``lora``).
@@ -160,10 +165,15 @@ class EncoderSeqTokenModule(TaskModule):
         hidden = self.backbone.config.hidden_size
         self.heads = nn.ModuleDict(
             {
-                task.name: nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(hidden, task.num_labels))
+                task.name: nn.Sequential(
+                    nn.Dropout(hp.dropout),
+                    nn.Linear(hidden, task.num_labels, bias=hp.get("head_bias", True) or task.kind == "token"),
+                )
                 for task in self.tasks
             }
         )
+        if hp.pretrained:  # a folder `lit-clf export` wrote: its heads too
+            load_exported_heads(self, hp.backbone)
         self.place_built()
         if hp.compile:
             self.backbone.compile(dynamic=True)

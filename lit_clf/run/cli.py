@@ -343,12 +343,19 @@ def cli_options(allowed: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-clf`` and ``python -m lit_clf``: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's
-    subcommands) and ``plan`` (the memory plan of a ``fit`` config, :mod:`lit_clf.planning.cli`)."""
+    subcommands), ``plan`` (the memory plan of a ``fit`` config, :mod:`lit_clf.planning.cli`) and ``export`` (a
+    checkpoint as a Hugging Face folder, :mod:`lit_clf.export.cli`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from DataLoader workers
     argv = sys.argv[1:] if args is None else list(args)
     with _one_line_errors():
         allowed = allowed_on_command_line(argv)
     with enforced(allowed):
+        if argv[:1] == ["export"]:
+            from lit_clf.export.cli import export_main
+
+            with _one_line_errors():
+                export_main(argv[1:])
+            return
         if argv[:1] == ["plan"]:
             from lit_clf.planning.cli import plan_main
 

@@ -138,7 +138,7 @@ def test_fsdp_two_cpu_ranks_fit_and_reload_a_decoder_with_heads(tmp_path, tiny_s
         ALLOW,
         STRATEGY,
     ]
-    lit_clf(["fit", *common], tmp_path)
+    lit_clf(["fit", *common, "--trainer.gradient_clip_val=1.0"], tmp_path)  # clipped by FSDP's clip_grad_norm_
     (ckpt,) = tmp_path.rglob("best.ckpt")
     assert ckpt.is_dir() and (ckpt / "meta.pt").exists()
     fitted = last_metrics(tmp_path, "version_0")
@@ -146,6 +146,15 @@ def test_fsdp_two_cpu_ranks_fit_and_reload_a_decoder_with_heads(tmp_path, tiny_s
     reloaded = last_metrics(tmp_path, "version_1")
     assert fitted["test/intent_acc"] == reloaded["test/intent_acc"]
     assert fitted["test/slots_f1"] == reloaded["test/slots_f1"]
+    # the FSDP1 sharded folder exports (lit-clf export) to a folder that tests alike on one process
+    exported = tmp_path / "exported"
+    lit_clf(["export", f"--ckpt_path={ckpt}", f"--out={exported}"], tmp_path)
+    one = [a for a in common if not a.startswith(("--trainer.devices", "--trainer.strategy", "--allow"))]
+    lit_clf(["test", *one, f"--model.init_args.backbone={exported}", "--model.init_args.pretrained=true"], tmp_path)
+    (path,) = [p for p in tmp_path.rglob("version_0/metrics.csv") if p.parents[1].name.endswith("-noft")]
+    rows = list(csv.DictReader(path.open()))
+    from_export = {key: value for row in rows for key, value in row.items() if value}
+    assert from_export["test/slots_f1"] == reloaded["test/slots_f1"]
 
 
 def fsdp_history(root: Path) -> list[dict[str, str]]:

@@ -95,16 +95,17 @@ def _worker(rank: int, world: int, store: str, model_dir: str, out: str) -> None
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def sharded(tiny_llama2_dir, tmp_path_factory):
-    """Results of the three sharded cases on 2 gloo processes."""
-    root = tmp_path_factory.mktemp("fsdp2")
+@pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=lambda n: f"{n}ranks")
+def sharded(request, tiny_llama2_dir, tmp_path_factory):
+    """Results of the three sharded cases on 2 (and, slow, 4) gloo processes."""
+    world = request.param
+    root = tmp_path_factory.mktemp(f"fsdp2-{world}")
     out = root / "rank0.pt"
-    mp.spawn(_worker, args=(2, str(root / "store"), str(tiny_llama2_dir), str(out)), nprocs=2)
+    mp.spawn(_worker, args=(world, str(root / "store"), str(tiny_llama2_dir), str(out)), nprocs=world)
     return torch.load(out, weights_only=True)
 
 
-def test_fsdp2_two_ranks_give_the_loss_gradients_and_logits_of_one_process(sharded, tiny_llama2_dir):
+def test_fsdp2_ranks_give_the_loss_gradients_and_logits_of_one_process(sharded, tiny_llama2_dir):
     loss, grads, logits, _ = sharded["full"]
     want_loss, want_grads, want_logits = step(build(str(tiny_llama2_dir), None, meta=False), 1, 0, sharded=False)
     assert loss == pytest.approx(want_loss, abs=1e-6)
@@ -122,6 +123,7 @@ def test_fsdp2_lora_trains_only_the_adapters(sharded):
 
 
 def test_fsdp2_bf16_policy_keeps_rotary_buffers_float32(sharded):
+    """(Each rank's share differs, so the 4-rank bf16 loss is compared with its own float32 run.)"""
     assert sharded["bf16/rotary"] == ["torch.float32"]
     loss, _, logits, _ = sharded["bf16"]
     full_loss, _, full_logits, _ = sharded["full"]
@@ -129,10 +131,14 @@ def test_fsdp2_bf16_policy_keeps_rotary_buffers_float32(sharded):
     torch.testing.assert_close(logits, full_logits, atol=5e-2, rtol=5e-2)
 
 
-def _metrics(root, version: str) -> dict[str, str]:
-    from tests.decoder.test_fsdp import last_metrics
+def _metrics(root, version: str, run: str = "-ft") -> dict[str, str]:
+    """The last values of ``root``'s run whose folder name ends with ``run`` (fine-tuned runs end ``-ft``; a test of
+    an exported folder is a ``-noft`` run named after it), version ``version``."""
+    import csv
 
-    return last_metrics(root, version)
+    (path,) = [p for p in root.rglob(f"{version}/metrics.csv") if p.parents[1].name.endswith(run)]
+    rows = list(csv.DictReader(path.open()))
+    return {key: value for row in rows for key, value in row.items() if value}
 
 
 FSDP2 = "--trainer.strategy={class_path: lit_clf.sharding.FSDP2Strategy, init_args: {process_group_backend: gloo}}"
@@ -156,7 +162,8 @@ def test_fsdp2_checkpoint_saved_on_four_ranks_reloads_on_two_and_on_one(tmp_path
         "--trainer.limit_test_batches=null",
         "--trainer.accelerator=cpu",
     ]
-    lit_clf(["fit", *common, "--trainer.devices=4", FSDP2, "--test_after_fit=false"], tmp_path, timeout=420)
+    fit = ["fit", *common, "--trainer.devices=4", FSDP2, "--test_after_fit=false", "--trainer.gradient_clip_val=1.0"]
+    lit_clf(fit, tmp_path, timeout=420)  # clipping: the total norm over the DTensor shards
     (ckpt,) = tmp_path.rglob("best.ckpt")
     assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 4
     lit_clf(["test", *common, f"--ckpt_path={ckpt}", "--trainer.devices=2", FSDP2], tmp_path)
@@ -164,6 +171,42 @@ def test_fsdp2_checkpoint_saved_on_four_ranks_reloads_on_two_and_on_one(tmp_path
     two, one = _metrics(tmp_path, "version_1"), _metrics(tmp_path, "version_2")
     assert float(two["test/loss"]) == pytest.approx(float(one["test/loss"]), rel=1e-6)
     assert (two["test/intent_acc"], two["test/slots_f1"]) == (one["test/intent_acc"], one["test/slots_f1"])
+    # exported from the 4-rank folder, the Hugging Face folder is a backbone that tests to the same numbers
+    exported = tmp_path / "exported"
+    lit_clf(["export", f"--ckpt_path={ckpt}", f"--out={exported}"], tmp_path)
+    backbone = [f"--model.init_args.backbone={exported}", "--model.init_args.pretrained=true"]
+    lit_clf(["test", *common, *backbone, "--trainer.devices=1"], tmp_path)
+    from_export = _metrics(tmp_path, "version_0", run="-noft")
+    assert float(from_export["test/loss"]) == pytest.approx(float(one["test/loss"]), rel=1e-6)
+    assert from_export["test/slots_f1"] == one["test/slots_f1"]
+
+
+@pytest.mark.slow
+def test_fsdp2_decoder_fit_exports_a_folder_that_tests_as_the_checkpoint(tmp_path, tiny_smollm_dir, shared_data):
+    """A decoder fit on 2 FSDP2 ranks (generation under sharded weights), exported from its distributed checkpoint:
+    `lit-clf test` with the folder as backbone gives the checkpoint's test scores and answers."""
+    from tests.decoder.test_fsdp import lit_clf
+    from tests.helpers import decoder_overrides
+
+    common = [
+        "--config",
+        str(REPO / "configs" / "massive" / "smollm2-135m-joint.yaml"),
+        *decoder_overrides(tmp_path, tiny_smollm_dir, shared_data),
+        "--model.init_args.decoding=constrained",
+        "--trainer.limit_test_batches=null",
+        "--trainer.accelerator=cpu",
+    ]
+    lit_clf(["fit", *common, "--trainer.devices=2", FSDP2, "--test_after_fit=false"], tmp_path)
+    (ckpt,) = tmp_path.rglob("best.ckpt")
+    lit_clf(["test", *common, f"--ckpt_path={ckpt}", "--trainer.devices=1"], tmp_path)
+    exported = tmp_path / "exported"
+    lit_clf(["export", f"--ckpt_path={ckpt}", f"--out={exported}", "--dtype=float32"], tmp_path)
+    backbone = [f"--model.init_args.backbone={exported}", "--model.init_args.pretrained=true"]
+    lit_clf(["test", *common, *backbone, "--trainer.devices=1"], tmp_path)
+    checkpoint, folder = _metrics(tmp_path, "version_1"), _metrics(tmp_path, "version_0", run="-noft")
+    assert {k: v for k, v in checkpoint.items() if k.startswith("test/")} == {
+        k: v for k, v in folder.items() if k.startswith("test/")
+    }
 
 
 def _lowbit_worker(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
@@ -193,12 +236,8 @@ def _lowbit_worker(rank: int, world: int, store: str, model_dir: str, out: str) 
         facts = {
             "changed": changed,
             "dtypes": sorted({str(p.dtype) for p in module.parameters()}),
-            "state": (
-                type(state).__name__,
-                tuple(state.shape),
-                tuple(state.to_local().shape),
-                isinstance(state, DTensor),
-            ),
+            "state": (type(state).__name__, tuple(state.shape), tuple(state.to_local().shape)),
+            "sharded": isinstance(state, DTensor),
         }
         if rank == 0:
             torch.save(facts, out)

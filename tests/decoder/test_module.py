@@ -575,6 +575,33 @@ def test_fsdp_trainer_config_instantiates_the_strategy():
     assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
 
 
+@pytest.mark.parametrize(
+    ("name", "nodes", "hybrid", "precision"),
+    [
+        ("fsdp2-8xa100", 1, False, "bf16-mixed"),
+        ("fsdp2-8xa100-70b", 1, False, "bf16-true"),
+        ("fsdp2-2x8xa100", 2, False, "bf16-mixed"),
+    ],
+)
+def test_fsdp2_trainer_configs_instantiate_the_strategy(name, nodes, hybrid, precision):
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import Strategy
+
+    from lit_clf.sharding import FSDP2Strategy
+
+    config = yaml.safe_load((REPO / "configs" / "trainer" / f"{name}.yaml").read_text())
+    trainer = config["trainer"]
+    assert (trainer["devices"], trainer.get("num_nodes", 1), trainer["precision"]) == (8, nodes, precision)
+    assert config["data"]["init_args"]["batch_size"] == 1
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    strategy = parser.instantiate(parser.parse_object({"strategy": trainer["strategy"]})).strategy
+    assert isinstance(strategy, FSDP2Strategy) and strategy.hybrid is hybrid
+    assert (
+        strategy.activation_checkpointing and strategy.reshard_after_forward and strategy._save_distributed_checkpoint
+    )
+
+
 @pytest.mark.parametrize("config", CPU_CONFIGS, ids=lambda p: p.name)
 def test_cpu_recipes_parse(config, capsys):
     run_cli(["fit", "--config", str(config), "--print_config"])
