@@ -1,4 +1,4 @@
-from lit_clf.run.cli import main
+from lit_clf.run.entry import main
 
 if __name__ == "__main__":
     main()

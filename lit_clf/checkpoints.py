@@ -66,11 +66,11 @@ def read_sharded_weights(path: str | Path) -> dict[str, torch.Tensor]:
     reader = _SafeReader(path)
     reader.read_metadata()  # refused or damaged: a CheckpointError here (inside torch's loader it gets wrapped)
     try:
-        loaded = read_distributed_checkpoint(reader, keys={"state_dict"})
+        loaded = read_distributed_checkpoint(reader, keys={"state_dict", "model"})  # FSDP2's key; FSDP1's
     except Exception as err:  # noqa: BLE001 - any failure of torch's reader is this folder's damage
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"ckpt_path: {path}: not a readable sharded checkpoint ({reason})") from None
-    state = loaded.get("state_dict")
+    state = loaded.get("state_dict") or loaded.get("model")
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"ckpt_path: {path}: the sharded checkpoint holds no model weights (state_dict)")
     return state

@@ -107,17 +107,25 @@ def slot_f1(
         return float(f1_score(gold_bio, pred_bio))
 
 
-def exact_match(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], outside: str = OTHER) -> float:
+def exact_match(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    outside: str = OTHER,
+    valid: Sequence[bool] | None = None,
+) -> float:
     """Fraction of utterances whose aligned predicted word labels equal the gold ones (0.0 for no utterances).
 
     MASSIVE compares the BIO sequences; with one ``outside`` label, BIO tags and word labels determine each
     other, so comparing word labels is the same test. MASSIVE's ``ex_match_acc`` also requires the intent to
-    match; this is the slots-only part.
+    match; this is the slots-only part. An invalid answer (``valid`` False: a generated answer that could not be
+    read) is never a match, though padding its best-effort labels with ``outside`` would match an utterance
+    without slots; slot F1 still scores the best-effort labels, as MASSIVE pads them.
     """
     _check_same_count(gold, pred)
     if not gold:
         return 0.0
-    matches = sum(list(g) == align_prediction(p, len(g), outside) for g, p in zip(gold, pred))
+    valid = [True] * len(gold) if valid is None else list(valid)
+    matches = sum(ok and list(g) == align_prediction(p, len(g), outside) for g, p, ok in zip(gold, pred, valid))
     return matches / len(gold)
 
 
@@ -170,8 +178,14 @@ class _WordLabelMetric(MetricSyncHooks):
         for prefix in ("pred", "target"):
             self.add_state(f"{prefix}_ids", default=[], dist_reduce_fx="cat")
             self.add_state(f"{prefix}_lengths", default=[], dist_reduce_fx="cat")
+        self.add_state("valid", default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: Tensor | Sequence[Sequence[int]], target: Tensor | Sequence[Sequence[int]]) -> None:
+    def update(
+        self,
+        preds: Tensor | Sequence[Sequence[int]],
+        target: Tensor | Sequence[Sequence[int]],
+        valid: Tensor | Sequence[bool] | None = None,
+    ) -> None:
         """Add a batch of utterances.
 
         Args:
@@ -179,6 +193,8 @@ class _WordLabelMetric(MetricSyncHooks):
                 produces them) or a (batch, words) tensor; entries equal to -100 are dropped as padding.
                 Token-level encoders first mask non-word positions with the gold mask.
             target: Gold word-label ids per utterance, in the same forms.
+            valid: Per utterance, whether the prediction was a readable answer (default: all); exact match never
+                counts an invalid one.
         """
         pred_ids, pred_lengths = _flatten_ids(preds, "preds")
         target_ids, target_lengths = _flatten_ids(target, "target")
@@ -192,11 +208,15 @@ class _WordLabelMetric(MetricSyncHooks):
         self.pred_lengths.append(pred_lengths.to(self.device))
         self.target_ids.append(target_ids.to(self.device))
         self.target_lengths.append(target_lengths.to(self.device))
+        flags = torch.ones(len(pred_lengths), dtype=torch.long) if valid is None else torch.as_tensor(valid).long()
+        if flags.numel() != len(pred_lengths):
+            raise ValueError(f"valid has {flags.numel()} flags but preds has {len(pred_lengths)} utterances")
+        self.valid.append(flags.to(self.device))
 
     def before_sync(self) -> None:
         # torchmetrics stands in a float32 tensor for an empty list state (a rank that saw no batch); an
         # all_gather of float32 beside other ranks' int64 would mix dtypes, so stand in an int64 one.
-        for name in ("pred_ids", "pred_lengths", "target_ids", "target_lengths"):
+        for name in ("pred_ids", "pred_lengths", "target_ids", "target_lengths", "valid"):
             if isinstance(getattr(self, name), list) and not getattr(self, name):
                 setattr(self, name, [torch.zeros(0, dtype=torch.long, device=self.device)])
 
@@ -210,27 +230,29 @@ class _WordLabelMetric(MetricSyncHooks):
             start += n
         return sequences
 
-    def _score(self, gold: list[list[str]], pred: list[list[str]]) -> float:
+    def _score(self, gold: list[list[str]], pred: list[list[str]], valid: list[bool]) -> float:
         raise NotImplementedError
 
     def compute(self) -> Tensor:
         gold = self._decode(self.target_ids, self.target_lengths)
         pred = self._decode(self.pred_ids, self.pred_lengths)
-        return torch.tensor(self._score(gold, pred), dtype=torch.float32, device=self.device)
+        valid = [] if isinstance(self.valid, list) and not self.valid else dim_zero_cat(self.valid).bool().tolist()
+        score = self._score(gold, pred, valid or [True] * len(gold))
+        return torch.tensor(score, dtype=torch.float32, device=self.device)
 
 
 class SlotF1(_WordLabelMetric):
     """MASSIVE slot micro F1 (0-1) over everything seen since the last reset; see :func:`slot_f1`."""
 
-    def _score(self, gold: list[list[str]], pred: list[list[str]]) -> float:
+    def _score(self, gold: list[list[str]], pred: list[list[str]], valid: list[bool]) -> float:
         return slot_f1(gold, pred, self.outside, self.scheme)
 
 
 class SlotExactMatch(_WordLabelMetric):
     """Fraction of utterances whose slot labels are all right; see :func:`exact_match`."""
 
-    def _score(self, gold: list[list[str]], pred: list[list[str]]) -> float:
-        return exact_match(gold, pred, self.outside)
+    def _score(self, gold: list[list[str]], pred: list[list[str]], valid: list[bool]) -> float:
+        return exact_match(gold, pred, self.outside, valid)
 
 
 class Accuracy(Metric):

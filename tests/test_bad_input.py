@@ -278,28 +278,40 @@ def test_a_newsgroups_archive_missing_a_group_is_refused(tmp_path, shared_data):
     )
 
 
-@pytest.mark.parametrize("damage", ["zeroed bytes", "truncated"])
+@pytest.mark.parametrize("damage", ["zeroed bytes", "16 zero bytes at 5 MB", "truncated"])
 def test_a_damaged_newsgroups_archive_is_an_error_naming_it(damage, tmp_path, shared_data):
+    """Every damage reads as a corrupt archive (the gzip CRC is checked to the end): zeroed bytes used to end the tar
+    stream silently, reported as a missing split or a partial dataset."""
     folder = tmp_path / "20newsgroups"
     folder.mkdir()
     data = bytearray((shared_data / "20newsgroups" / "20news-bydate.tar.gz").read_bytes())
     middle = len(data) // 2
     if damage == "truncated":
         del data[middle:]
-    else:
+    elif damage == "zeroed bytes":
         data[middle : middle + 64] = bytes(64)
+    else:
+        data[5_000_000:5_000_016] = bytes(16)
     (folder / "20news-bydate.tar.gz").write_bytes(bytes(data))
     from lit_clf.data import NewsgroupsDataModule
 
     with pytest.raises(ValueError) as err:
         NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
     archive = folder / "20news-bydate.tar.gz"
-    if damage == "truncated":
-        assert str(err.value).startswith(f"{archive} is truncated or corrupt (")
-        assert str(err.value).endswith("); delete it to download it again, or replace it")
-    else:  # gzip reads on past the zeroed block: a partial dataset, caught by the known counts
-        assert str(err.value).startswith(f"{archive}: train+val has ")
-        assert str(err.value).endswith(f"a complete copy 11,314 (damaged or partial data); {FIX}")
+    assert str(err.value).startswith(f"{archive} is truncated or corrupt (")
+    assert str(err.value).endswith("); delete it to download it again, or replace it")
+
+
+def test_a_folder_where_a_data_file_belongs_is_named_not_downloaded_over(tmp_path, monkeypatch):
+    from lit_clf.data import MassiveDataModule, NewsgroupsDataModule, download
+
+    monkeypatch.setattr(download, "_download", lambda *a, **k: pytest.fail("downloaded over a wrong-kind path"))
+    (tmp_path / "massive" / "1.1" / "data" / "en-US.jsonl").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"en-US\.jsonl: a folder where a data file belongs; move or delete it"):
+        MassiveDataModule(tasks=["intent"], data_dir=str(tmp_path)).examples("train")
+    (tmp_path / "20newsgroups" / "20news-bydate.tar.gz").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"20news-bydate\.tar\.gz: a folder where a data file belongs"):
+        NewsgroupsDataModule(tasks=["topic20"], data_dir=str(tmp_path)).examples("train")
 
 
 # ------------------------------------------------------------------------------ 1, 2: options found wrong late

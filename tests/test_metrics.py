@@ -376,3 +376,22 @@ def test_multilabel_metrics_by_hand():
     # macro: a 1.0, b 1.0, c: tp 0, fp 1, fn 1 -> 0.0
     assert float(metrics["macro_f1"].compute()) == pytest.approx(2 / 3)
     assert float(metrics["exact_match"].compute()) == pytest.approx(1 / 3)  # only row 1
+
+
+def test_an_invalid_slot_answer_is_never_an_exact_match():
+    """Garbage on an utterance without slots pads to all-Other, which equals its gold labels: a 100 %-invalid run
+    would score exact matches. Slot F1 keeps MASSIVE's best-effort padding (nothing to find, nothing found)."""
+    from lit_clf.metrics import task_metrics
+    from lit_clf.prompting.answers import ParsedAnswer
+    from lit_clf.prompting.scoring import update_answer_metrics
+    from tests.helpers import toy_specs
+
+    (slots,) = toy_specs(("slots",))
+    metrics = task_metrics([slots], invalid_rate=True)
+    other = slots.label2id[OTHER]
+    gold = {"slots": [[other, other, other], [other, other]]}
+    answers = [{"slots": ParsedAnswer([], False)}, {"slots": ParsedAnswer([OTHER, OTHER], True)}]
+    update_answer_metrics(metrics, [slots], answers, gold)
+    assert float(metrics["slots"]["exact_match"].compute()) == 0.5  # the valid all-Other answer only
+    assert float(metrics["slots"]["invalid_rate"].compute()) == 0.5
+    assert exact_match([[OTHER]], [[]], valid=[False]) == 0.0 and exact_match([[OTHER]], [[]]) == 1.0

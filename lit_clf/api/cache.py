@@ -1,9 +1,12 @@
 """An on-disk cache of chat completions: a rerun costs nothing, and a run killed half-way resumes without repeating
 paid calls.
 
-One JSON file per request under ``<folder>/<key[:2]>/<key>.json``, where the key is the SHA-256 of the model, the
-messages and the request parameters (temperature, token limit, response format...). Each file is written to a
-temporary name and renamed, so a killed run leaves whole entries only. The API key is never part of an entry.
+One JSON file per request under ``<folder>/<key[:2]>/<key>.json``, where the key is the SHA-256 of the endpoint
+(``base_url``), the model, the messages and the request parameters (temperature, token limit, response format...):
+a second server serving a model of the same name never gets the first one's answers. Each entry also records the
+model the server said it served; only complete answers are stored (an empty or malformed response never is). Each
+file is written to a temporary name and renamed, so a killed run leaves whole entries only. The API key is never
+part of an entry.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from typing import Any
 __all__ = ["ResponseCache", "request_key"]
 
 
-def request_key(model: str, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
-    """The cache key of one request: SHA-256 of its canonical JSON."""
-    canonical = json.dumps(
-        {"model": model, "messages": list(messages), "params": dict(params)}, sort_keys=True, ensure_ascii=False
-    )
+def request_key(
+    model: str, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any], endpoint: str | None = None
+) -> str:
+    """The cache key of one request: SHA-256 of its canonical JSON (the endpoint, model, messages, parameters)."""
+    request = {"model": model, "messages": list(messages), "params": dict(params)}
+    if endpoint is not None:
+        request["endpoint"] = endpoint.rstrip("/")
+    canonical = json.dumps(request, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

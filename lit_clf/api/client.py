@@ -21,6 +21,8 @@ __all__ = ["ApiError", "ChatClient", "Completion"]
 
 #: The placeholder key sent to servers that need none (``api_key_env: null``; local vLLM, llama.cpp, Ollama...).
 NO_KEY = "no-key"
+#: The endpoint a client without ``base_url`` talks to (part of every cache key).
+OPENAI_ENDPOINT = "https://api.openai.com/v1"
 
 
 class ApiError(ValueError):
@@ -94,6 +96,8 @@ class ChatClient:
         self.max_retries = max_retries
         self.timeout = timeout
         self.cache = cache
+        #: The model the server says it serves (its first answer's ``model``); cached answers of another are refetched.
+        self.served_model: str | None = None
         self._client = None
 
     def _openai(self):
@@ -118,8 +122,8 @@ class ChatClient:
     def complete(self, messages: Sequence[Mapping[str, str]], extra: Mapping[str, Any] | None = None) -> Completion:
         """One answer for ``messages``; ``extra`` parameters (a per-example response format) join ``params``."""
         params = {**self.params, **(extra or {})}
-        key = request_key(self.model, messages, params)
-        if self.cache is not None and (entry := self.cache.get(key)) is not None:
+        key = request_key(self.model, messages, params, endpoint=self.base_url or OPENAI_ENDPOINT)
+        if self.cache is not None and (entry := self.cache.get(key)) is not None and self._same_model(entry):
             return Completion(entry["text"], entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0), True)
         client = self._openai()
         import openai
@@ -134,8 +138,13 @@ class ChatClient:
             ) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise ApiError(f"{self._where()}: {err} after {self.max_retries} retries{self._resume_hint()}") from None
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content if choice is not None else None) or ""
+        except (ValueError, openai.APIResponseValidationError) as err:  # a truncated or non-JSON body
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            raise ApiError(f"{self._where()}: answered with a body that is not a chat completion ({reason})") from None
+        text = self._answer_text(response)
+        served = getattr(response, "model", None)
+        if isinstance(served, str) and served:
+            self.served_model = self.served_model or served
         usage = response.usage
         completion = Completion(
             text,
@@ -157,6 +166,24 @@ class ChatClient:
             return [self.complete(messages, extra) for messages, extra in zip(requests, extras)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self.complete, requests, extras))
+
+    def _answer_text(self, response: Any) -> str:
+        """The answer of a chat completion, or a one-line :class:`ApiError` for a response without one (no
+        ``choices``, an empty list, no message): such a response is never cached."""
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list):
+            kind = type(response).__name__
+            raise ApiError(f"{self._where()}: answered with a body that is not a chat completion (a {kind})")
+        message = getattr(choices[0], "message", None) if choices else None
+        if message is None:
+            raise ApiError(f"{self._where()}: answered without any choice (choices: {choices!r}); nothing was cached")
+        return message.content or ""
+
+    def _same_model(self, entry: Mapping[str, Any]) -> bool:
+        """A cached entry serves only if the model its server named is the one this run's server names (known
+        after the first answer received): a server that ignores the requested name and serves another model."""
+        stored = entry.get("model")
+        return not (stored and self.served_model and stored != self.served_model)
 
     def _where(self) -> str:
         return f"{self.base_url or 'the OpenAI API'} ({self.model})"

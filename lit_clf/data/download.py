@@ -103,6 +103,31 @@ def download_file(url: str, dest: Path, sha256: str, *, opener: Callable[..., An
         raise DataNotFoundError(_one_line(f"could not download {url} ({_why(err)}); {LOCAL_COPY_HINT}")) from err
 
 
+def refuse_wrong_kind(files: Iterable[Path] = (), folders: Iterable[Path] = ()) -> None:
+    """A one-line error for a path that exists but is the wrong kind (a folder named like the data file, a file
+    named like a data folder): it would otherwise be reported missing and downloaded over."""
+    for path in files:
+        if path.exists() and not path.is_file():
+            raise ValueError(f"{path}: a folder where a data file belongs; move or delete it")
+    for path in folders:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path}: a file where a data folder belongs; move or delete it")
+
+
+def check_gzip(path: Path) -> None:
+    """Decompress a gzip file to its end (its CRC checked): tar reading stops silently at a damaged block, which
+    would read as a missing split rather than a corrupt archive."""
+    with path.open("rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except ARCHIVE_ERRORS as err:
+        raise corrupt_archive(path, err) from err
+
+
 def fetch(url: str, dest: Path, sha256: str, *, what: str, places: Iterable[Path], download: bool) -> Path:
     """``download_file`` for a dataset that was not found: every failure names what was looked for and where.
 
@@ -181,6 +206,7 @@ def extract_tar(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
+        check_gzip(archive)
         with tarfile.open(archive, "r:*") as tar:
             members = [_check_member(member, archive) for member in tar.getmembers()]
             if _HAS_DATA_FILTER:

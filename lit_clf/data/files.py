@@ -6,6 +6,10 @@ starts on (for messages). Every failure is a one-line ``ValueError`` naming the 
 CoNLL: one ``token<TAB or spaces>...<tag>`` line per word (the first field is the word, the last its tag), a blank
 (or whitespace-only) line between sentences, ``-DOCSTART-`` lines skipped; a sentence is the row
 ``{"tokens": [...], "tags": [...]}``.
+
+Quoting: csv follows RFC 4180 (a field in double quotes may hold commas, newlines and doubled quotes); tsv is the
+IANA TSV format, which has no quoting: a quote is an ordinary character, so a text starting with ``"`` is read as
+it is (pandas' ``quoting=QUOTE_NONE``), never merged with the rows after it. ``quoting`` overrides either.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-__all__ = ["FORMATS", "FileFormat", "read_rows"]
+__all__ = ["FORMATS", "QUOTINGS", "FileFormat", "Quoting", "read_rows"]
 
+Quoting = Literal["auto", "rfc4180", "none"]
+QUOTINGS: tuple[str, ...] = get_args(Quoting)
 FileFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "conll"]
 FORMATS: tuple[str, ...] = tuple(name for name in get_args(FileFormat) if name != "auto")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".conll": "conll"}
@@ -39,7 +45,11 @@ def file_format(path: Path, format: FileFormat = "auto") -> str:
 
 
 def read_rows(
-    path: str | Path, format: FileFormat = "auto", header: bool = True, column_names: list[str] | None = None
+    path: str | Path,
+    format: FileFormat = "auto",
+    header: bool = True,
+    column_names: list[str] | None = None,
+    quoting: Quoting = "auto",
 ) -> Rows:
     """The rows of one data file.
 
@@ -49,7 +59,11 @@ def read_rows(
         header: For csv/tsv: the first row names the columns. Without one, columns are named by ``column_names``,
             else by position (``"0"``, ``"1"``, ...).
         column_names: Names of the columns (csv/tsv), replacing the header row's or naming a headerless file's.
+        quoting: For csv/tsv: ``rfc4180`` (double-quoted fields), ``none`` (quotes are text), or ``auto``: rfc4180
+            for csv, none for tsv.
     """
+    if quoting not in QUOTINGS:
+        raise ValueError(f"quoting: expected one of {', '.join(QUOTINGS)}, got {quoting!r}")
     path = Path(path)
     kind = file_format(path, format)
     text = _read_text(path)
@@ -59,10 +73,13 @@ def read_rows(
         return _json(path, text)
     if kind == "conll":
         return _conll(path, text)
-    return _delimited(path, text, "\t" if kind == "tsv" else ",", header, column_names)
+    quoted = quoting == "rfc4180" or (quoting == "auto" and kind == "csv")
+    return _delimited(path, text, "\t" if kind == "tsv" else ",", header, column_names, quoted)
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a data file; give the file's path")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     data = path.read_bytes()
@@ -103,14 +120,18 @@ def _json(path: Path, text: str) -> Rows:
     return [(index + 1, row) for index, row in enumerate(data)]
 
 
-def _delimited(path: Path, text: str, delimiter: str, header: bool, column_names: list[str] | None) -> Rows:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+def _delimited(
+    path: Path, text: str, delimiter: str, header: bool, column_names: list[str] | None, quoted: bool = True
+) -> Rows:
+    style = {"quoting": csv.QUOTE_MINIMAL} if quoted else {"quoting": csv.QUOTE_NONE, "quotechar": None}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, **style)
     rows, names, pending_header = [], list(column_names) if column_names else None, header
     for record in reader:
         if not any(cell.strip() for cell in record):
             continue
         if pending_header:  # the header row names the columns unless column_names does
             names, pending_header = names or record, False
+            _refuse_duplicates(path, reader.line_num, names)
             continue
         names = names or [str(i) for i in range(len(record))]
         if len(record) != len(names):
@@ -119,6 +140,17 @@ def _delimited(path: Path, text: str, delimiter: str, header: bool, column_names
             )
         rows.append((reader.line_num, dict(zip(names, record))))
     return rows
+
+
+def _refuse_duplicates(path: Path, line: int, names: list[str]) -> None:
+    first: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in first:
+            raise ValueError(
+                f"{path}:{line}: column {name!r} appears twice (columns {first[name]} and {position}); rename one "
+                "(or give data.init_args.column_names)"
+            )
+        first[name] = position
 
 
 def _conll(path: Path, text: str) -> Rows:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lit_clf.data.base import ClassificationDataModule
-from lit_clf.data.download import DataNotFoundError, data_root, extract_tar, fetch
+from lit_clf.data.download import DataNotFoundError, data_root, extract_tar, fetch, refuse_wrong_kind
 from lit_clf.data.tasks import OTHER, Example, TaskKind
 
 #: The 1.1 release tarball (all locales; 1.1 added ca-ES to 1.0).
@@ -68,6 +68,7 @@ def locate_massive(locale: str = "en-US", data_dir: str | os.PathLike | None = N
     _check_locale(locale)
     folder = data_root(data_dir) / _FOLDER
     candidates = [folder / layout / f"{locale}.jsonl" for layout in _LAYOUTS]
+    refuse_wrong_kind(files=[*candidates, folder / _ARCHIVE])
     found = next((path for path in candidates if path.is_file()), None)
     if found is not None:
         return found

@@ -21,7 +21,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from lit_clf.data.base import ClassificationDataModule, split_off
-from lit_clf.data.download import ARCHIVE_ERRORS, DataNotFoundError, corrupt_archive, data_root, fetch
+from lit_clf.data.download import (
+    ARCHIVE_ERRORS,
+    DataNotFoundError,
+    check_gzip,
+    corrupt_archive,
+    data_root,
+    fetch,
+    refuse_wrong_kind,
+)
 from lit_clf.data.tasks import Example, TaskKind
 
 #: Official upstream of the bydate archive (Jason Rennie's page).
@@ -58,6 +66,7 @@ def locate_newsgroups(data_dir: str | os.PathLike | None = None, download: bool 
     """
     folder = data_root(data_dir) / _FOLDER
     split_dirs = [folder / name for name in _SPLIT_DIRS]
+    refuse_wrong_kind(files=[folder / _ARCHIVE], folders=[folder, *split_dirs])
     if all(path.is_dir() for path in split_dirs):
         return folder
     archive = folder / _ARCHIVE
@@ -160,6 +169,7 @@ def _read_archive(path: Path) -> tuple[_RawSplits, set[str]]:
     """Read every post straight from the tarball (streaming: one pass, no extraction)."""
     raw: _RawSplits = {split: {} for split in NEWSGROUPS_SPLITS}
     seen: set[str] = set()
+    check_gzip(path)  # a damaged block would end the tar stream early without an error
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:

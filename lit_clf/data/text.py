@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from lit_clf.data.base import SPLITS, ClassificationDataModule, split_off
 from lit_clf.data.download import data_root
-from lit_clf.data.files import FileFormat, file_format, read_rows
+from lit_clf.data.files import FileFormat, Quoting, file_format, read_rows
 from lit_clf.data.tasks import TASK_KINDS, Example, SpanScheme, TaskKind, TaskSpec, collect_labels
 
 __all__ = ["TextDataModule"]
@@ -46,6 +46,7 @@ class TextDataModule(ClassificationDataModule):
         format: FileFormat = "auto",
         header: bool = True,
         column_names: list[str] | None = None,
+        quoting: Quoting = "auto",
         text_column: str = "text",
         words_column: str = "tokens",
         id_column: str | None = None,
@@ -80,6 +81,8 @@ class TextDataModule(ClassificationDataModule):
             header: csv/tsv files start with a header row naming the columns.
             column_names: Column names for csv/tsv files: of a file without a header row (default: ``"0"``,
                 ``"1"``, ... by position), or replacing the header row's.
+            quoting: csv/tsv quoting: ``auto`` (csv: RFC 4180, double-quoted fields; tsv: none, the TSV format,
+                where a quote is an ordinary character), ``rfc4180`` or ``none``.
             text_column: The column with the input text (sequence tasks).
             words_column: The column with the words of token tasks (a list, or space-separated text); the text is
                 the words joined by spaces. CoNLL files: ``tokens``.
@@ -134,6 +137,7 @@ class TextDataModule(ClassificationDataModule):
         self.path, self.split_column = self._resolve(path), split_column
         self.hf_dataset, self.hf_config = hf_dataset, hf_config
         self.format, self.header, self.column_names = format, header, column_names
+        self.quoting = quoting
         self.text_column, self.words_column, self.id_column = text_column, words_column, id_column
         self.labels = {task: list(values) for task, values in (labels or {}).items()}
         self.labels_from = labels_from
@@ -168,7 +172,7 @@ class TextDataModule(ClassificationDataModule):
         return splits
 
     def _read(self, file: str) -> list[tuple[int, dict[str, Any]]]:
-        return read_rows(file, self.format, self.header, self.column_names)
+        return read_rows(file, self.format, self.header, self.column_names, self.quoting)
 
     def _source_of(self, split: str) -> str:
         return self.hf_dataset or self.path or self.files.get(split) or self.files["train"] or "data"
@@ -241,6 +245,12 @@ class TextDataModule(ClassificationDataModule):
                     raise ValueError(f"{where}: {len(words or [])} words but {len(tags)} {task} labels")
                 labels[task] = tuple(tags)
             else:
+                if isinstance(value, (list, tuple, dict)):
+                    raise ValueError(
+                        f"{where}: {task} labels are a list ({value!r}) but {task} is a {self.available_tasks[task]} "
+                        f"task (one label); a task with several labels per example: data.init_args.task_kinds: "
+                        f"{{{task}: multilabel}}"
+                    )
                 label = str(value).strip() if value is not None else ""
                 if not label:
                     raise ValueError(f"{where}: empty {task} label (column {self.label_columns[task]!r})")

@@ -89,7 +89,7 @@ def update_answer_metrics(
         else:
             words = _word_label_ids(parsed, task)
             per_task["f1"].update(words, target)
-            per_task["exact_match"].update(words, target)
+            per_task["exact_match"].update(words, target, [a.valid for a in parsed])  # invalid: never a match
 
 
 def prediction_rows(indices: Sequence[int], texts: Sequence[str], answers: Sequence[Mapping[str, ParsedAnswer]]):

@@ -42,6 +42,10 @@ class ChatServer:
         requests: The bodies of the requests answered with 200; ``attempts`` counts every request.
         auth: The Authorization header of each request.
         delay: Seconds each answer takes; ``most_in_flight``: the most requests answered at once.
+        served_model: The model name every answer gives (a server that ignores the requested one, as llama.cpp's
+            does); unset: the requested name.
+        raw: ``(content type, body)`` to answer the next 200 requests with instead of a completion (an HTML page,
+            truncated JSON, an empty ``choices`` list).
     """
 
     def __init__(self) -> None:
@@ -56,6 +60,8 @@ class ChatServer:
         self.in_flight = 0
         self.most_in_flight = 0
         self.lock = threading.Lock()
+        self.served_model: str | None = None
+        self.raw: list[tuple[str, bytes]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,9 +74,12 @@ class ChatServer:
                     server.attempts += 1
                     server.auth.append(self.headers.get("Authorization"))
                     status = server.failures.pop(0) if server.failures else 200
+                    raw = server.raw.pop(0) if server.raw and status == 200 else None
                     blocked = server.block_after is not None and len(server.requests) >= server.block_after
                 if status != 200:
                     return self._send(status, {"error": {"message": f"scripted {status}", "type": "test"}})
+                if raw is not None:
+                    return self._send_bytes(200, *raw)
                 if blocked:  # hold the request until the test has killed its client, then drop it unanswered
                     server.release.wait(timeout=60)
                     return self._send(503, {"error": {"message": "dropped", "type": "test"}})
@@ -89,7 +98,7 @@ class ChatServer:
                         "id": f"chatcmpl-{len(server.requests)}",
                         "object": "chat.completion",
                         "created": int(time.time()),
-                        "model": body["model"],
+                        "model": server.served_model or body["model"],
                         "choices": [
                             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                         ],
@@ -102,9 +111,11 @@ class ChatServer:
                 )
 
             def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, "application/json", json.dumps(payload).encode())
+
+            def _send_bytes(self, status: int, content_type: str, data: bytes) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 if status == 429 or status >= 500:
                     self.send_header("retry-after-ms", "1")

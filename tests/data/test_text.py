@@ -282,3 +282,55 @@ def test_an_encoder_fits_a_multilabel_task_from_files(tmp_path, tiny_roberta_dir
     header = metrics.read_text().splitlines()[0].split(",")
     assert {"val/genres_f1", "test/genres_f1", "test/genres_macro_f1", "test/genres_exact_match"} <= set(header)
     assert list(tmp_path.rglob("best.ckpt"))  # kept by val/genres_f1
+
+
+# ------------------------------------------------------------------------------ files read as their format says
+def test_tsv_has_no_quoting_so_a_quoted_text_never_merges_rows(tmp_path):
+    # 12 rows, the texts of 11 starting with a quote (a quoted statement): TSV reads every line as one row.
+    lines = ["text\tlabel"] + [f'"quoted {i}" said someone\tpositive' for i in range(11)] + ["plain\tnegative"]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "test.tsv").write_text("\n".join(lines) + "\n")
+    data = TextDataModule(
+        label_columns={"sentiment": "label"}, train=str(tmp_path / "train.tsv"), test=str(tmp_path / "test.tsv")
+    )
+    texts = [e.text for e in data.examples("test")]
+    assert len(texts) == 12 and texts[0] == '"quoted 0" said someone'
+    # csv keeps RFC 4180: a quoted field holds the separator; `quoting` overrides either
+    (tmp_path / "train.csv").write_text('text,label\n"one, two",positive\nthree,negative\n')
+    (tmp_path / "test.csv").write_text('text,label\n"one, two",positive\nthree,negative\n')
+    csv_data = TextDataModule(
+        label_columns={"sentiment": "label"}, train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv")
+    )
+    assert [e.text for e in csv_data.examples("test")] == ["one, two", "three"]
+    quoted_tsv = TextDataModule(
+        label_columns={"sentiment": "label"},
+        train=str(tmp_path / "train.tsv"),
+        test=str(tmp_path / "test.tsv"),
+        quoting="rfc4180",
+    )
+    assert quoted_tsv.examples("test")[0].text == "quoted 0 said someone"
+
+
+def test_a_header_naming_a_column_twice_names_both(tmp_path):
+    message = bad(tmp_path, "text,label,label\nfine,positive,negative\n", suffix=".csv")
+    assert message == (
+        f"{tmp_path / 'train.csv'}:1: column 'label' appears twice (columns 2 and 3); rename one "
+        "(or give data.init_args.column_names)"
+    )
+
+
+def test_a_label_list_for_a_one_label_task_names_task_kinds(tmp_path):
+    text = '{"text": "fine", "label": ["positive", "good"]}\n' + GOOD
+    assert bad(tmp_path, text) == (
+        f"{tmp_path / 'train.jsonl'}:1: sentiment labels are a list (['positive', 'good']) but sentiment is a "
+        "sequence task (one label); a task with several labels per example: data.init_args.task_kinds: "
+        "{sentiment: multilabel}"
+    )
+
+
+def test_a_folder_given_as_a_data_file(tmp_path):
+    (tmp_path / "train.jsonl").mkdir()
+    (tmp_path / "test.jsonl").write_text(GOOD)
+    files = {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")}
+    with pytest.raises(ValueError, match=r"train\.jsonl: a folder, not a data file; give the file's path"):
+        _ = TextDataModule(label_columns={"s": "label"}, **files).task_specs
