@@ -23,9 +23,13 @@ __all__ = [
     "CheckpointError",
     "FolderCheckpointIO",
     "check_finite",
+    "FINGERPRINT",
+    "check_fingerprint",
     "check_label_sets",
+    "has_optimizer_state",
     "read_checkpoint",
     "read_sharded_weights",
+    "weights_fingerprint",
 ]
 
 
@@ -52,6 +56,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"ckpt_path: {path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def has_optimizer_state(path: str | Path, checkpoint: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint (read by :func:`read_checkpoint`) can resume a fit: it holds optimizer states (a
+    ``save_weights_only`` checkpoint does not; a sharded folder keeps them in its shards)."""
+    if Path(path).is_dir():
+        keys = _SafeReader(Path(path)).read_metadata().state_dict_metadata
+        return any(key.startswith("optim") for key in keys)
+    return "optimizer_states" in checkpoint
 
 
 def read_sharded_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -123,14 +136,26 @@ class _IndexUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+#: What torch.load raises on a file that is not a checkpoint (a text file: KeyError or IndexError from pickle).
+_LOAD_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, KeyError, IndexError)
+
+
 def _load(file: Path, path: Path) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        ValueError,
+        KeyError,
+        IndexError,
+    ) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
         if "Unsupported global" in str(err):
             reason = "it holds Python objects beyond tensors and plain data, refused (weights_only=True)"
-        elif "Weights only load failed" in reason:
+        elif "Weights only load failed" in reason or isinstance(err, (KeyError, IndexError)):  # text, not pickle
             reason = "damaged, or not a PyTorch checkpoint"
         raise CheckpointError(f"ckpt_path: {path}: not a readable checkpoint ({reason})") from None
 
@@ -144,6 +169,45 @@ def check_finite(state_dict: Mapping[str, Any], where: str) -> None:
                 f"{where}: weight {name!r} has NaN or infinite values (a damaged file, or a run that diverged "
                 "before this checkpoint); use another checkpoint"
             )
+
+
+#: Checkpoint key of :func:`weights_fingerprint`.
+FINGERPRINT = "weights_fingerprint"
+
+
+def weights_fingerprint(state_dict: Mapping[str, Any]) -> dict[str, list[float]] | None:
+    """Per floating-point weight, the float64 sum and sum of squares of its values: saved with a checkpoint and
+    checked on load (:func:`check_fingerprint`), so damage that leaves the values finite (a block of zeros) is
+    found. None for a sharded state dict (DTensor / ShardedTensor shards: each rank holds a part)."""
+    out = {}
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if type(value) is not torch.Tensor and not isinstance(value, torch.nn.Parameter):
+            return None
+        values = value.detach().double()
+        out[name] = [float(values.sum()), float(values.square().sum())]
+    return out
+
+
+def check_fingerprint(state_dict: Mapping[str, Any], saved: Mapping[str, Any] | None, where: str) -> None:
+    """A :class:`CheckpointError` naming the first weight whose values do not add up to the sums saved with them."""
+    if not saved:
+        return
+    now = weights_fingerprint(state_dict) or {}
+    for name, (total, squares) in saved.items():
+        if name not in now:
+            continue
+        got_total, got_squares = now[name]
+        if not (_close(got_total, total) and _close(got_squares, squares)):
+            raise CheckpointError(
+                f"{where}: weight {name!r} does not match the fingerprint saved with it (the file was damaged after "
+                "it was written); use another checkpoint"
+            )
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)  # float64 sums in another order: ~1e-15 apart
 
 
 def check_label_sets(trained: Sequence[TaskSpec], data: Sequence[TaskSpec], where: str) -> None:

@@ -19,7 +19,14 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
-from lit_clf.checkpoints import check_finite, check_label_sets, read_checkpoint
+from lit_clf.checkpoints import (
+    FINGERPRINT,
+    check_fingerprint,
+    check_finite,
+    check_label_sets,
+    read_checkpoint,
+    weights_fingerprint,
+)
 from lit_clf.data.base import DatasetInfo, Featurizer
 from lit_clf.data.tasks import Example, TaskSpec
 from lit_clf.metrics import task_metrics
@@ -224,6 +231,9 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sanitize_checkpoint(checkpoint, self.tasks)
+        fingerprint = weights_fingerprint(checkpoint.get("state_dict", {}))
+        if fingerprint is not None:
+            checkpoint[FINGERPRINT] = fingerprint
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -231,6 +241,7 @@ class TaskModule(L.LightningModule):
         training, continue the random number streams (dropout) where the checkpoint left them."""
         where = f"ckpt_path: {getattr(self._trainer, 'ckpt_path', None) or 'the checkpoint'}"
         check_finite(checkpoint.get("state_dict", {}), where)
+        check_fingerprint(checkpoint.get("state_dict", {}), checkpoint.get(FINGERPRINT), where)
         if self._trainer is not None and self._trainer.state.fn == "fit" and checkpoint.get("rng_states"):
             set_rng_states(checkpoint["rng_states"])
 

@@ -138,6 +138,25 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(
     )
 
 
+def test_finite_damage_inside_a_checkpoint_is_found_by_its_fingerprint(
+    toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
+):
+    """4 kB of zeros in the embeddings: finite values, loadable, wrong; the sums saved with the weights differ."""
+    ckpt, _ = toy_checkpoint
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["weights_fingerprint"]
+    name = next(key for key in checkpoint["state_dict"] if "embeddings.word_embeddings" in key)
+    checkpoint["state_dict"][name].view(-1)[:1024] = 0.0  # 1,024 float32 values
+    bad = tmp_path / "zeros.ckpt"
+    torch.save(checkpoint, bad)
+    args = ["test", *toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={bad}"]
+    assert run_cli_error(args, capsys, monkeypatch) == (
+        f"lit-clf: error: ckpt_path: {bad}: weight {name!r} does not match the fingerprint saved with it (the file "
+        "was damaged after it was written); use another checkpoint (LIT_CLF_TRACEBACK=1 shows where)"
+    )
+    run_cli(["test", *toy_args(tmp_path / "fine", tiny_roberta_dir), f"--ckpt_path={ckpt}"])  # the intact one tests
+
+
 def test_data_with_a_label_the_checkpoint_does_not_know_is_refused(
     toy_checkpoint, tiny_roberta_dir, tmp_path, capsys, monkeypatch
 ):
@@ -191,13 +210,66 @@ def test_a_second_run_in_the_same_folder_is_refused_and_the_first_kept(tiny_robe
     before = config.read_text()
     line = run_cli_error([*args, "--trainer.max_epochs=2"], capsys, monkeypatch)
     assert line == (
-        f"lit-clf: error: {tmp_path}: holds a previous run (config.yaml); give this run another folder "
+        f"lit-clf: error: {tmp_path}: holds a previous run (config.yaml, checkpoints/best.ckpt, "
+        "checkpoints/last.ckpt); give this run another folder "
         "(--trainer.default_root_dir, --trainer.logger.init_args.version), resume that run with --ckpt_path last, "
         "or replace it with --overwrite_run true"
     )
     assert config.read_text() == before  # the first run's config is intact
+    first_best = (tmp_path / "checkpoints" / "best.ckpt").read_bytes()
     run_cli([*args, "--trainer.max_epochs=2", "--overwrite_run=true"])
     assert "max_epochs: 2" in config.read_text()
+    # the replaced run's checkpoints are set aside whole: checkpoints/best.ckpt is this run's, no best-v1.ckpt
+    (aside,) = tmp_path.glob("checkpoints.replaced-*")
+    assert (aside / "best.ckpt").read_bytes() == first_best
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_run_that_failed_in_setup_leaves_nothing_that_refuses_the_next(tiny_roberta_dir, tmp_path):
+    args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--trainer.logger=false", "--test_after_fit=false"]
+    (tmp_path / "config.yaml").write_text("# what a run that stopped in setup wrote\n")
+    run_cli(args)  # not "a previous run": no metrics, no checkpoint
+    assert list((tmp_path / "checkpoints").glob("best.ckpt"))
+
+
+def test_a_text_file_named_ckpt_is_one_line(tmp_path, capsys, monkeypatch, tiny_roberta_dir):
+    fake = tmp_path / "model.ckpt"
+    fake.write_text("epoch 3, accuracy 0.9\n")
+    line = run_cli_error(["test", *toy_args(tmp_path, tiny_roberta_dir), f"--ckpt_path={fake}"], capsys, monkeypatch)
+    assert (
+        line == f"lit-clf: error: ckpt_path: {fake}: not a readable checkpoint (damaged, or not a PyTorch checkpoint)"
+    )
+
+
+def test_resuming_from_a_weights_only_checkpoint_is_one_line(tiny_roberta_dir, tmp_path, capsys, monkeypatch):
+    args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--test_after_fit=false", "--checkpoint.save_last=true"]
+    run_cli([*args, "--checkpoint.save_weights_only=true"])
+    line = run_cli_error([*args, "--ckpt_path=last"], capsys, monkeypatch)
+    assert line.startswith("lit-clf: error: ckpt_path: ") and line.endswith(
+        "last.ckpt holds the weights only (saved with save_weights_only): a fit cannot resume from it; test it with "
+        "`lit-clf test --ckpt_path`, or fit afresh without --ckpt_path"
+    )
+
+
+def test_ckpt_path_last_resumes_the_version_named(tiny_roberta_dir, tmp_path):
+    from jsonargparse import Namespace
+
+    from lit_clf.run.resume import find_last_checkpoint
+
+    runs = tmp_path / "runs" / "r"
+    for version in (0, 1):
+        (runs / f"version_{version}" / "checkpoints").mkdir(parents=True)
+        (runs / f"version_{version}" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    logger = Namespace(
+        class_path="lightning.pytorch.loggers.CSVLogger",
+        init_args=Namespace(save_dir=str(tmp_path / "runs"), name="r", version=None),
+    )
+    config = Namespace(checkpoint=Namespace(dirpath=None), trainer=Namespace(logger=logger, default_root_dir=None))
+    assert find_last_checkpoint(config) == (runs / "version_1" / "checkpoints" / "last.ckpt", 1)
+    logger.init_args.version = 0
+    assert find_last_checkpoint(config) == (runs / "version_0" / "checkpoints" / "last.ckpt", 0)
+    logger.init_args.version = "version_0"
+    assert find_last_checkpoint(config)[1] == 0
 
 
 def test_a_reused_csv_version_is_refused_before_its_metrics_are_touched(
@@ -207,7 +279,7 @@ def test_a_reused_csv_version_is_refused_before_its_metrics_are_touched(
     (metrics,) = root.rglob("metrics.csv")
     before = metrics.read_text()
     args = ["fit", *toy_args(root, tiny_roberta_dir), "--trainer.logger.init_args.version=0"]
-    assert "holds a previous run (config.yaml, metrics.csv)" in run_cli_error(args, capsys, monkeypatch)
+    assert "holds a previous run (config.yaml, metrics.csv, checkpoints/" in run_cli_error(args, capsys, monkeypatch)
     assert metrics.read_text() == before
 
 
@@ -377,3 +449,45 @@ def test_a_mistyped_data_dir_leaves_no_folders_behind(tmp_path, capsys, monkeypa
     assert line.startswith(f"lit-clf: error: MASSIVE en-US not found (looked for: {typo}/massive/en-US.jsonl")
     assert "could not download" in line and "--data.init_args.data_dir" in line
     assert not typo.exists()
+
+
+def test_a_run_resumed_after_the_project_folder_moved_keeps_its_metrics(tiny_roberta_dir, tmp_path):
+    """The rows a checkpoint recorded are matched by the run's own folder (<run name>/version_N), not the absolute
+    path, so a project moved or copied elsewhere resumes with its metrics history."""
+    import csv
+    import shutil
+
+    first = tmp_path / "first"
+    args = ["--test_after_fit=false", "--checkpoint.save_last=true", "--trainer.log_every_n_steps=1"]
+    run_cli(["fit", *toy_args(first, tiny_roberta_dir), *args])
+    (metrics,) = first.rglob("metrics.csv")
+    before = list(csv.DictReader(metrics.open()))
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    run_cli(["fit", *toy_args(moved, tiny_roberta_dir), *args, "--ckpt_path=last", "--trainer.max_epochs=2"])
+    (metrics,) = moved.rglob("metrics.csv")
+    after = list(csv.DictReader(metrics.open()))
+    epoch0 = [r for r in before if r["epoch"] == "0"]  # the training rows before the last checkpoint
+    assert epoch0 and after[: len(epoch0)] == epoch0  # kept as they were (else the file restarts at epoch 1)
+    assert any(r["epoch"] == "1" for r in after)
+
+
+def test_a_checkpoint_replacing_config_options_says_which_and_follows_a_moved_model(
+    tiny_roberta_dir, tmp_path, recwarn
+):
+    import shutil
+
+    backbone = tmp_path / "model-here"
+    shutil.copytree(tiny_roberta_dir, backbone)
+    run_cli(["fit", *toy_args(tmp_path / "fit", backbone), "--test_after_fit=false"])
+    (ckpt,) = (tmp_path / "fit").rglob("best.ckpt")
+    moved = tmp_path / "model-moved"
+    backbone.rename(moved)  # the model folder moved after training: the config's backbone points at it
+    args = [*toy_args(tmp_path / "test", moved), f"--ckpt_path={ckpt}", "--model.init_args.dropout=0.3"]
+    run_cli(["test", *args])
+    messages = [str(w.message) for w in recwarn if "ckpt_path: the checkpoint's values" in str(w.message)]
+    assert messages == [
+        "ckpt_path: the checkpoint's values replace the config's for dropout (0.1, not 0.3): only evaluation "
+        "options (max_length, top_k, compile, multilabel_threshold, backbone) keep the config's"
+    ]

@@ -9,8 +9,10 @@ run (:func:`~lit_clf.run.tracking.name_loggers`).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +25,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_clf.checkpoints import FolderCheckpointIO, check_label_sets, read_checkpoint
+from lit_clf.checkpoints import FolderCheckpointIO, check_label_sets, has_optimizer_state, read_checkpoint
 from lit_clf.compat import CLIHooks
 from lit_clf.data.base import ClassificationDataModule
 from lit_clf.data.download import DataNotFoundError
@@ -128,6 +131,11 @@ class LitClfCLI(CLIHooks):
 
     def _apply_checkpoint(self, subcommand: str, ckpt_path: str) -> None:
         checkpoint = read_checkpoint(ckpt_path)
+        if subcommand == "fit" and not has_optimizer_state(ckpt_path, checkpoint):
+            raise ValueError(
+                f"ckpt_path: {ckpt_path} holds the weights only (saved with save_weights_only): a fit cannot resume "
+                "from it; test it with `lit-clf test --ckpt_path`, or fit afresh without --ckpt_path"
+            )
         check_hparams(checkpoint.get("hyper_parameters") or {}, self.allowed_class_paths, f"ckpt_path: {ckpt_path}: ")
         self._checkpoint_callbacks = dict(checkpoint.get("callbacks") or {})  # the metrics history, for a resumed fit
         hparams = dict(checkpoint.get("hyper_parameters") or {})
@@ -149,6 +157,20 @@ class LitClfCLI(CLIHooks):
         keep = {}
         if given is not None and model_class is not None:
             keep = {name: given.init_args.get(name) for name in getattr(model_class, "evaluation_options", ())}
+            mine = given.get("init_args") or {}
+            moved = mine.get("backbone")
+            if moved and moved != hparams.get("backbone") and Path(str(moved)).is_dir():
+                keep["backbone"] = moved  # the checkpoint's model folder, moved: the config's path reaches it
+            replaced = [
+                f"{name} ({_shown(value)}, not {_shown(mine.get(name))})"
+                for name, value in hparams.items()
+                if name not in keep and name != "tasks" and name in mine and _plain(mine.get(name)) != _plain(value)
+            ]
+            if replaced:
+                rank_zero_warn(
+                    f"ckpt_path: the checkpoint's values replace the config's for {', '.join(replaced)}: only "
+                    f"evaluation options ({', '.join(keep) or 'none'}) keep the config's"
+                )
         section = {"class_path": class_path, "init_args": hparams} if class_path else hparams
         self.config = self.parser.parse_object({subcommand: {"model": section}}, self.config)
         for name, value in keep.items():
@@ -201,19 +223,31 @@ class LitClfCLI(CLIHooks):
         self._refuse_overwrite()
 
     def _refuse_overwrite(self) -> None:
-        """A new run never writes over a previous run's ``config.yaml`` or ``metrics.csv`` (a reused logger version,
-        ``--trainer.logger false`` twice in one folder): a one-line error before anything is written."""
+        """A new run never writes over a previous run (a reused logger version, ``--trainer.logger false`` twice in
+        one folder): a one-line error before anything is written. A previous run is a ``metrics.csv`` with rows
+        or a checkpoint; a ``config.yaml`` alone is what a run that failed in setup left, and is replaced.
+        ``--overwrite_run true`` replaces the run and moves its checkpoints aside, so ``checkpoints/best.ckpt``
+        is always this run's."""
         if self.trainer.global_rank != 0:  # the other ranks start once rank 0 has begun writing the run
             return
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        checkpoints = folder / "checkpoints"
+        kept = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
         taken = [name for name in ("config.yaml", "metrics.csv") if (folder / name).is_file()]
-        if taken and not self.config[self.subcommand].get("overwrite_run"):
+        ran = _has_rows(folder / "metrics.csv") or bool(kept)
+        if not ran:
+            return
+        if not self.config[self.subcommand].get("overwrite_run"):
             with _one_line_errors():
                 raise ValueError(
-                    f"{folder}: holds a previous run ({', '.join(taken)}); give this run another folder "
-                    "(--trainer.default_root_dir, --trainer.logger.init_args.version), resume that run with "
-                    "--ckpt_path last, or replace it with --overwrite_run true"
+                    f"{folder}: holds a previous run ({', '.join(taken + [f'checkpoints/{k}' for k in kept][:3])}); "
+                    "give this run another folder (--trainer.default_root_dir, --trainer.logger.init_args.version), "
+                    "resume that run with --ckpt_path last, or replace it with --overwrite_run true"
                 )
+        if kept and self.subcommand == "fit":  # the replaced run's checkpoints, aside (not deleted)
+            aside = folder / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            checkpoints.rename(aside)
+            rank_zero_warn(f"--overwrite_run: the replaced run's checkpoints were moved to {aside}")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """LightningCLI's, less the ``checkpoint`` callback where Lightning would add no default checkpoint
@@ -274,6 +308,24 @@ class LitClfCLI(CLIHooks):
         fresh = self.parser.instantiate_classes(self.config)
         model, data = self.config_value(fresh, "model"), self.config_value(fresh, "data")
         self.trainer.test(model, datamodule=data, ckpt_path=best)
+
+
+def _plain(value: Any) -> str:
+    """A comparable text of an option value (Namespaces and dicts alike)."""
+    return json.dumps(value, sort_keys=True, default=lambda v: v.as_dict() if hasattr(v, "as_dict") else str(v))
+
+
+def _shown(value: Any) -> str:
+    text = _plain(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _has_rows(path: Path) -> bool:
+    """Whether a ``metrics.csv`` holds a row beyond its header."""
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace") as file:
+        return sum(1 for line in file if line.strip()) > 1
 
 
 @contextmanager

@@ -47,6 +47,9 @@ def find_last_checkpoint(config: Namespace) -> tuple[Path, int | None]:
         )
         if folder is not None:
             found = [(int(m.group(1)), p) for p in folder.glob("version_*") if (m := _VERSION.match(p.name))]
+            named = _named_version(loggers)
+            if named is not None:  # --trainer.logger.init_args.version N: that run, not the newest
+                found = [(v, p) for v, p in found if v == named] or [(named, folder / f"version_{named}")]
             candidates = [(p / "checkpoints" / "last.ckpt", v) for v, p in sorted(found, reverse=True)]
         else:
             root = Path(config.get("trainer.default_root_dir") or ".")
@@ -59,6 +62,18 @@ def find_last_checkpoint(config: Namespace) -> tuple[Path, int | None]:
         f"ckpt_path last: no checkpoint of this run at {where} (checkpoint.save_last writes one); give the "
         "checkpoint file, or start without --ckpt_path"
     )
+
+
+def _named_version(loggers: list) -> int | None:
+    """The logger version a config names (``version: 3`` or ``version: version_3``), or None."""
+    for lg in loggers:
+        version = lg.get("init_args.version") if isinstance(lg, Namespace) else None
+        if version is None:
+            continue
+        match = _VERSION.match(str(version)) or re.fullmatch(r"(\d+)", str(version))
+        if match:
+            return int(match.group(1))
+    return None
 
 
 class MetricsHistory(Callback):
@@ -135,6 +150,17 @@ class _KeepingWriter(CSVWriterHooks):
         self.metrics_keys = fieldnames
 
 
+def _recorded_rows(recorded: dict[str, int], log_dir: Path) -> int | None:
+    """The rows recorded for ``log_dir``: by its absolute path, else (the project folder moved or copied since the
+    checkpoint) by its last two parts, ``<run name>/version_N``, when exactly one recorded folder ends so."""
+    exact = recorded.get(str(log_dir.resolve()))
+    if exact is not None:
+        return exact
+    tail = log_dir.resolve().parts[-2:]
+    matches = [rows for path, rows in recorded.items() if Path(path).parts[-2:] == tail]
+    return matches[0] if len(matches) == 1 else None
+
+
 def keep_metrics_history(trainer: L.Trainer, states: dict[str, Any]) -> None:
     """Before ``fit`` resumes from a checkpoint whose callback states are ``states`` (its ``callbacks`` entry):
     every CSV logger writing into a folder the checkpoint recorded keeps that folder's rows from before the
@@ -142,6 +168,6 @@ def keep_metrics_history(trainer: L.Trainer, states: dict[str, Any]) -> None:
     recorded = next((state["rows"] for key, state in states.items() if key.startswith("MetricsHistory")), {})
     for logger in trainer.loggers:
         if isinstance(logger, CSVLogger) and csv_writer(logger) is None:
-            rows = recorded.get(str(Path(logger.log_dir).resolve()))
+            rows = _recorded_rows(recorded, Path(logger.log_dir))
             if rows is not None:
                 set_csv_writer(logger, _KeepingWriter(logger.log_dir, rows))
