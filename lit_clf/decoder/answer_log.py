@@ -4,8 +4,8 @@ interrupted ``lit-clf test`` (or ``predict``) resumes. Run the same command agai
 metrics equal those of an uninterrupted run. Hours-long evaluations (five-shot prompts, 70B models, a CPU) then
 survive a preempted job or the end of a session.
 
-Line 1 is the header: what produced the answers (model, checkpoint file, decoding, precision, split). Each further
-line is one example: its index in the split, a digest of its prompt's token ids, the generated text, each task's
+Line 1 is the header: what produced the answers (model and checkpoint by content, decoding, precision, split). Each
+further line is one example: its index in the split, a digest of its prompt's token ids, the generated text, each task's
 parsed answer and its share of its batch's decoding seconds (so a resumed run's cost counts the time the answers
 it read back took: ``cost/test_read_back_s``). An answer is reused only when everything agrees: a header that
 differs from the run's, or a prompt that differs from the one the logged answer was generated for (another prompt
@@ -44,20 +44,36 @@ def prompt_digests(batch: Mapping[str, Any]) -> list[str]:
     return digests
 
 
-def checkpoint_identity(path: str | Path) -> dict[str, Any] | None:
-    """A checkpoint file's (or sharded checkpoint folder's) path, size in bytes and latest modification time:
-    enough to tell a checkpoint rewritten in place (a refit's ``best.ckpt``) without reading gigabytes to hash it.
-    None when nothing is there."""
+#: Bytes read from each weight file for its content fingerprint: blocks spread evenly over the file.
+_BLOCKS, _BLOCK = 64, 1 << 16
+
+
+def content_identity(path: str | Path) -> dict[str, Any] | None:
+    """What a model folder, checkpoint file or sharded checkpoint folder holds, by content: per file its size and
+    a SHA-256 of 64 blocks of 64 kB spread over it (4 MB read per file, whatever its size). New weights written
+    to the same path (a refit's ``best.ckpt``, a retrained model saved over its folder) change it; a copy or a
+    move, which changes paths and times only, does not. (An edit confined between the sampled blocks goes unseen:
+    this tells models apart, it is not a checksum; checkpoints carry their own weights fingerprint.) None when
+    nothing is there (a hub id)."""
     path = Path(path)
-    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.is_file() else []
     if not files:
         return None
-    stats = [f.stat() for f in files]
-    return {
-        "path": str(path.resolve()),
-        "bytes": sum(s.st_size for s in stats),
-        "mtime_ns": max(s.st_mtime_ns for s in stats),
-    }
+    digest = hashlib.sha256()
+    total = 0
+    for file in files:
+        size = file.stat().st_size
+        total += size
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{size}".encode())
+        with file.open("rb") as stream:
+            if size <= _BLOCKS * _BLOCK:
+                digest.update(stream.read())
+                continue
+            step = (size - _BLOCK) // (_BLOCKS - 1)
+            for block in range(_BLOCKS):
+                stream.seek(block * step)
+                digest.update(stream.read(_BLOCK))
+    return {"files": len(files), "bytes": total, "sha256_sampled": digest.hexdigest()}
 
 
 class AnswerLog:
@@ -199,8 +215,10 @@ def log_header(hparams: Mapping[str, Any], trainer, decoding: str, split: str) -
     """What produces a pass's answers (the log's header): model options, checkpoint, decoding, precision, split."""
     ckpt_path = getattr(trainer, "ckpt_path", None)
     names = ("backbone", "pretrained", "max_new_tokens", "length_normalization", "lora", "load_in_4bit")
+    backbone = hparams.get("backbone")
     return {name: hparams.get(name) for name in names} | {
-        "checkpoint": checkpoint_identity(ckpt_path) if ckpt_path else None,
+        "backbone_content": content_identity(backbone) if backbone and Path(str(backbone)).exists() else None,
+        "checkpoint": content_identity(ckpt_path) if ckpt_path else None,
         "decoding": decoding,
         "torch_dtype": str(hparams.get("torch_dtype")),
         "precision": str(getattr(trainer, "precision", None)),

@@ -64,15 +64,29 @@ def columns_of(tasks: Sequence[str]) -> list[int]:
 _TABLE_METRICS = sorted({column.metric for column in COLUMNS})
 
 
-def _drop_twins(runs: Sequence[Run]) -> list[Run]:
-    """Runs without repeats of one run logged twice (the paper configs log to CSV and W&B): same row, tasks and
-    Table 3 metrics. The first copy is kept (path order puts ``runs/<name>/`` before ``runs/wandb/``)."""
-    kept, seen = [], set()
+#: Two logs of one run (its CSV folder and its W&B copy) finish within this many seconds of each other.
+TWIN_SECONDS = 120.0
+
+
+def _drop_twins(runs: Sequence[Run], notes: list[str] | None = None) -> list[Run]:
+    """Runs without repeats of one run logged twice (the paper configs log to CSV and W&B): same row, tasks,
+    test subset and Table 3 metrics, finished within :data:`TWIN_SECONDS` of each other. The first copy is kept
+    (path order puts ``runs/<name>/`` before ``runs/wandb/``) and each dropped copy is named in ``notes``. Separate
+    runs that happen to score the same (all 0.0 on a small subset) are not twins: they differ in subset or time."""
+    kept: list[Run] = []
+    first: dict[tuple, list[Run]] = {}
     for run in runs:
         tests = tuple(round(run.metrics[key], 6) if key in run.metrics else None for key in _TABLE_METRICS)
-        if (run.row, run.tasks, tests) not in seen:
-            seen.add((run.row, run.tasks, tests))
-            kept.append(run)
+        key = (run.row, run.tasks, tests, run.subset)
+        twin = next(
+            (k for k in first.get(key, []) if not (run.time and k.time) or abs(run.time - k.time) <= TWIN_SECONDS), None
+        )
+        if twin is not None:
+            if notes is not None:
+                notes.append(f"{run.source}: the same run as {twin.source} (logged twice), counted once")
+            continue
+        first.setdefault(key, []).append(run)
+        kept.append(run)
     return kept
 
 
@@ -101,7 +115,7 @@ def build_table(runs: Sequence[Run], paper: bool = False) -> Table:
     """Fill Table 3: the newest run per cell (ties: the later one in ``runs``; a run logged to both CSV and W&B
     counts once); with ``paper``, also the paper's values, and its rows that no run reproduces."""
     notes: list[str] = []
-    found = _candidates(_drop_twins(runs), notes)
+    found = _candidates(_drop_twins(runs, notes), notes)
     cells = {cell: max(pairs, key=lambda pair: (pair[1].time, pair[0]))[1] for cell, pairs in found.items()}
     rows = {row for row, _ in cells}
     values: dict[Row, tuple[float, ...]] = {}

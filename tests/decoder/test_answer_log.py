@@ -9,9 +9,10 @@ import os
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lit_clf.decoder.answer_log import checkpoint_identity
+from lit_clf.decoder.answer_log import content_identity
 from lit_clf.decoder.decoding.base import Decoded
 from lit_clf.prompting.answers import ParsedAnswer
 from tests.helpers import ToyDataModule, make_decoder
@@ -131,16 +132,50 @@ def test_predict_reuses_the_logged_answers(tiny_smollm_dir, tmp_path):
     assert log.read_text() == logged
 
 
-def test_checkpoint_identity_tells_a_checkpoint_rewritten_in_place(tmp_path):
+def test_content_identity_tells_new_weights_in_place_and_ignores_a_move(tmp_path):
     ckpt = tmp_path / "best.ckpt"
-    ckpt.write_bytes(b"weights")
-    first = checkpoint_identity(ckpt)
-    assert first == {"path": str(ckpt), "bytes": 7, "mtime_ns": ckpt.stat().st_mtime_ns}
-    os.utime(ckpt, ns=(first["mtime_ns"] + 10**9, first["mtime_ns"] + 10**9))  # a refit: same size, later
-    assert checkpoint_identity(ckpt) != first
+    ckpt.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: sampled, not read whole
+    first = content_identity(ckpt)
+    assert first["files"] == 1 and first["bytes"] == 10_240_000
+    moved = tmp_path / "moved" / "best.ckpt"
+    moved.parent.mkdir()
+    ckpt.rename(moved)
+    os.utime(moved, ns=(1, 1))
+    assert content_identity(moved) == first  # paths and times do not make a model
+    moved.write_bytes(bytes(range(255, -1, -1)) * 40_000)  # a refit: same size, every weight another value
+    assert content_identity(moved) != first
     sharded = tmp_path / "sharded.ckpt"  # FSDP: a folder of shards
     (sharded / "shards").mkdir(parents=True)
     (sharded / "meta.pt").write_bytes(b"abc")
     (sharded / "shards" / "0.distcp").write_bytes(b"de")
-    assert checkpoint_identity(sharded)["bytes"] == 5
-    assert checkpoint_identity(tmp_path / "missing.ckpt") is None
+    assert content_identity(sharded)["bytes"] == 5 and content_identity(sharded)["files"] == 2
+    assert content_identity(tmp_path / "missing.ckpt") is None
+
+
+def test_new_weights_saved_over_a_model_folder_do_not_get_its_logged_answers(tmp_path):
+    """A test without a checkpoint names its model by the folder: retrained weights saved over it are another
+    model; the log's header says so (backbone_content) instead of handing back the old answers."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_clf.decoder.answer_log import AnswerLog, log_header
+
+    model = tmp_path / "model"
+    torch.manual_seed(0)
+    tiny = AutoModelForCausalLM.from_config(_tiny_config())
+    tiny.save_pretrained(model)
+    hparams = {"backbone": str(model), "pretrained": True}
+    log = tmp_path / "answers.jsonl"
+    AnswerLog(log, log_header(hparams, None, "free", "test"))
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(_tiny_config()).save_pretrained(model)  # retrained, saved in place
+    with pytest.raises(ValueError, match=r"answers of another setup \(backbone_content: "):
+        AnswerLog(log, log_header(hparams, None, "free", "test"))
+
+
+def _tiny_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=32,
+    )  # fmt: skip

@@ -163,10 +163,10 @@ def runs_root(tmp_path) -> Path:
     wandb = root / "wandb"
     smol = decoder_config("HuggingFaceTB/SmolLM2-135M-Instruct", 0, ["intent"], trainer={"max_steps": 150})
     write_wandb_run(wandb / "run-20240601_120000-abc123", smol, {"train/loss": 0.5, "test/intent_acc": 0.4219}, 1000)
-    # The consolidated RoBERTa-base run again, as its W&B logger saw it: counted once.
+    # The consolidated RoBERTa-base run again, as its W&B logger saw it (finished with it): counted once.
     trained = {"train/loss": 1.5, "trainer/global_step": 100, **joint}
     write_wandb_run(
-        wandb / "run-20240601_122000-ghi789", encoder_config("roberta-base", ["intent", "slots"]), trained, 5000
+        wandb / "run-20240601_122000-ghi789", encoder_config("roberta-base", ["intent", "slots"]), trained, 1010
     )
     return root
 
@@ -188,7 +188,9 @@ def test_markdown_table_from_csv_and_wandb_runs(runs_root, capsys):
         "| SmolLM2-135M-Instruct Zero-shot w/ FT |  |  |  |  | 42.2 |  |  |  |\n"
     )
     intent = runs_root / "massive-roberta-base-intent"
+    copy, joint = runs_root / "wandb" / "run-20240601_122000-ghi789", runs_root / "massive-roberta-base-intent+slots"
     assert captured.err == (
+        f"lit-clf-report: {copy}: the same run as {joint / 'version_0'} (logged twice), counted once\n"
         f"lit-clf-report: {intent / 'version_2'}: skipped, no test/intent_acc (tasks: intent)\n"
         f"lit-clf-report: RoBERTa-base, MASSIVE Dual Intent: 2 runs; using the newest, {intent / 'version_1'} "
         f"(not {intent / 'version_0'})\n"
@@ -661,3 +663,20 @@ def test_the_reports_families_are_the_classes_own():
         assert getattr(importlib.import_module(module), name).generative is generative, path
     assert is_generative("my_pkg.MyEncoderModule", None) is False  # not told by its name any more
     assert is_generative("my_pkg.MyPromptedModule", 5) is True
+
+
+def test_runs_with_equal_scores_are_twins_only_when_they_are_copies_of_one_run():
+    """A CSV folder and its W&B copy (same row, tasks, subset, scores, finished together) count once, with a note;
+    a newer run that happens to score the same (all 0.0) on another subset is a run of its own and wins the cell."""
+    from lit_clf.report.runs import Run
+
+    row = Row("SmolLM2-135M", decoder=True, shots=0, fine_tuned=False)
+    scores = {"test/intent_acc": 0.0}
+    csv_run = Run("runs/r/version_0", row, ("intent",), scores, time=1000.0, subset=16)
+    wandb_copy = Run("runs/wandb/run-1", row, ("intent",), scores, time=1030.0, subset=16)
+    later = Run("runs/r/version_1", row, ("intent",), scores, time=9000.0, subset=64)
+    table = build_table([csv_run, wandb_copy, later])
+    (kept_row,) = table.rows
+    assert table.cells[(kept_row, 4)].source == "runs/r/version_1"  # the newer, larger run
+    assert "runs/wandb/run-1: the same run as runs/r/version_0 (logged twice), counted once" in table.notes
+    assert any("2 runs; using the newest, runs/r/version_1 (not runs/r/version_0)" in note for note in table.notes)
