@@ -277,3 +277,17 @@ def test_float32_matmul_precision_is_set_on_cuda_only(cuda, option, expected, mo
     with pytest.raises(Reached) as reached:
         cli.main(args)
     assert reached.value.args[0] == expected
+
+
+def test_predict_to_a_folder_is_refused_before_inference(tmp_path, tiny_roberta_dir, shared_data, capsys, monkeypatch):
+    out = tmp_path / "adir"
+    out.mkdir()
+    args = [
+        "predict",
+        *tiny_encoder_args(tmp_path, tiny_roberta_dir, shared_data),
+        f"--predictions.output_path={out}",
+        "--predictions.overwrite=true",
+    ]
+    line = run_cli_error(args, capsys, monkeypatch)
+    assert line.startswith(f"lit-clf: error: predictions.output_path: {out} is a folder; give a file path")
+    assert out.is_dir() and not list(tmp_path.glob("adir.tmp"))

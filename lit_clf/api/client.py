@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ class ChatClient:
         self.cache = cache
         #: The model the server says it serves (its first answer's ``model``); cached answers of another are refetched.
         self.served_model: str | None = None
+        #: HTTP requests sent, retries and resends included (more than the answers received: the server is slower
+        #: than ``timeout`` at this ``concurrency``, or failing).
+        self.attempts = 0
+        self._lock = threading.Lock()
         self._client = None
 
     def _openai(self):
@@ -114,10 +119,22 @@ class ChatClient:
                         f"api_key_env: the environment variable {self.api_key_env} is not set (the key is read from "
                         "the environment only; for a server that needs none, set api_key_env to null)"
                     )
+            import httpx
+
+            # Every HTTP attempt is counted, the client's own retries and resends after a timeout included.
+            http = httpx.Client(timeout=self.timeout, event_hooks={"request": [self._attempted]})
             self._client = openai.OpenAI(
-                api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+                api_key=key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                http_client=http,
             )
         return self._client
+
+    def _attempted(self, request: Any) -> None:
+        with self._lock:
+            self.attempts += 1
 
     def complete(self, messages: Sequence[Mapping[str, str]], extra: Mapping[str, Any] | None = None) -> Completion:
         """One answer for ``messages``; ``extra`` parameters (a per-example response format) join ``params``."""

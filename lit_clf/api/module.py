@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from lit_clf.api.cache import ResponseCache
 from lit_clf.api.client import ChatClient, Completion, check_key_env
 from lit_clf.api.features import ApiFeaturizer
@@ -17,7 +19,7 @@ from lit_clf.prompting.scoring import prediction_rows, update_answer_metrics
 __all__ = ["ChatApiModule"]
 
 #: Usage counters logged per stage as ``{stage}/api_<name>``.
-USAGE = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd")
+USAGE = ("requests", "attempts", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 class ChatApiModule(TaskModule):
@@ -91,8 +93,9 @@ class ChatApiModule(TaskModule):
         self.featurizer = ApiFeaturizer(self.tasks, shots, prompt_file, prompt_style, label_descriptions, shots_draw)
         if structured_output and self.featurizer.template.style != "json":
             raise ValueError(
-                f"structured_output: {self.featurizer.template.source} answers in plain text; it needs a json answer "
-                "(prompt_style: json, or several tasks)"
+                f"structured_output: {self.featurizer.template.source} answers in plain text; it needs a json answer: "
+                "several tasks, or a prompt file with `style: json` (a copy of the paper's prompt with that line), or "
+                "the generic prompt (datasets without paper prompts) with prompt_style: json"
             )
         params: dict[str, Any] = {"temperature": temperature}
         params |= {"max_tokens": max_tokens} if max_tokens is not None else {}
@@ -159,8 +162,18 @@ class ChatApiModule(TaskModule):
 
     def _reset_usage(self) -> None:
         self.usage = dict.fromkeys(USAGE, 0.0)
+        self._attempts_before = self.client.attempts
 
     def _log_usage(self, stage: str) -> None:
+        self.usage["attempts"] = float(self.client.attempts - getattr(self, "_attempts_before", 0))
+        resent = self.usage["attempts"] - self.usage["requests"]
+        if resent > 0:
+            rank_zero_warn(
+                f"{stage}: {int(self.usage['attempts'])} requests sent for {int(self.usage['requests'])} answers "
+                f"({int(resent)} retried after an error or resent after a {self.client.timeout:g} s timeout; a server "
+                "may have worked on each, and a paid API billed them): size model.init_args.concurrency to the "
+                "server's parallel slots (llama.cpp --parallel, vLLM --max-num-seqs) or raise model.init_args.timeout"
+            )
         names = USAGE if self.hparams.prices else USAGE[:-1]
         self.log_dict({f"{stage}/api_{name}": float(self.usage[name]) for name in names}, reduce_fx="sum")
 

@@ -111,7 +111,17 @@ def _fine_tuned(config: Mapping, metrics: Mapping[str, float]) -> bool:
 
 
 #: The model arguments the report reads; ``backbone`` is the model's hub id or folder in both families.
-_MODEL_ARGS = ("backbone", "shots", "decoding", "lora", "load_in_4bit", "pooling", "prompt_file", "loss_weighting")
+_MODEL_ARGS = (
+    "backbone",
+    "shots",
+    "decoding",
+    "lora",
+    "load_in_4bit",
+    "pooling",
+    "prompt_file",
+    "loss_weighting",
+    "structured_output",
+)
 
 
 def model_section(config: Mapping) -> dict[str, Any]:
@@ -131,7 +141,8 @@ def model_id(config: Mapping) -> str | None:
 
 
 def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None, task_loss: bool = False) -> str:
-    """Settings the paper did not use: a decoder's decoding other than free generation; a prompt file instead of
+    """Settings the paper did not use: a decoder's decoding other than free generation (an API model's structured
+    output); a prompt file instead of
     the paper's prompt (the file's ``variant``, ``inline slot answer``, else its name:
     :func:`_prompt_variant`); heads reading another vector than
     the first token (a decoder backbone with heads: ``heads, last pooling``); LoRA / QLoRA; a consolidated decoder
@@ -141,6 +152,8 @@ def _variant(init_args: Mapping, decoder: bool, train_subset: int | None = None,
     decoding = init_args.get("decoding")
     if decoder and _is_set(decoding) and decoding != "free":
         parts.append(str(decoding))
+    if decoder and init_args.get("structured_output") in (True, "true", "True"):  # API models: the server's JSON mode
+        parts.append("structured output")
     prompt_file = init_args.get("prompt_file")
     if decoder and _is_set(prompt_file):
         parts.append(_prompt_variant(Path(str(prompt_file))))

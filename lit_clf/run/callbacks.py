@@ -132,6 +132,8 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Check the output file before any inference: not there yet (or ``overwrite``), and writable."""
         path = self.resolve_path(trainer)
+        if path.is_dir():  # overwrite replaces a file, never a folder
+            raise ValueError(f"predictions.output_path: {path} is a folder; give a file path (predictions.jsonl)")
         if path.exists() and not self.overwrite:
             raise ValueError(
                 f"predictions.output_path: {path} exists; give another path or --predictions.overwrite true"
@@ -155,12 +157,16 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         rows = sorted((row for batch in predictions for row in batch), key=lambda row: row["index"])
-        with tmp.open("w", encoding="utf-8") as out:
-            for row in rows:  # in the split's order, whatever order the length-grouped batches came in
-                example = examples[row["index"]]
-                record = _prediction_record(example, row, pl_module.prompt_shots(example))
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        tmp.replace(path)  # never leave a half-written file under the final name
+        try:
+            with tmp.open("w", encoding="utf-8") as out:
+                for row in rows:  # in the split's order, whatever order the length-grouped batches came in
+                    example = examples[row["index"]]
+                    record = _prediction_record(example, row, pl_module.prompt_shots(example))
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            tmp.replace(path)  # never leave a half-written file under the final name
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         print(f"wrote predictions for {len(rows)} examples to {path}")
 
 

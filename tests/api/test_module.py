@@ -121,9 +121,12 @@ def test_requests_in_flight_never_exceed_the_concurrency(files, chat_server):
 
 def test_rate_limits_and_server_errors_are_retried(files, chat_server):
     chat_server.failures = [429, 500, 429, 503]
-    run_cli(api_args(files, chat_server, "--model.init_args.concurrency=1"))
+    with pytest.warns(UserWarning, match=rf"test: {len(TEST) + 4} requests sent for {len(TEST)} answers \(4 retried"):
+        run_cli(api_args(files, chat_server, "--model.init_args.concurrency=1"))
     assert chat_server.attempts == len(TEST) + 4 and len(chat_server.requests) == len(TEST)
-    assert logged(files)["test/sentiment_acc"] == 1.0  # the keyword model is right on every test text
+    scores = logged(files)
+    assert scores["test/sentiment_acc"] == 1.0  # the keyword model is right on every test text
+    assert (scores["test/api_attempts"], scores["test/api_requests"]) == (len(TEST) + 4, len(TEST))  # counted
 
 
 def test_a_request_that_keeps_failing_stops_the_run_with_one_line(files, chat_server, capsys, monkeypatch):

@@ -680,3 +680,16 @@ def test_runs_with_equal_scores_are_twins_only_when_they_are_copies_of_one_run()
     assert table.cells[(kept_row, 4)].source == "runs/r/version_1"  # the newer, larger run
     assert "runs/wandb/run-1: the same run as runs/r/version_0 (logged twice), counted once" in table.notes
     assert any("2 runs; using the newest, runs/r/version_1 (not runs/r/version_0)" in note for note in table.notes)
+
+
+def test_api_runs_with_structured_output_have_a_row_of_their_own(tmp_path):
+    api = "lit_clf.api.ChatApiModule"
+    for version, structured in ((0, False), (1, True)):
+        config = decoder_config("gpt-4o-2024-08-06", 0, ["intent"])
+        config["model"]["class_path"] = api
+        config["model"]["init_args"]["structured_output"] = structured
+        write_csv_run(
+            tmp_path / f"api/version_{version}", config, eval_rows(**{"test/intent_acc": 0.5 + version / 10}), 1000
+        )
+    table = build_table(find_runs([tmp_path]))
+    assert sorted(row.variant for row in table.rows) == ["", "structured output"]
