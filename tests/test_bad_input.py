@@ -491,3 +491,22 @@ def test_a_checkpoint_replacing_config_options_says_which_and_follows_a_moved_mo
         "ckpt_path: the checkpoint's values replace the config's for dropout (0.1, not 0.3): only evaluation "
         "options (max_length, top_k, compile, multilabel_threshold, backbone) keep the config's"
     ]
+
+
+def test_a_fit_from_another_runs_checkpoint_is_a_run_of_its_own(tiny_roberta_dir, tmp_path):
+    """Starting a fit from another run's last.ckpt: this run's folder, config and best.ckpt are its own, and
+    --test_after_fit tests this run's best checkpoint, not a file of the other run (deleted here)."""
+    import csv
+
+    args = ["--checkpoint.save_last=true", "--test_after_fit=true"]
+    run_cli(["fit", *toy_args(tmp_path / "a", tiny_roberta_dir), *args])
+    (last,) = (tmp_path / "a").rglob("last.ckpt")
+    (other_best,) = (tmp_path / "a").rglob("best.ckpt")
+    other_best.unlink()
+    run_cli(
+        ["fit", *toy_args(tmp_path / "b", tiny_roberta_dir), *args, f"--ckpt_path={last}", "--trainer.max_epochs=2"]
+    )
+    (best,) = (tmp_path / "b").rglob("best.ckpt")
+    (metrics,) = (tmp_path / "b").rglob("metrics.csv")
+    assert any(row.get("test/intent_acc") for row in csv.DictReader(metrics.open()))
+    assert not other_best.exists() and best.parent.parent == metrics.parent

@@ -52,6 +52,26 @@ class BestCheckpoint(CheckpointHooks):
         self.last_every_n_steps = last_every_n_steps
         self._last_saved_step = -1
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resuming this run (also from a moved or copied project folder: the same ``<run>/version_N/checkpoints``
+        tail, its best checkpoint there too), its best and last checkpoints are tracked on in this folder. Another
+        run's checkpoint (a fit started from it into a new folder) brings none of that run's bookkeeping:
+        ``best.ckpt`` and ``--test_after_fit`` are this run's, never files of the other run's folder."""
+        saved = state_dict.get("dirpath")
+        if not saved or not self.dirpath or Path(saved).resolve() == Path(self.dirpath).resolve():
+            return super().load_state_dict(state_dict)
+        best = state_dict.get("best_model_path")
+        same_tail = Path(saved).parts[-3:] == Path(self.dirpath).resolve().parts[-3:]
+        if not same_tail or (best and not (Path(self.dirpath) / Path(best).name).is_file()):
+            return  # another run's (its best checkpoint did not come along): start afresh
+        moved = {
+            key: str(Path(self.dirpath) / Path(value).name) if isinstance(value, str) and value else value
+            for key, value in state_dict.items()
+            if key in ("best_model_path", "last_model_path", "kth_best_model_path")
+        }
+        best_k = {str(Path(self.dirpath) / Path(k).name): v for k, v in (state_dict.get("best_k_models") or {}).items()}
+        super().load_state_dict({**state_dict, **moved, "best_k_models": best_k, "dirpath": self.dirpath})
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         tasks = getattr(pl_module, "tasks", None)
         if self.monitor is None and tasks:

@@ -208,10 +208,20 @@ class LitClfCLI(CLIHooks):
 
     def before_fit(self) -> None:
         check_before_fit(self.config["fit"])  # exit status 3 with the plan's line when the run cannot fit
-        if self._checkpoint_callbacks is not None:  # resuming from a checkpoint file (read in _apply_checkpoint)
+        resumed = self._checkpoint_callbacks is not None  # from a checkpoint file (read in _apply_checkpoint)
+        if resumed:
             keep_metrics_history(self.trainer, self._checkpoint_callbacks)
-        else:
-            self._refuse_overwrite()
+        if not resumed or not self._resumes_this_run():
+            self._refuse_overwrite()  # a fit from another run's checkpoint is a new run in its own folder
+
+    def _resumes_this_run(self) -> bool:
+        """Whether ``--ckpt_path`` lies in this run's folder (so the fit continues the run that wrote it)."""
+        ckpt = Path(str(self.config["fit"].get("ckpt_path"))).resolve()
+        folders = [Path(self.trainer.log_dir or self.trainer.default_root_dir)]
+        callback = self.trainer.checkpoint_callback
+        if getattr(callback, "dirpath", None):
+            folders.append(Path(callback.dirpath))
+        return any(folder.resolve() in ckpt.parents for folder in folders)
 
     def before_validate(self) -> None:
         self._refuse_overwrite()
