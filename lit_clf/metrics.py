@@ -23,7 +23,7 @@ from seqeval.metrics import f1_score
 from sklearn.exceptions import UndefinedMetricWarning
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
+from torchmetrics.classification import MulticlassCalibrationError, MultilabelExactMatch, MultilabelF1Score
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_clf.compat import MetricSyncHooks
@@ -337,17 +337,61 @@ class InvalidRate(Metric):
         return self.invalid.float() / self.total.clamp(min=1)
 
 
-def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False) -> nn.ModuleDict:
+class BrierScore(Metric):
+    """Multi-class Brier score: the mean over examples of the squared distance between the predicted probability
+    vector and the one-hot gold label (0 is perfect, 2 the worst; a uniform guess over C labels scores 1 - 1/C)."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        """Add ``(N, C)`` probabilities and ``(N,)`` gold class ids (rows with a negative id are skipped)."""
+        keep = target >= 0
+        probs, target = probs[keep].double(), target[keep].long()
+        onehot = torch.nn.functional.one_hot(target, self.num_classes).double()
+        self.total += (probs - onehot).square().sum()
+        self.count += target.numel()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
+class CalibrationError(MulticlassCalibrationError):
+    """Expected calibration error (15 equal-width confidence bins, L1): how far the top label's probability is from
+    how often it is right; torchmetrics' ``MulticlassCalibrationError``, skipping rows with a negative gold id."""
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes=num_classes, n_bins=15, norm="l1", **kwargs)
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        keep = target >= 0
+        super().update(probs[keep].float(), target[keep].long())
+
+
+def task_metrics(tasks: Sequence[TaskSpec], invalid_rate: bool = False, calibration: bool = False) -> nn.ModuleDict:
     """One stage's metrics: task name -> metric name -> metric.
 
-    Sequence tasks get ``acc``; multi-label tasks ``f1`` (micro), ``macro_f1`` and ``exact_match`` (all labels of
-    an example right); token tasks ``f1`` (scored by the task's span scheme) and ``exact_match``; with
-    ``invalid_rate`` (generated answers) every task also gets ``invalid_rate``.
+    Sequence tasks get ``acc`` and, with ``calibration`` (a family that gives a probability per label), ``ece``
+    (:class:`CalibrationError`) and ``brier`` (:class:`BrierScore`); multi-label tasks ``f1`` (micro), ``macro_f1``
+    and ``exact_match`` (all labels of an example right); token tasks ``f1`` (scored by the task's span scheme) and
+    ``exact_match``; with ``invalid_rate`` (generated answers) every task also gets ``invalid_rate``.
     """
     metrics = nn.ModuleDict()
     for task in tasks:
         if task.kind == "sequence":
             per_task = {"acc": Accuracy()}
+            if calibration:
+                per_task |= {"ece": CalibrationError(task.num_labels), "brier": BrierScore(task.num_labels)}
         elif task.kind == "multilabel":
             per_task = {
                 "f1": MultilabelF1Score(task.num_labels, average="micro", zero_division=0.0),

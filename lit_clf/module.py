@@ -124,12 +124,17 @@ class TaskModule(L.LightningModule):
         """Task specs (stored as plain data in the hyperparameters), metrics per stage, optimizer factories."""
         self.tasks = coerce_tasks(tasks, type(self).__name__)
         self.hparams["tasks"] = [task.to_dict() for task in self.tasks]  # plain data in checkpoints
-        self.metrics = nn.ModuleDict({stage: task_metrics(self.tasks, self.counts_invalid) for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {stage: task_metrics(self.tasks, self.counts_invalid, self.gives_probabilities) for stage in STAGES}
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
 
     #: Whether predictions can be invalid (generated text): adds ``{stage}/{task}_invalid_rate``.
     counts_invalid = False
+    #: Whether the family gives a probability per label of a sequence task: adds ``{stage}/{task}_ece`` and
+    #: ``{stage}/{task}_brier`` (calibration).
+    gives_probabilities = False
     #: Whether the family writes answers to prompts (its report rows have shots): the decoder and API families.
     #: The report reads it through :data:`lit_clf.report.identity.GENERATIVE`, without importing the class.
     generative = False

@@ -189,7 +189,7 @@ def test_a_monitor_the_run_never_logs_is_refused_before_training(tiny_roberta_di
     args = ["fit", *toy_args(tmp_path, tiny_roberta_dir), "--checkpoint.monitor=val/accuracy"]
     assert run_cli_error(args, capsys, monkeypatch) == (
         "lit-clf: error: checkpoint.monitor: this run never logs 'val/accuracy'; validation logs val/intent_acc, "
-        "val/loss (LIT_CLF_TRACEBACK=1 shows where)"
+        "val/intent_brier, val/intent_ece, val/loss (LIT_CLF_TRACEBACK=1 shows where)"
     )
     assert not list(tmp_path.rglob("*.ckpt"))
 

@@ -395,3 +395,26 @@ def test_an_invalid_slot_answer_is_never_an_exact_match():
     assert float(metrics["slots"]["exact_match"].compute()) == 0.5  # the valid all-Other answer only
     assert float(metrics["slots"]["invalid_rate"].compute()) == 0.5
     assert exact_match([[OTHER]], [[]], valid=[False]) == 0.0 and exact_match([[OTHER]], [[]]) == 1.0
+
+
+def test_ece_and_brier_equal_hand_computed_values():
+    from lit_clf.metrics import BrierScore, CalibrationError
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.08, 0.62, 0.30], [0.2, 0.2, 0.6]])
+    target = torch.tensor([0, 2, -100])  # the third row is unlabelled: skipped
+    brier, ece = BrierScore(3), CalibrationError(3)
+    brier.update(probs, target)
+    ece.update(probs, target)
+    # Brier: ((0.3^2 + 0.2^2 + 0.1^2) + (0.08^2 + 0.62^2 + 0.7^2)) / 2
+    assert float(brier.compute()) == pytest.approx((0.14 + 0.8808) / 2, abs=1e-6)
+    # ECE: two bins of one example each: |1 - 0.7| / 2 (right) + |0 - 0.62| / 2 (wrong)
+    assert float(ece.compute()) == pytest.approx(0.15 + 0.31, abs=1e-6)
+
+
+def test_families_with_label_probabilities_get_calibration_metrics():
+    from lit_clf.metrics import task_metrics
+    from tests.helpers import toy_specs
+
+    specs = toy_specs(("intent", "slots"))
+    assert set(task_metrics(specs, calibration=True)["intent"]) == {"acc", "ece", "brier"}
+    assert set(task_metrics(specs)["intent"]) == {"acc"} and "ece" not in task_metrics(specs, calibration=True)["slots"]

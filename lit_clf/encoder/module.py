@@ -73,6 +73,7 @@ class EncoderSeqTokenModule(TaskModule):
     """
 
     evaluation_options = ("max_length", "top_k", "compile", "multilabel_threshold")
+    gives_probabilities = True  # softmax over each sequence head: ece and brier beside acc
 
     def __init__(
         self,
@@ -246,7 +247,11 @@ class EncoderSeqTokenModule(TaskModule):
                 continue
             preds = logits[task.name].argmax(-1)
             if task.kind == "sequence":
-                metrics["acc"].update(preds, batch["labels"][task.name])
+                gold = batch["labels"][task.name]
+                metrics["acc"].update(preds, gold)
+                probs = logits[task.name].float().softmax(-1)
+                metrics["ece"].update(probs, gold)
+                metrics["brier"].update(probs, gold)
             else:
                 words = self._word_predictions(batch, task, preds)
                 for metric in metrics.values():

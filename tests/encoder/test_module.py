@@ -169,7 +169,14 @@ def test_checkpoint_round_trip_identical_logits(tmp_path, tiny_roberta_dir):
 def test_validate_logs_task_metrics(tmp_path, tiny_roberta_dir):
     trainer, module, data = fit_tiny(tmp_path, tiny_roberta_dir, enable_checkpointing=False)
     (metrics,) = trainer.validate(module, datamodule=data, verbose=False)
-    assert {"val/loss", "val/intent_acc", "val/slots_f1", "val/slots_exact_match"} <= set(metrics)
+    assert {
+        "val/loss",
+        "val/intent_acc",
+        "val/intent_ece",
+        "val/intent_brier",
+        "val/slots_f1",
+        "val/slots_exact_match",
+    } <= set(metrics)
     assert 0.0 <= metrics["val/slots_f1"] <= 1.0
 
 
