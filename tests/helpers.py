@@ -67,6 +67,20 @@ class KillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def data_parallel_trainer(world: int):
+    """What a module's global-batch loss reads of its Trainer under ``world`` processes (an initialized process
+    group): the world size and a strategy whose ``reduce`` sums over the processes."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    def reduce(tensor, reduce_op="sum"):
+        dist.all_reduce(tensor)
+        return tensor
+
+    return SimpleNamespace(world_size=world, strategy=SimpleNamespace(reduce=reduce))
+
+
 def toy_specs(names=("intent", "slots")) -> list:
     """Task specs of the toy data for ``names``."""
     return ToyDataModule(tasks=list(names)).task_specs
@@ -189,6 +203,7 @@ __all__ = [
     "KillAtStep",
     "ToyDataModule",
     "compose_encoder",
+    "data_parallel_trainer",
     "decoder_overrides",
     "encoder_overrides",
     "make_decoder",

@@ -13,6 +13,7 @@ Layout inside the data root, either of::
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import tarfile
@@ -24,7 +25,6 @@ from lit_clf.data.base import ClassificationDataModule, split_off
 from lit_clf.data.download import (
     ARCHIVE_ERRORS,
     DataNotFoundError,
-    check_gzip,
     corrupt_archive,
     data_root,
     fetch,
@@ -166,18 +166,24 @@ def _doc_key(path: str) -> tuple[str, str, str] | None:
 
 
 def _read_archive(path: Path) -> tuple[_RawSplits, set[str]]:
-    """Read every post straight from the tarball (streaming: one pass, no extraction)."""
+    """Read every post straight from the tarball (streaming: one pass, no extraction). A gzip archive is read to its
+    end in the same pass, so its CRC is checked: a damaged block ends the tar stream early without an error, which
+    would otherwise read as a missing split rather than a corrupt archive."""
     raw: _RawSplits = {split: {} for split in NEWSGROUPS_SPLITS}
     seen: set[str] = set()
-    check_gzip(path)  # a damaged block would end the tar stream early without an error
     try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                seen.update(_SPLIT_DIRS[part] for part in PurePosixPath(member.name).parts if part in _SPLIT_DIRS)
-                key = _doc_key(member.name) if member.isfile() else None
-                if key is not None:
-                    split, category, name = key
-                    raw[split][category, name] = tar.extractfile(member).read()
+        with path.open("rb") as file:
+            gzipped = file.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    seen.update(_SPLIT_DIRS[p] for p in PurePosixPath(member.name).parts if p in _SPLIT_DIRS)
+                    key = _doc_key(member.name) if member.isfile() else None
+                    if key is not None:
+                        split, category, name = key
+                        raw[split][category, name] = tar.extractfile(member).read()
+            while stream.read(1 << 20):  # the rest of the gzip stream, to its CRC
+                pass
     except ARCHIVE_ERRORS as err:
         raise corrupt_archive(path, err) from err
     return raw, seen

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -115,9 +116,11 @@ def load_exported_heads(module, directory: str | Path) -> bool:
 
 
 def _read_weights(directory: Path, head: str) -> dict[str, torch.Tensor]:
+    """The classifier's tensors alone from the folder's safetensors files (the backbone's are not read)."""
     out: dict[str, torch.Tensor] = {}
     for file in sorted(directory.glob("*.safetensors")):
-        out.update({k: v for k, v in load_file(file).items() if k.startswith(f"{head}.")})
+        with safe_open(file, framework="pt") as weights:
+            out.update({k: weights.get_tensor(k) for k in weights.keys() if k.startswith(f"{head}.")})
     if f"{head}.weight" not in out:
         raise ValueError(f"{directory}: no {head}.weight in its safetensors files")
     return out

@@ -335,7 +335,8 @@ def _has_rows(path: Path) -> bool:
     if not path.is_file():
         return False
     with path.open(encoding="utf-8", errors="replace") as file:
-        return sum(1 for line in file if line.strip()) > 1
+        lines = (line for line in file if line.strip())
+        return next(lines, None) is not None and next(lines, None) is not None
 
 
 @contextmanager

@@ -5,8 +5,6 @@ another number of ranks and on one process) are in the slow tests."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,7 +12,7 @@ import torch.multiprocessing as mp
 
 from lit_clf.data.base import DatasetInfo
 from lit_clf.decoder import DecoderGenerativeModule
-from tests.helpers import REPO, toy_examples, toy_specs
+from tests.helpers import REPO, data_parallel_trainer, toy_examples, toy_specs
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
@@ -42,12 +40,8 @@ def step(module, world: int, rank: int, sharded: bool) -> tuple[float, dict[str,
     features = module.featurizer.featurize(toy_examples(), train=True, info=INFO)
     batch = module.featurizer.collate(features[rank::world])
 
-    def reduce(tensor, reduce_op="sum"):
-        dist.all_reduce(tensor)
-        return tensor
-
     if world > 1:
-        module._trainer = SimpleNamespace(world_size=world, strategy=SimpleNamespace(reduce=reduce))
+        module._trainer = data_parallel_trainer(world)
     loss = module.answer_loss(batch)
     loss.backward()
     value = loss.detach().clone()

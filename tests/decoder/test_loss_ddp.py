@@ -3,15 +3,13 @@ and gradients of 1 process x N*B rows, for token and task weighting (DDP's gradi
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lit_clf.data.base import DatasetInfo
-from tests.helpers import make_decoder, toy_examples, toy_specs
+from tests.helpers import data_parallel_trainer, make_decoder, toy_examples, toy_specs
 
 INFO = DatasetInfo("massive", toy_examples("train-"), seed=0)
 TASKS = {"token": ("slots",), "task": ("intent", "slots")}
@@ -24,12 +22,8 @@ def loss_and_grads(model_dir: str, weighting: str, world: int = 1, rank: int = 0
     features = module.featurizer.featurize(toy_examples(), train=True, info=INFO)
     batch = module.featurizer.collate(features[rank::world])  # rows of very different answer lengths per process
 
-    def reduce(tensor, reduce_op="sum"):
-        dist.all_reduce(tensor)
-        return tensor
-
     if world > 1:
-        module._trainer = SimpleNamespace(world_size=world, strategy=SimpleNamespace(reduce=reduce))
+        module._trainer = data_parallel_trainer(world)
     loss = module.answer_loss(batch)
     loss.backward()
     grads = [p.grad.detach().clone() for p in module.parameters() if p.grad is not None]
