@@ -146,6 +146,8 @@ def test_export_refuses_an_existing_folder_and_a_config_of_another_model(tmp_pat
         export(ckpt, tmp_path / "taken")
     assert "exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "taken" / "x").read_text() == "keep"  # nothing already written is lost
+    export(ckpt, tmp_path / "taken", "--overwrite")  # asked for: replaced by the export
+    assert not (tmp_path / "taken" / "x").exists() and (tmp_path / "taken" / MANIFEST).is_file()
     config = tmp_path / "decoder.yaml"
     config.write_text("model:\n  class_path: lit_clf.decoder.DecoderGenerativeModule\n")
     with pytest.raises(SystemExit):

@@ -118,3 +118,5 @@ def test_fit_stops_with_the_plan_before_writing_anything(tmp_path, tiny_smollm_d
     err = capsys.readouterr().err
     assert "does not fit: the largest term per device is" in err and "peak per device:" in err
     assert not list(tmp_path.rglob("config.yaml")) and not list(tmp_path.rglob("metrics.csv"))
+    main([*args, "--plan.check=false", "--test_after_fit=false"])  # the check skipped: the fit runs
+    assert list(tmp_path.rglob("metrics.csv"))
